@@ -1,0 +1,97 @@
+"""A private dbus-daemon with its own config file, for tests and the demo.
+
+Code under test is pointed at it through DBUS_SYSTEM_BUS_ADDRESS, so it talks to a real bus
+without touching the machine's system bus.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+# System-bus semantics (type "system", EXTERNAL auth) but permissive: any peer may own names
+# and send anything. Tests that need our real policy pass extra <includedir>s.
+_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+  </policy>
+{includes}
+</busconfig>
+"""
+
+
+class PrivateBus:
+    """A dbus-daemon listening on a unix socket in `directory`."""
+
+    def __init__(self, directory: Path, include_dirs: list[Path] | None = None) -> None:
+        self.directory = Path(directory)
+        self.socket_path = self.directory / "bus.sock"
+        self.config_path = self.directory / "bus.conf"
+        self.include_dirs = include_dirs or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:path={self.socket_path}"
+
+    def start(self, timeout: float = 10.0) -> PrivateBus:
+        binary = shutil.which("dbus-daemon")
+        if binary is None:
+            raise RuntimeError("dbus-daemon is not installed: run scripts/bootstrap (apt-get install dbus-daemon)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        includes = "\n".join(f"  <includedir>{d}</includedir>" for d in self.include_dirs)
+        self.config_path.write_text(_CONFIG.format(socket=self.socket_path, includes=includes))
+        log = (self.directory / "dbus.log").open("ab")
+        self.process = subprocess.Popen(
+            [binary, f"--config-file={self.config_path}", "--nofork", "--nopidfile"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.socket_path.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dbus-daemon exited early; see {self.directory / 'dbus.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("dbus-daemon did not create its socket in time")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def env(self) -> dict[str, str]:
+        """The environment a child process needs to use this bus as its system bus."""
+        return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
+
+    def __enter__(self) -> PrivateBus:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,171 @@
+"""The small key-value protocol the semaphore runs on, and the errors every backend raises.
+
+Three backends implement it (embedded SQLite, etcd v3, etcd v2). Revisions are the only
+concurrency control: every write that must not lose a race is a compare-and-swap on the
+revision read before it, so the semaphore logic above stays pure and backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A key's current value and the revision at which it was last modified."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One observed change of a watched key. `value` is None when the key was deleted."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+class KVError(Exception):
+    """Base of every error a KV backend raises; the message is one line meant for a person."""
+
+
+class KVUnavailable(KVError):
+    """No endpoint answered (after the bounded retries): the store cannot be reached now."""
+
+
+class KVAuthError(KVError):
+    """The store answered but refused our credentials or TLS identity."""
+
+
+class KVProtocolError(KVError):
+    """The store answered with something we cannot understand; nothing was changed by us."""
+
+
+@runtime_checkable
+class KVStore(Protocol):
+    """What the semaphore needs from a store. All methods are coroutines except `watch`,
+    which returns an async iterator.
+
+    Contract (the conformance suite in tests/ checks every backend against it):
+    - `get` returns None for an absent key.
+    - `create` writes only if the key is absent; returns the new Entry, or None if it exists.
+    - `compare_and_swap` writes only if the key's current revision equals `revision`;
+      returns the new Entry, or None if the key changed or vanished meanwhile.
+    - `delete` removes the key (only at `revision` when given); True if something was deleted.
+    - `watch(key, after_revision)` yields a Change for modifications with a revision greater
+      than `after_revision`, in revision order. Backends without history (SQLite, etcd v2
+      beyond its event window) may coalesce several changes into the latest one, but never
+      skip the latest state. The iterator runs until the consumer stops iterating; closing it
+      (aclose / break) releases its resources.
+    - `ping` raises KVUnavailable / KVAuthError if the store cannot serve requests now.
+    - Revisions grow monotonically per store; a fresh key's revision is > 0.
+    """
+
+    async def get(self, key: str) -> Entry | None: ...
+
+    async def create(self, key: str, value: bytes) -> Entry | None: ...
+
+    async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None: ...
+
+    async def delete(self, key: str, revision: int | None = None) -> bool: ...
+
+    def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- Choosing a backend -------------------------------------------------------------------
+
+BACKEND_ETCD3 = "etcd3"
+BACKEND_ETCD2 = "etcd2"
+BACKEND_EMBEDDED = "embedded"
+
+_SCHEMES = {
+    "http": (BACKEND_ETCD3, "http"),
+    "https": (BACKEND_ETCD3, "https"),
+    "etcd3+http": (BACKEND_ETCD3, "http"),
+    "etcd3+https": (BACKEND_ETCD3, "https"),
+    "etcd2+http": (BACKEND_ETCD2, "http"),
+    "etcd2+https": (BACKEND_ETCD2, "https"),
+    "file": (BACKEND_EMBEDDED, "file"),
+}
+
+ENDPOINT_HELP = (
+    "use http(s)://HOST:PORT for etcd v3, etcd2+http(s)://HOST:PORT for the etcd v2 API, "
+    "or file:///PATH for the embedded store"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One parsed endpoint: which backend serves it and the address that backend uses
+    (an http(s) base URL without the `etcdN+` prefix, or a filesystem path for `file:`)."""
+
+    backend: str
+    address: str
+    original: str
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """Parse one endpoint URL; raises ValueError with a one-line message naming the fix."""
+    from urllib.parse import urlsplit
+
+    text = url.strip()
+    scheme, sep, _rest = text.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        raise ValueError(f"endpoint {url!r} has no supported scheme: {ENDPOINT_HELP}")
+    backend, transport = _SCHEMES[scheme.lower()]
+    if backend == BACKEND_EMBEDDED:
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"endpoint {url!r}: the embedded store needs an absolute path, file:///PATH")
+        return Endpoint(backend, parts.path, url)
+    address = f"{transport}://{text.split('://', 1)[1]}".rstrip("/")
+    parts = urlsplit(address)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"endpoint {url!r} has a bad port: {exc}") from None
+    if not parts.hostname or parts.path not in ("",) or parts.query or parts.fragment:
+        raise ValueError(f"endpoint {url!r} must be scheme://HOST[:PORT] with no path: {ENDPOINT_HELP}")
+    del port
+    return Endpoint(backend, address, url)
+
+
+def parse_endpoints(urls: list[str] | tuple[str, ...]) -> tuple[Endpoint, ...]:
+    """Parse an endpoint list; all must name the same backend, and a file: store stands alone."""
+    if not urls:
+        raise ValueError(f"no endpoint given: {ENDPOINT_HELP}")
+    parsed = tuple(parse_endpoint(u) for u in urls)
+    kinds = {e.backend for e in parsed}
+    if len(kinds) > 1:
+        raise ValueError(f"endpoints {', '.join(urls)} mix backends ({', '.join(sorted(kinds))}): use one kind")
+    if parsed[0].backend == BACKEND_EMBEDDED and len(parsed) > 1:
+        raise ValueError("the embedded store takes exactly one file:///PATH endpoint")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class KVOptions:
+    """Everything needed to open a store: endpoints plus etcd TLS and auth. Validated by config."""
+
+    endpoints: tuple[Endpoint, ...]
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    request_timeout: float = 5.0
+    # How long one operation may keep retrying unreachable endpoints before KVUnavailable.
+    retry_budget: float = 10.0
+
+    @property
+    def backend(self) -> str:
+        return self.endpoints[0].backend
