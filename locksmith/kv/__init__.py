@@ -1,0 +1,59 @@
+"""The KV layer: one small protocol (base.py) and three backends, chosen by endpoint scheme."""
+
+from __future__ import annotations
+
+from locksmith.kv.base import (
+    BACKEND_EMBEDDED,
+    BACKEND_ETCD2,
+    BACKEND_ETCD3,
+    ENDPOINT_HELP,
+    Change,
+    Endpoint,
+    Entry,
+    KVAuthError,
+    KVError,
+    KVOptions,
+    KVProtocolError,
+    KVStore,
+    KVUnavailable,
+    parse_endpoint,
+    parse_endpoints,
+)
+
+
+def open_store(options: KVOptions) -> KVStore:
+    """Build the backend the endpoints name. Nothing connects until the first operation."""
+    # Imported here so a host on the embedded store never loads the HTTP stack, and back.
+    if options.backend == BACKEND_EMBEDDED:
+        from locksmith.kv.embedded import EmbeddedStore
+
+        return EmbeddedStore(options.endpoints[0].address, busy_timeout=options.retry_budget)
+    if options.backend == BACKEND_ETCD3:
+        from locksmith.kv.etcd3 import Etcd3Store
+
+        return Etcd3Store(options)
+    if options.backend == BACKEND_ETCD2:
+        from locksmith.kv.etcd2 import Etcd2Store
+
+        return Etcd2Store(options)
+    raise ValueError(f"unknown KV backend {options.backend!r}: {ENDPOINT_HELP}")
+
+
+__all__ = [
+    "BACKEND_EMBEDDED",
+    "BACKEND_ETCD2",
+    "BACKEND_ETCD3",
+    "ENDPOINT_HELP",
+    "Change",
+    "Endpoint",
+    "Entry",
+    "KVAuthError",
+    "KVError",
+    "KVOptions",
+    "KVProtocolError",
+    "KVStore",
+    "KVUnavailable",
+    "open_store",
+    "parse_endpoint",
+    "parse_endpoints",
+]

@@ -1,0 +1,274 @@
+"""The embedded store: one SQLite file shared by every agent and locksmithctl on a host.
+
+Why SQLite in WAL mode: readers never block the writer, `synchronous=FULL` makes each commit
+durable before we report it, and `BEGIN IMMEDIATE` takes the write lock up front so a
+compare-and-swap reads and writes under one lock — across processes, not just threads.
+
+A store-wide revision counter (table `meta`) is bumped by every write, so revisions are
+monotonic and > 0. A deleted key leaves a tombstone row (value NULL) carrying the delete's
+revision, which lets `watch` report deletions with a proper revision.
+
+All SQLite calls run on one dedicated thread per store (the connection lives there), so the
+event loop never blocks and the connection is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from locksmith.kv.base import Change, Entry, KVError, KVProtocolError, KVUnavailable
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB,              -- NULL marks a tombstone: the key was deleted at `revision`
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+"""
+
+# How often a watcher re-reads its key when inotify cannot tell it about writes.
+POLL_INTERVAL = 0.05
+
+
+class EmbeddedStore:
+    """KVStore over a SQLite file. Safe for many processes on one host sharing the file."""
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._busy_ms = max(1, int(busy_timeout * 1000))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kv-sqlite:{self.path.name}")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    # --- the SQLite thread ---------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise KVUnavailable(f"cannot open the embedded store {self.path}: {exc}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise KVUnavailable(f"the embedded store {self.path} cannot use WAL mode (got {mode}): use a local fs")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _translate(exc, self.path) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` inside one BEGIN IMMEDIATE transaction (the cross-process write lock)."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return result
+
+    def _read(self, key: str) -> tuple[bytes | None, int] | None:
+        try:
+            row = self._connection().execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return None if row is None else (row[0], int(row[1]))
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise KVUnavailable(f"the embedded store {self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- KVStore -------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        row = await self._run(self._read, key)
+        if row is None or row[0] is None:
+            return None
+        return Entry(key, bytes(row[0]), row[1])
+
+    async def create(self, key: str, value: bytes) -> Entry | None:
+        def op(conn: sqlite3.Connection) -> Entry | None:
+            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] is not None:
+                return None
+            return _put(conn, key, value)
+
+        return await self._run(self._write, op)
+
+    async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None:
+        def op(conn: sqlite3.Connection) -> Entry | None:
+            row = conn.execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or row[0] is None or int(row[1]) != revision:
+                return None
+            return _put(conn, key, value)
+
+        return await self._run(self._write, op)
+
+    async def delete(self, key: str, revision: int | None = None) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or row[0] is None:
+                return False
+            if revision is not None and int(row[1]) != revision:
+                return False
+            conn.execute("UPDATE kv SET value = NULL, revision = ? WHERE key = ?", (_next_revision(conn), key))
+            return True
+
+        return await self._run(self._write, op)
+
+    async def ping(self) -> None:
+        await self._run(self._connection)
+
+    async def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]:
+        await self._run(self._connection)  # the directory must exist before it can be watched
+        # Arm the wake-up source before the first read, so a write between the two is not missed.
+        waker = _make_waker(self.path)
+        try:
+            last = after_revision
+            while True:
+                row = await self._run(self._read, key)
+                if row is not None and row[1] > last:
+                    last = row[1]
+                    value = None if row[0] is None else bytes(row[0])
+                    yield Change(key, value, row[1])
+                    continue
+                await waker.wait()
+        finally:
+            waker.close()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=False)
+
+
+def _next_revision(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value").fetchone()[0])
+
+
+def _put(conn: sqlite3.Connection, key: str, value: bytes) -> Entry:
+    rev = _next_revision(conn)
+    conn.execute(
+        "INSERT INTO kv (key, value, revision) VALUES (?, ?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value, revision = excluded.revision",
+        (key, bytes(value), rev),
+    )
+    return Entry(key, bytes(value), rev)
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> KVError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return KVUnavailable(f"the embedded store {path} stayed locked by another process: {text}")
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+        return KVProtocolError(f"{path} is not a usable locksmith store ({text}): move it aside; it was not changed")
+    return KVUnavailable(f"the embedded store {path} failed: {text}")
+
+
+# --- Waking watchers ------------------------------------------------------------------------
+
+
+class _Waker:
+    async def wait(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _PollWaker(_Waker):
+    """Fallback when inotify is unavailable: the caller re-reads its key every POLL_INTERVAL."""
+
+    async def wait(self) -> None:
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+class _InotifyWaker(_Waker):
+    """Wakes when any process writes the database or its WAL.
+
+    A commit in WAL mode appends to `<db>-wal` (IN_MODIFY); a checkpoint writes the db itself;
+    the WAL is recreated (IN_CREATE) after the last connection closes. The `-shm` index is
+    mmapped, so its changes raise no events — we only wake for real writes. The fd is watched
+    with the event loop's reader callback: no thread, no polling.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        import inotify_simple
+
+        self._names = {db_path.name, f"{db_path.name}-wal", f"{db_path.name}-journal"}
+        self._overflow = int(inotify_simple.flags.Q_OVERFLOW)
+        self._inotify = inotify_simple.INotify(nonblocking=True)
+        flags = inotify_simple.flags
+        try:
+            self._inotify.add_watch(
+                db_path.parent,
+                flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.DELETE,
+            )
+        except BaseException:
+            self._inotify.close()
+            raise
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._loop.add_reader(self._inotify.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            events = self._inotify.read(timeout=0)
+        except OSError:
+            events = []
+        if any(e.name in self._names or e.mask & self._overflow for e in events):
+            self._event.set()
+
+    async def wait(self) -> None:
+        # Also re-check now and then: a safety net should an event ever be lost (queue overflow).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout=5.0)
+        self._event.clear()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._inotify.fileno())
+        self._inotify.close()
+
+
+def _make_waker(db_path: Path) -> _Waker:
+    try:
+        return _InotifyWaker(db_path)
+    except (ImportError, OSError):
+        return _PollWaker()
