@@ -1,0 +1,388 @@
+"""etcd v3 over its HTTP/JSON gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`).
+
+Keys and values travel base64-encoded; 64-bit numbers arrive as strings and zero-valued
+fields are omitted, so every reply goes through the small parsers below, which turn anything
+unexpected into KVProtocolError rather than a traceback. Entry.revision is the key's
+`mod_revision`, so a CAS is a txn comparing MOD revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
+from locksmith.kv.http import EndpointUnhealthy, HTTPEndpoints, json_body
+
+API = "etcd v3"
+
+# gRPC status codes as the gateway reports them in {"error", "code"}.
+_UNAUTHENTICATED = 16
+_PERMISSION_DENIED = 7
+_UNAVAILABLE = 14
+_DEADLINE_EXCEEDED = 4
+
+_AUTH_MESSAGES = ("authentication failed", "user name is empty", "permission denied", "user name not found")
+_TRANSIENT_MESSAGES = ("no leader", "leader changed", "request timed out", "too many requests", "not capable")
+
+
+class InvalidToken(KVAuthError):
+    """Our auth token expired or was revoked; authenticate again."""
+
+
+# --- Pure reply parsers (fuzzed by hypothesis) --------------------------------------------
+
+
+def b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {type(value).__name__}, not base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise KVProtocolError(f"etcd v3 reply: {what} is not valid base64 ({value[:40]!r})") from None
+
+
+def _int(value: Any, what: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    # 64-bit integers come as decimal strings; small ones may come as JSON numbers.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {value!r}, not an integer")
+    if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {value[:40]!r}, not an integer")
+    return int(value)
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {type(value).__name__}, not an object")
+    return value
+
+
+def _header_revision(body: Mapping[str, Any]) -> int:
+    return _int(_obj(body.get("header"), "header").get("revision"), "header.revision", 0)
+
+
+def parse_error(body: Any) -> tuple[str, int] | None:
+    """The gateway's error shape `{"error": msg, "code": n}` (or `{"message": ...}`), else None."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error")
+    if isinstance(err, dict):  # the watch stream wraps errors one level deeper
+        body, err = err, err.get("message")
+    if err is None and "code" in body and "message" in body:
+        err = body.get("message")
+    if err is None:
+        return None
+    code = body.get("code", 0)
+    return str(err), code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def parse_range(body: Any, key: str) -> tuple[Entry | None, int]:
+    """A range reply → (the key's Entry or None, the store revision of the reply)."""
+    body = _obj(body, "range reply")
+    kvs = body.get("kvs") or []
+    if not isinstance(kvs, list):
+        raise KVProtocolError("etcd v3 reply: kvs is not a list")
+    revision = _header_revision(body)
+    for item in kvs:
+        kv = _obj(item, "kvs[]")
+        if _unb64(kv.get("key"), "kv.key") != key.encode():
+            continue
+        value = _unb64(kv["value"], "kv.value") if "value" in kv else b""
+        mod = _int(kv.get("mod_revision"), "kv.mod_revision")
+        if mod <= 0:
+            raise KVProtocolError(f"etcd v3 reply: kv.mod_revision is {mod}, not positive")
+        return Entry(key, value, mod), revision
+    return None, revision
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    deleted: int = 0
+
+
+def parse_txn(body: Any) -> TxnResult:
+    body = _obj(body, "txn reply")
+    succeeded = body.get("succeeded", False)
+    if not isinstance(succeeded, bool):
+        raise KVProtocolError(f"etcd v3 reply: succeeded is {succeeded!r}, not a boolean")
+    revision = _header_revision(body)
+    deleted = 0
+    responses = body.get("responses") or []
+    if not isinstance(responses, list):
+        raise KVProtocolError("etcd v3 reply: responses is not a list")
+    for item in responses:
+        dr = _obj(item, "responses[]").get("response_delete_range")
+        if dr is not None:
+            deleted += _int(_obj(dr, "response_delete_range").get("deleted"), "deleted", 0)
+    if succeeded and revision <= 0:
+        raise KVProtocolError("etcd v3 reply: a successful txn without a header revision")
+    return TxnResult(succeeded, revision, deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    key: bytes
+    value: bytes | None  # None for DELETE
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchMessage:
+    created: bool = False
+    canceled: bool = False
+    cancel_reason: str = ""
+    compact_revision: int = 0
+    revision: int = 0
+    events: tuple[WatchEvent, ...] = field(default_factory=tuple)
+    error: tuple[str, int] | None = None
+
+
+def parse_watch_line(line: str | bytes) -> WatchMessage:
+    """One line of the /v3/watch stream: `{"result": {...}}` or `{"error": {...}}`."""
+    try:
+        body = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        text = line if isinstance(line, str) else line.decode("utf-8", "replace")
+        raise KVProtocolError(f"etcd v3 watch stream: a line that is not JSON ({text[:60]!r})") from None
+    error = parse_error(body)
+    if error is not None:
+        return WatchMessage(error=error)
+    result = _obj(_obj(body, "watch message").get("result"), "watch result")
+    events = []
+    raw_events = result.get("events") or []
+    if not isinstance(raw_events, list):
+        raise KVProtocolError("etcd v3 watch stream: events is not a list")
+    for item in raw_events:
+        ev = _obj(item, "event")
+        kv = _obj(ev.get("kv"), "event.kv")
+        kind = ev.get("type", "PUT")
+        if kind not in ("PUT", "DELETE"):
+            raise KVProtocolError(f"etcd v3 watch stream: unknown event type {kind!r}")
+        value = None if kind == "DELETE" else (_unb64(kv["value"], "event value") if "value" in kv else b"")
+        events.append(WatchEvent(_unb64(kv.get("key"), "event key"), value, _int(kv.get("mod_revision"), "mod_rev")))
+    for flag in ("created", "canceled"):
+        if not isinstance(result.get(flag, False), bool):
+            raise KVProtocolError(f"etcd v3 watch stream: {flag} is not a boolean")
+    reason = result.get("cancel_reason", "")
+    return WatchMessage(
+        created=result.get("created", False),
+        canceled=result.get("canceled", False),
+        cancel_reason=reason if isinstance(reason, str) else repr(reason),
+        compact_revision=_int(result.get("compact_revision"), "compact_revision", 0),
+        revision=_header_revision(result),
+        events=tuple(events),
+    )
+
+
+def check_reply(response: httpx.Response, base: str, what: str, authenticated: bool) -> Any:
+    """The JSON body of a good reply; otherwise the KVError (or EndpointUnhealthy) it means."""
+    if response.status_code >= 500:
+        try:
+            body = response.json()
+        except ValueError:
+            raise EndpointUnhealthy(f"HTTP {response.status_code}") from None
+    else:
+        body = json_body(response, f"{API} {what} at {base}")
+    error = parse_error(body)
+    if error is None and response.status_code == 200:
+        return body
+    message, code = error or (f"HTTP {response.status_code}", 0)
+    raise classify_error(message, code, response.status_code, base, what, authenticated)
+
+
+def classify_error(message: str, code: int, status: int, base: str, what: str, authenticated: bool) -> Exception:
+    lowered = message.lower()
+    if "invalid auth token" in lowered or "auth token is expired" in lowered:
+        return InvalidToken(f"{API} at {base}: {message}")
+    if code in (_UNAUTHENTICATED, _PERMISSION_DENIED) or any(m in lowered for m in _AUTH_MESSAGES):
+        fix = "check the etcd username, password and role" if authenticated else "set the etcd username and password"
+        return KVAuthError(f"{API} at {base} refused {what}: {message}: {fix}")
+    if code in (_UNAVAILABLE, _DEADLINE_EXCEEDED) or status >= 500 or any(m in lowered for m in _TRANSIENT_MESSAGES):
+        return EndpointUnhealthy(message)
+    if status == 404:
+        return KVProtocolError(f"{API}: {base} has no {what} API (HTTP 404): is it etcd 3.4 or newer?")
+    return KVError(f"{API} at {base} refused {what}: {message}")
+
+
+# --- The store ---------------------------------------------------------------------------
+
+
+class Etcd3Store:
+    """KVStore over the etcd v3 HTTP/JSON gateway."""
+
+    def __init__(self, options: KVOptions) -> None:
+        self.options = options
+        self._http = HTTPEndpoints(options, API)
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
+
+    # --- auth ---
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": self._token} if self._token else {}
+
+    async def _authenticate(self, stale: str | None = None) -> None:
+        if not self.options.username:
+            return
+        async with self._auth_lock:
+            if self._token is not None and self._token != stale:
+                return  # another task already did it
+            body = {"name": self.options.username, "password": self.options.password or ""}
+            self._token = await self._http.call("POST", "/v3/auth/authenticate", self._parse_auth, json=body)
+
+    def _parse_auth(self, response: httpx.Response, base: str) -> str:
+        try:
+            body = check_reply(response, base, f"user {self.options.username!r}", authenticated=True)
+        except KVError as exc:
+            if "authentication is not enabled" in str(exc):
+                return ""  # credentials were given but the cluster does not ask for them
+            raise
+        token = _obj(body, "authenticate reply").get("token")
+        if not isinstance(token, str) or not token:
+            raise KVProtocolError(f"{API} at {base}: the authenticate reply has no token")
+        return token
+
+    async def _post(self, path: str, what: str, body: dict[str, Any]) -> Any:
+        if self._token is None:
+            await self._authenticate()
+
+        def parse(response: httpx.Response, base: str) -> Any:
+            return check_reply(response, base, what, authenticated=bool(self.options.username))
+
+        for attempt in range(2):
+            token = self._token
+            try:
+                return await self._http.call("POST", path, parse, json=body, headers=self._headers)
+            except InvalidToken:
+                if attempt or not self.options.username:
+                    raise
+                await self._authenticate(stale=token)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- KVStore ---
+
+    async def _range(self, key: str) -> tuple[Entry | None, int]:
+        return parse_range(await self._post("/v3/kv/range", f"reading {key}", {"key": b64(key)}), key)
+
+    async def get(self, key: str) -> Entry | None:
+        return (await self._range(key))[0]
+
+    async def _txn(
+        self, key: str, what: str, compare: list[dict[str, Any]], success: list[dict[str, Any]]
+    ) -> TxnResult:
+        return parse_txn(await self._post("/v3/kv/txn", f"{what} {key}", {"compare": compare, "success": success}))
+
+    async def create(self, key: str, value: bytes) -> Entry | None:
+        compare = [{"key": b64(key), "result": "EQUAL", "target": "VERSION", "version": "0"}]
+        put = [{"request_put": {"key": b64(key), "value": b64(value)}}]
+        result = await self._txn(key, "creating", compare, put)
+        return Entry(key, bytes(value), result.revision) if result.succeeded else None
+
+    async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None:
+        if revision <= 0:
+            return None  # no stored key has this revision; a MOD==0 compare would match an absent key
+        compare = [{"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}]
+        put = [{"request_put": {"key": b64(key), "value": b64(value)}}]
+        result = await self._txn(key, "updating", compare, put)
+        return Entry(key, bytes(value), result.revision) if result.succeeded else None
+
+    async def delete(self, key: str, revision: int | None = None) -> bool:
+        if revision is not None and revision <= 0:
+            return False
+        compare = (
+            [{"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}]
+            if revision is not None
+            else []
+        )
+        result = await self._txn(key, "deleting", compare, [{"request_delete_range": {"key": b64(key)}}])
+        return result.succeeded and result.deleted > 0
+
+    async def ping(self) -> None:
+        await self._range("locksmith/ping")
+
+    async def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]:
+        """Stream changes after `after_revision`; on compaction re-read the key, on a broken
+        stream reconnect (any endpoint) from the last revision seen. Raises KVUnavailable
+        when no endpoint could be reached for `retry_budget` seconds in a row."""
+        last = after_revision
+        down_since: float | None = None
+        delay = 0.05
+        while True:
+            resync = False
+            try:
+                if self._token is None:
+                    await self._authenticate()
+                request = {"create_request": {"key": b64(key), "start_revision": str(last + 1)}}
+                base, response = await self._http.open_stream(
+                    "POST", "/v3/watch", json=request, headers=self._headers(), read_timeout=None
+                )
+                try:
+                    if response.status_code != 200:
+                        await response.aread()
+                        check_reply(response, base, f"watching {key}", bool(self.options.username))
+                        raise EndpointUnhealthy(f"HTTP {response.status_code}")
+                    async for line in response.aiter_lines():
+                        if not line.strip():
+                            continue
+                        msg = parse_watch_line(line)
+                        if msg.error is not None:
+                            raise classify_error(*msg.error, 200, base, f"watching {key}", bool(self.options.username))
+                        down_since, delay = None, 0.05
+                        if msg.compact_revision:
+                            resync = True
+                            break
+                        if msg.canceled:
+                            raise KVError(f"{API} at {base} cancelled the watch on {key}: {msg.cancel_reason}")
+                        for ev in msg.events:
+                            if ev.key == key.encode() and ev.revision > last:
+                                last = ev.revision
+                                yield Change(key, ev.value, ev.revision)
+                finally:
+                    await response.aclose()
+            except InvalidToken:
+                self._token = None
+                continue
+            except (KVUnavailable, EndpointUnhealthy, httpx.TransportError) as exc:
+                now = time.monotonic()
+                down_since = down_since or now
+                if now - down_since > self.options.retry_budget:
+                    if isinstance(exc, KVUnavailable):
+                        raise
+                    raise KVUnavailable(f"{API}: the watch on {key} could not reconnect: {exc}") from None
+            if resync:
+                # History up to the compaction is gone: the key's current state stands in for it.
+                entry, revision = await self._range(key)
+                if entry is not None and entry.revision > last:
+                    last = entry.revision
+                    yield Change(key, entry.value, entry.revision)
+                elif entry is None and revision > last:
+                    last = revision
+                    yield Change(key, None, revision)
+                last = max(last, revision)
+                continue
+            # A stream that ended or broke: reconnect after a short jittered pause.
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(1.0, delay * 2)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
