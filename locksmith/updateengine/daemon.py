@@ -1,0 +1,131 @@
+"""`update_engine`: the com.coreos.update1 service on the system bus (DBUS_SYSTEM_BUS_ADDRESS honoured)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from locksmith.machineid import DEFAULT_MACHINE_ID_PATH, MachineIdError, read_machine_id
+from locksmith.updateengine import engineconfig
+from locksmith.updateengine.busutil import BusUnavailable, connect_system_bus
+from locksmith.updateengine.engine import Identity, UpdateEngine
+from locksmith.updateengine.scheduler import Scheduler
+from locksmith.updateengine.service import ManagerInterface, NameTaken, export
+from locksmith.updateengine.target import SlotTarget
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="update_engine", description="The com.coreos.update1 update engine (Omaha client, A/B USR installer)."
+    )
+    files = engineconfig.DEFAULT_FILES
+    p.add_argument("--update-conf", type=Path, default=files[0], help=f"admin config (default {files[0]})")
+    p.add_argument("--usr-update-conf", type=Path, default=files[1], help=f"vendor config (default {files[1]})")
+    p.add_argument("--release-file", type=Path, default=files[2], help=f"release facts (default {files[2]})")
+    p.add_argument("--server", help="Omaha URL (overrides SERVER)")
+    p.add_argument("--group", help="update channel (overrides GROUP)")
+    p.add_argument("--disk", type=Path, help="block device or GPT image file (overrides UPDATE_ENGINE_DISK)")
+    p.add_argument("--boot-record", type=Path, help="boot record of an image file (default <disk>.boot)")
+    p.add_argument("--public-key", type=Path, help="PEM public key that signs payloads")
+    p.add_argument("--state-dir", type=Path, help=f"state directory (default {engineconfig.DEFAULT_STATE_DIR})")
+    p.add_argument("--machine-id-file", type=Path, default=DEFAULT_MACHINE_ID_PATH)
+    p.add_argument("--initial-delay", type=float, help="seconds before the first check")
+    p.add_argument("--check-interval", type=float, help="seconds between periodic checks")
+    p.add_argument("--check-fuzz", type=float, help="random spread of the interval, seconds")
+    p.add_argument("--no-periodic", action="store_true", help="check only on AttemptUpdate (tests, demo)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID_PATH.read_text().strip().replace("-", "")
+    except OSError:
+        return ""
+
+
+def _configure_logging(verbose: bool) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    config = engineconfig.load(
+        (args.update_conf, args.usr_update_conf, args.release_file),
+        server=args.server,
+        group=args.group,
+        disk=args.disk,
+        boot_record=args.boot_record,
+        public_key=args.public_key,
+        state_dir=args.state_dir,
+        initial_delay=args.initial_delay,
+        check_interval=args.check_interval,
+        check_fuzz=args.check_fuzz,
+    )
+    identity = Identity(machine_id=read_machine_id(args.machine_id_file), boot_id=_boot_id())
+    engine = UpdateEngine(config, identity, SlotTarget(config.disk, config.boot_record, config.public_key))
+    scheduler = Scheduler(
+        engine,
+        initial_delay=config.initial_delay,
+        interval=config.check_interval,
+        fuzz=config.check_fuzz,
+        max_backoff=config.max_backoff,
+        periodic=not args.no_periodic,
+    )
+    bus = await connect_system_bus()
+    interface = ManagerInterface(lambda: engine.status, scheduler.request_check, engine.reset_status)
+    engine.add_listener(interface.StatusUpdate)
+    await export(bus, interface)
+    log = structlog.get_logger("update_engine")
+    log.info("ready", group=config.group, server=config.server, version=config.version, disk=str(config.disk))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(scheduler.run()),
+        asyncio.create_task(stop.wait()),
+        asyncio.create_task(bus.wait_for_disconnect()),
+    ]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await engine.aclose()
+    bus.disconnect()
+    return 0 if stop.is_set() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return asyncio.run(_serve(args))
+    except (engineconfig.ConfigError, MachineIdError, BusUnavailable, NameTaken) as exc:
+        print(f"update_engine: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The update state machine, independent of D-Bus:
+
+IDLE → CHECKING_FOR_UPDATE → (noupdate → IDLE) | UPDATE_AVAILABLE → DOWNLOADING → VERIFYING → FINALIZING →
+UPDATED_NEED_REBOOT (sticky until reboot). Any failure → REPORTING_ERROR_EVENT → IDLE, with the inactive
+slot left unbootable and the active slot untouched (we never open it for writing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from locksmith.updateengine import omaha
+from locksmith.updateengine.engineconfig import EngineConfig
+from locksmith.updateengine.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
+from locksmith.updateengine.status import NO_VERSION, Operation, Status
+from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
+
+log = structlog.get_logger("update_engine")
+
+Listener = Callable[[Status], None]
+MAX_SIGNATURE_BYTES = 64 * 1024
+CHUNK_SIZE = 256 * 1024
+# One StatusUpdate per percent of download: enough for a progress bar, bounded on the bus.
+PROGRESS_STEP = 0.01
+NEED_REBOOT_FILE = "need-reboot.json"
+LAST_VERSION_FILE = "last-booted-version"
+
+
+class UpdateFailure(Exception):
+    """Ends an attempt: reported to the server as an error event with `code`."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Transfer(Exception):
+    """A download from one codebase failed in a way another try may fix."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    machine_id: str
+    boot_id: str
+
+
+class UpdateEngine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        identity: Identity,
+        target: InstallTarget,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+        attempts_per_codebase: int = 2,
+        request_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.target = target
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(request_timeout), follow_redirects=True)
+        self._clock = clock
+        self._attempts = attempts_per_codebase
+        self._listeners: list[Listener] = []
+        self._status = Status()
+        self._busy = False
+        self._boot_reported = False
+        self.last_error: str | None = None
+        self._restore_need_reboot()
+
+    # ---- status ----
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _set(self, **changes: Any) -> None:
+        new = self._status.evolve(**changes)
+        if new == self._status:
+            return
+        self._status = new
+        for listener in list(self._listeners):
+            try:
+                listener(new)
+            except Exception:  # a broken listener must not break an update
+                log.exception("status listener failed")
+
+    def _enter(self, op: Operation, **changes: Any) -> None:
+        log.info("status", operation=op.value, **{k: v for k, v in changes.items() if k != "progress"})
+        self._set(current_operation=op, **changes)
+
+    # ---- requests to the Omaha server ----
+
+    def _app(self) -> omaha.AppInfo:
+        c = self.config
+        return omaha.AppInfo(
+            version=c.version,
+            track=c.group,
+            board=c.board,
+            machineid=self.identity.machine_id,
+            bootid=self.identity.boot_id,
+            arch=c.arch,
+            appid=c.appid,
+        )
+
+    async def _post(self, body: bytes) -> bytes:
+        try:
+            async with self._http.stream(
+                "POST", self.config.server, content=body, headers={"Content-Type": "text/xml"}
+            ) as reply:
+                if reply.status_code != 200:
+                    raise UpdateFailure(
+                        f"update server {self.config.server} answered HTTP {reply.status_code}; check SERVER",
+                        ErrorCode.OMAHA_REQUEST_ERROR,
+                    )
+                data = bytearray()
+                async for chunk in reply.aiter_bytes():
+                    data += chunk
+                    if len(data) > omaha.MAX_DOCUMENT_BYTES:
+                        raise UpdateFailure(
+                            f"update server reply exceeds {omaha.MAX_DOCUMENT_BYTES} bytes; check SERVER",
+                            ErrorCode.OMAHA_REQUEST_XML_PARSE_ERROR,
+                        )
+                return bytes(data)
+        except httpx.HTTPError as exc:
+            raise UpdateFailure(
+                f"cannot reach update server {self.config.server}: {exc.__class__.__name__}: {exc}",
+                ErrorCode.OMAHA_REQUEST_ERROR,
+            ) from None
+
+    async def send_event(self, event: Event) -> bool:
+        """Best effort: an event that cannot be delivered is logged, never fatal."""
+        try:
+            await self._post(omaha.build_request(self._app(), updatecheck=False, ping=False, events=[event]))
+            return True
+        except UpdateFailure as exc:
+            log.warning("event not delivered", eventtype=event.type, eventresult=event.result, error=str(exc))
+            return False
+
+    # ---- the boot report ----
+
+    async def report_boot(self) -> None:
+        """Once per boot: tell the server we came up in a new version (event 3/2), then remember it."""
+        if self._boot_reported:
+            return
+        record = self.config.state_dir / LAST_VERSION_FILE
+        try:
+            previous = record.read_text().strip()
+        except FileNotFoundError:
+            previous = ""
+        except OSError as exc:
+            log.warning("cannot read boot record", path=str(record), error=str(exc))
+            return
+        if previous and previous != self.config.version:
+            event = Event(EventType.UPDATE_COMPLETE, EventResult.SUCCESS_REBOOT, previousversion=previous)
+            if not await self.send_event(event):
+                return  # retried before the next check
+            log.info("reported update complete", previous_version=previous, version=self.config.version)
+        if previous != self.config.version:
+            _write_atomic(record, self.config.version + "\n")
+        self._boot_reported = True
+
+    # ---- NEED_REBOOT survives a daemon restart (not a reboot) ----
+
+    def _restore_need_reboot(self) -> None:
+        try:
+            saved = json.loads((self.config.state_dir / NEED_REBOOT_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(saved, dict) and saved.get("boot_id") == self.identity.boot_id:
+            self._status = Status(
+                last_checked_time=int(saved.get("last_checked_time", 0)),
+                progress=1.0,
+                current_operation=Operation.UPDATED_NEED_REBOOT,
+                new_version=str(saved.get("new_version", NO_VERSION)),
+                new_size=int(saved.get("new_size", 0)),
+            )
+
+    def reset_status(self) -> None:
+        """CoreOS semantics: allowed from IDLE (no-op) and UPDATED_NEED_REBOOT (forget the update)."""
+        op = self._status.current_operation
+        if op is Operation.IDLE:
+            return
+        if op is not Operation.UPDATED_NEED_REBOOT:
+            raise ValueError(f"ResetStatus is not allowed while {op.value}; wait for IDLE or NEED_REBOOT")
+        # Forgetting the update means the next boot must not pick it up.
+        self.target.discard()
+        (self.config.state_dir / NEED_REBOOT_FILE).unlink(missing_ok=True)
+        self._enter(Operation.IDLE, progress=0.0, new_version=NO_VERSION, new_size=0)
+
+    # ---- one update attempt ----
+
+    async def check_for_update(self) -> Operation:
+        """Run one attempt to its end; returns the operation it ended in. Ignored while another runs."""
+        if self._busy or self._status.current_operation is not Operation.IDLE:
+            log.info("update check skipped", operation=self._status.current_operation.value)
+            return self._status.current_operation
+        self._busy = True
+        self.last_error = None
+        try:
+            await self.report_boot()
+            await self._attempt()
+        except UpdateFailure as exc:
+            await self._fail(exc)
+        finally:
+            self._busy = False
+        return self._status.current_operation
+
+    async def _attempt(self) -> None:
+        self._enter(Operation.CHECKING_FOR_UPDATE, progress=0.0)
+        reply = await self._post(omaha.build_request(self._app()))
+        try:
+            result = omaha.parse_response(reply)
+        except OmahaError as exc:
+            raise UpdateFailure(str(exc), exc.code) from None
+        now = int(self._clock())
+        if isinstance(result, NoUpdate):
+            log.info("no update", version=self.config.version, group=self.config.group)
+            self._enter(Operation.IDLE, last_checked_time=now)
+            return
+        assert isinstance(result, UpdateOffer)
+        self._enter(Operation.UPDATE_AVAILABLE, last_checked_time=now, new_version=result.version, new_size=result.size)
+        await self._install(result)
+
+    async def _install(self, offer: UpdateOffer) -> None:
+        try:
+            await asyncio.to_thread(self.target.prepare)
+        except TargetError as exc:
+            raise UpdateFailure(str(exc), ErrorCode.INSTALL_DEVICE_OPEN_ERROR) from None
+        self._enter(Operation.DOWNLOADING, progress=0.0)
+        failures: list[str] = []
+        signature: bytes | None = None
+        for codebase in offer.codebases:
+            for _ in range(self._attempts):
+                try:
+                    await self._download(codebase, offer)
+                    signature = await self._fetch_signature(codebase + offer.package_name + ".sig")
+                    break
+                except _Transfer as exc:
+                    failures.append(str(exc))
+                    log.warning("download failed", url=codebase + offer.package_name, error=str(exc))
+                    self._set(progress=0.0)
+            if signature is not None:
+                break
+        if signature is None:
+            raise UpdateFailure(
+                f"download failed from every codebase: {'; '.join(failures[-3:])}", ErrorCode.DOWNLOAD_TRANSFER_ERROR
+            )
+        self._enter(Operation.VERIFYING, progress=1.0)
+        try:
+            await asyncio.to_thread(self.target.verify, signature)
+        except VerificationError as exc:
+            raise UpdateFailure(str(exc), exc.code) from None
+        except TargetError as exc:
+            raise UpdateFailure(str(exc), ErrorCode.DOWNLOAD_WRITE_ERROR) from None
+        self._enter(Operation.FINALIZING)
+        try:
+            await asyncio.to_thread(self.target.commit)
+        except TargetError as exc:
+            raise UpdateFailure(str(exc), ErrorCode.SET_BOOTABLE_FLAG_ERROR) from None
+        status = self._status
+        _write_atomic(
+            self.config.state_dir / NEED_REBOOT_FILE,
+            json.dumps(
+                {
+                    "boot_id": self.identity.boot_id,
+                    "new_version": status.new_version,
+                    "new_size": status.new_size,
+                    "last_checked_time": status.last_checked_time,
+                }
+            ),
+        )
+        self._enter(Operation.UPDATED_NEED_REBOOT)
+        await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.SUCCESS))
+
+    async def _download(self, codebase: str, offer: UpdateOffer) -> None:
+        url = codebase + offer.package_name
+        try:
+            await asyncio.to_thread(self.target.begin, offer.size, offer.sha256_b64)
+        except TargetError as exc:
+            raise UpdateFailure(str(exc), ErrorCode.INSTALL_DEVICE_OPEN_ERROR) from None
+        received = 0
+        reported = 0.0
+        try:
+            async with self._http.stream("GET", url) as reply:
+                if reply.status_code != 200:
+                    raise _Transfer(f"{url}: HTTP {reply.status_code}")
+                async for chunk in reply.aiter_bytes(CHUNK_SIZE):
+                    received += len(chunk)
+                    if received > offer.size:
+                        raise UpdateFailure(
+                            f"{url} is longer than the {offer.size} bytes the server announced",
+                            ErrorCode.PAYLOAD_SIZE_MISMATCH,
+                        )
+                    try:
+                        await asyncio.to_thread(self.target.feed, chunk)
+                    except VerificationError as exc:
+                        raise UpdateFailure(str(exc), exc.code) from None
+                    except TargetError as exc:
+                        raise UpdateFailure(str(exc), ErrorCode.DOWNLOAD_WRITE_ERROR) from None
+                    progress = received / offer.size
+                    if progress - reported >= PROGRESS_STEP or received == offer.size:
+                        reported = progress
+                        self._set(progress=progress)
+        except httpx.HTTPError as exc:
+            raise _Transfer(f"{url}: {exc.__class__.__name__}: {exc}") from None
+        if received < offer.size:
+            raise _Transfer(f"{url}: connection ended after {received} of {offer.size} bytes")
+
+    async def _fetch_signature(self, url: str) -> bytes:
+        try:
+            async with self._http.stream("GET", url) as reply:
+                if reply.status_code != 200:
+                    raise _Transfer(f"{url}: HTTP {reply.status_code}")
+                data = bytearray()
+                async for chunk in reply.aiter_bytes():
+                    data += chunk
+                    if len(data) > MAX_SIGNATURE_BYTES:
+                        raise UpdateFailure(
+                            f"{url} is over {MAX_SIGNATURE_BYTES} bytes; not a signature",
+                            ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR,
+                        )
+                return bytes(data)
+        except httpx.HTTPError as exc:
+            raise _Transfer(f"{url}: {exc.__class__.__name__}: {exc}") from None
+
+    async def _fail(self, exc: UpdateFailure) -> None:
+        log.error("update failed", error=str(exc), errorcode=exc.code)
+        self.last_error = str(exc)
+        self._enter(Operation.REPORTING_ERROR_EVENT, progress=0.0)
+        try:
+            await asyncio.to_thread(self.target.discard)
+        except Exception as discard_exc:  # the slot stays unbootable from prepare(); log and go on
+            log.error("could not mark the inactive slot unbootable", error=str(discard_exc))
+        await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.ERROR, errorcode=exc.code))
+        self._enter(Operation.IDLE, progress=0.0, new_version=NO_VERSION, new_size=0)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
