@@ -1,0 +1,44 @@
+"""The observer records every change of the key with its revision, resuming without gaps."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+
+from locksmith.chaos.history import Recorder
+from locksmith.chaos.observer import Observer, read_revision
+from locksmith.devtools.etcd import EtcdCluster
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+async def test_every_change_is_recorded_in_revision_order(etcd: EtcdCluster, unique_key: str, tmp_path: Path) -> None:
+    url = etcd.endpoints[0]
+    rec = Recorder(tmp_path / "h.jsonl")
+    async with httpx.AsyncClient() as client:
+        start = await read_revision(client, [url], unique_key)
+        assert start is not None and start[1] is None
+        obs = Observer([url], unique_key, rec)
+        await obs.start(start[0] + 1)
+        revs = []
+        for i in range(5):
+            r = await client.post(f"{url}/v3/kv/put", json={"key": _b64(unique_key), "value": _b64(f"v{i}")})
+            revs.append(int(r.json()["header"]["revision"]))
+        await client.post(f"{url}/v3/kv/put", json={"key": _b64(unique_key + "-other"), "value": _b64("x")})
+        await client.post(f"{url}/v3/kv/deleterange", json={"key": _b64(unique_key)})
+        assert await obs.wait_for(lambda v: v is None and obs.last_rev > revs[-1], 5)
+        await obs.stop()
+        stamp = await read_revision(client, [url], unique_key)
+    sems = rec.history().of_kind("sem")
+    assert [s["rev"] for s in sems[:5]] == revs
+    assert [s["value"] for s in sems] == ["v0", "v1", "v2", "v3", "v4", None]
+    assert stamp is not None and stamp[0] > revs[-1]
+
+
+async def test_an_unreachable_cluster_gives_no_stamp() -> None:
+    async with httpx.AsyncClient() as client:
+        assert await read_revision(client, ["http://127.0.0.1:9"], "k", budget=0.3) is None
