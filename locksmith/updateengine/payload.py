@@ -1,0 +1,387 @@
+"""Payloads: a gzip-compressed USR filesystem image plus a detached signature, streamed into a slot.
+
+Signature: ECDSA (any NIST curve; keys made here are P-256) over the SHA-256 of the compressed payload,
+verified with `Prehashed(SHA256)` — the one streaming hash that checks Omaha's `sha256` also feeds the
+signature check, so the payload is never held in memory.
+
+Retry, not resume: a `PayloadInstaller` always writes the slot from its first byte. A failed, aborted or
+interrupted install leaves the slot marked unbootable (it is marked so before the first byte is written);
+the caller retries by creating a new installer, which re-marks the slot and starts over.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from locksmith.updateengine.gpt import GptError
+from locksmith.updateengine.slots import Slot, SlotError, mark_installed, mark_unbootable, read_slots
+
+# Writes are batched to this size: large enough for sequential throughput, small enough to stay bounded.
+WRITE_BATCH = 1024 * 1024
+# Upper bound on what one decompression step may produce, so a gzip bomb cannot balloon memory.
+INFLATE_STEP = 1024 * 1024
+
+
+class PayloadError(Exception):
+    """An install failed; the message is one line. The target slot is left marked unbootable."""
+
+
+class HashMismatch(PayloadError):
+    pass
+
+
+class BadSignature(PayloadError):
+    pass
+
+
+class SizeMismatch(PayloadError):
+    """The payload is shorter (truncated) or longer than announced, or its gzip stream is cut short."""
+
+
+class ImageTooLarge(PayloadError):
+    pass
+
+
+class CorruptPayload(PayloadError):
+    """The bytes are not a valid gzip stream."""
+
+
+class TargetWriteError(PayloadError):
+    """The slot could not be written: disk full, read-only, missing device, file size limit."""
+
+
+class BadKey(PayloadError):
+    pass
+
+
+@dataclass(frozen=True)
+class InstalledImage:
+    image_size: int
+    image_sha256_hex: str
+    payload_sha256_b64: str
+
+
+# ---- keys and signatures ---------------------------------------------------------------------------------
+
+
+def generate_keypair(private_path: Path | str, public_path: Path | str) -> None:
+    """Write a new P-256 key pair as PEM (private: PKCS#8, mode 0600; public: SubjectPublicKeyInfo)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    Path(public_path).write_bytes(public_pem)
+
+
+def load_private_key(path: Path | str) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except OSError as exc:
+        raise BadKey(f"cannot read private key {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise BadKey(f"private key {path} is not an unencrypted PEM key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise BadKey(f"private key {path} is not an EC key; make one with 'locksmith-pack-release keygen'")
+    return key
+
+
+def load_public_key(path: Path | str) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise BadKey(f"cannot read payload public key {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise BadKey(f"payload public key {path} is not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise BadKey(f"payload public key {path} is not an EC key; make one with 'locksmith-pack-release keygen'")
+    return key
+
+
+def sign_digest(private_key: ec.EllipticCurvePrivateKey, sha256_digest: bytes) -> bytes:
+    """DER ECDSA signature over an already computed SHA-256 of the payload."""
+    return private_key.sign(sha256_digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+
+def verify_digest(public_key: ec.EllipticCurvePublicKey, sha256_digest: bytes, signature: bytes) -> bool:
+    try:
+        public_key.verify(signature, sha256_digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def decode_sha256_b64(value: str) -> bytes:
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 32:
+        raise PayloadError(f"expected SHA-256 {value!r} is not a base64 SHA-256 (32 bytes)")
+    return digest
+
+
+# ---- the installer -------------------------------------------------------------------------------------
+
+
+def _write_error(exc: OSError, disk: Path | str, slot: Slot) -> TargetWriteError:
+    reasons = {
+        errno.ENOSPC: "disk full",
+        errno.EROFS: "read-only file system",
+        errno.EFBIG: "file size limit reached",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOENT: "no such disk",
+        errno.EIO: "I/O error",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return TargetWriteError(f"cannot write slot {slot.name} of {disk}: {reason}")
+
+
+class PayloadInstaller:
+    """Streams one payload into one slot: feed() the compressed bytes as they arrive, then finish().
+
+    The slot is re-read from the disk's GPT (the passed Slot only names it) and marked unbootable before
+    anything is written; writes are bounded to the slot's byte range. Use as a context manager to get
+    abort() on any exception. One installer per disk at a time (the caller serialises installs)."""
+
+    def __init__(
+        self,
+        disk: Path | str,
+        slot: Slot,
+        expected_size: int,
+        expected_sha256_b64: str,
+        public_key_path: Path | str,
+        verify_readback: bool = True,
+    ) -> None:
+        self.disk = disk
+        if expected_size <= 0:
+            raise SizeMismatch(f"announced payload size {expected_size} is not positive")
+        self.expected_size = expected_size
+        self.expected_sha256_b64 = expected_sha256_b64
+        self._expected_digest = decode_sha256_b64(expected_sha256_b64)
+        self._public_key = load_public_key(public_key_path)
+        self._verify_readback = verify_readback
+        self.received = 0
+        self.image_size = 0
+        self._payload_hash = hashlib.sha256()
+        self._image_hash = hashlib.sha256()
+        self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._fd: int | None = None
+        self._failed: PayloadError | None = None
+        self._done = False
+        try:
+            current = {s.number: s for s in read_slots(disk)}
+        except (GptError, SlotError) as exc:
+            raise TargetWriteError(f"cannot use {disk} as an update target: {exc}") from None
+        fresh = current.get(slot.number)
+        if fresh is None or fresh.partuuid != slot.partuuid:
+            raise TargetWriteError(f"slot {slot.name} ({slot.partuuid}) is not an A/B slot of {disk}")
+        self.slot = fresh
+        try:
+            # O_RDWR without O_CREAT: a missing device must fail, never become a new regular file.
+            self._fd = os.open(disk, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _write_error(exc, disk, fresh) from None
+        try:
+            self.slot = mark_unbootable(disk, fresh)
+        except (GptError, SlotError) as exc:
+            self._close()
+            raise TargetWriteError(f"cannot mark slot {fresh.name} unbootable before writing: {exc}") from None
+
+    # -- public
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the announced payload bytes received so far (0.0 to 1.0)."""
+        return min(self.received / self.expected_size, 1.0)
+
+    def feed(self, chunk: bytes) -> None:
+        self._check_usable()
+        try:
+            self._feed(chunk)
+        except PayloadError as exc:
+            self._fail(exc)
+            raise
+
+    def finish(self, signature: bytes) -> InstalledImage:
+        """Verify size, SHA-256, signature and (optionally) the written bytes, then mark the slot installed."""
+        self._check_usable()
+        try:
+            result = self._finish(signature)
+        except PayloadError as exc:
+            self._fail(exc)
+            raise
+        self._done = True
+        return result
+
+    def abort(self) -> None:
+        """Stop; the slot stays (or is again) marked unbootable. Safe to call more than once."""
+        if self._done:
+            return
+        self._done = True
+        self._close()
+        # It was marked unbootable before the first write, so if this fails nothing points at the slot anyway.
+        with contextlib.suppress(GptError, SlotError):
+            mark_unbootable(self.disk, self.slot)
+
+    def __enter__(self) -> PayloadInstaller:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None or not self._done:
+            self.abort()
+
+    # -- internals
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise type(self._failed)(str(self._failed))
+        if self._done:
+            raise PayloadError("this install is already finished or aborted; start a new PayloadInstaller")
+
+    def _fail(self, exc: PayloadError) -> None:
+        self._failed = exc
+        self.abort()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _feed(self, chunk: bytes) -> None:
+        if self.received + len(chunk) > self.expected_size:
+            raise SizeMismatch(f"payload is larger than the announced {self.expected_size} bytes")
+        self.received += len(chunk)
+        self._payload_hash.update(chunk)
+        data = chunk
+        while True:
+            try:
+                out = self._inflate.decompress(data, INFLATE_STEP)
+            except zlib.error as exc:
+                raise CorruptPayload(f"payload is not a valid gzip stream ({exc})") from None
+            self._stage(out)
+            if self._inflate.eof:
+                # gzip allows several members back to back; anything else after the end is corrupt.
+                data = self._inflate.unused_data
+                if not data:
+                    return
+                self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            else:
+                data = self._inflate.unconsumed_tail
+                # A full output step may leave output inside zlib even with no input left: go round again.
+                if not data and len(out) < INFLATE_STEP:
+                    return
+
+    def _stage(self, out: bytes) -> None:
+        if not out:
+            return
+        if self.image_size + len(out) > self.slot.size:
+            raise ImageTooLarge(f"image is larger than slot {self.slot.name} ({self.slot.size} bytes)")
+        self._image_hash.update(out)
+        self._pending.append(out)
+        self._pending_len += len(out)
+        self.image_size += len(out)
+        if self._pending_len >= WRITE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        assert self._fd is not None
+        data = b"".join(self._pending)
+        position = self.slot.offset + self.image_size - len(data)
+        end = self.slot.offset + self.slot.size
+        if position < self.slot.offset or position + len(data) > end:  # the invariant that protects the other slot
+            raise ImageTooLarge(f"refusing to write outside slot {self.slot.name}")
+        self._pending, self._pending_len = [], 0
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, position)
+                view, position = view[written:], position + written
+        except OSError as exc:
+            raise _write_error(exc, self.disk, self.slot) from None
+
+    def _finish(self, signature: bytes) -> InstalledImage:
+        if self.received != self.expected_size:
+            raise SizeMismatch(f"payload truncated: received {self.received} of {self.expected_size} bytes")
+        if not self._inflate.eof or self._inflate.unconsumed_tail:
+            raise SizeMismatch("payload truncated: the gzip stream ends early")
+        digest = self._payload_hash.digest()
+        if digest != self._expected_digest:
+            got = base64.b64encode(digest).decode()
+            raise HashMismatch(f"payload SHA-256 is {got}, expected {self.expected_sha256_b64}")
+        if not verify_digest(self._public_key, digest, signature):
+            raise BadSignature("payload signature does not verify with the configured public key")
+        self._flush()
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _write_error(exc, self.disk, self.slot) from None
+        image_hex = self._image_hash.hexdigest()
+        if self._verify_readback and self._read_back_sha256() != image_hex:
+            raise TargetWriteError(f"slot {self.slot.name} does not read back what was written (I/O error?)")
+        self._close()
+        try:
+            self.slot = mark_installed(self.disk, self.slot)
+        except (GptError, SlotError) as exc:
+            raise TargetWriteError(f"image written but slot {self.slot.name} could not be marked: {exc}") from None
+        return InstalledImage(self.image_size, image_hex, base64.b64encode(digest).decode())
+
+    def _read_back_sha256(self) -> str:
+        assert self._fd is not None
+        h = hashlib.sha256()
+        position, remaining = self.slot.offset, self.image_size
+        try:
+            while remaining:
+                block = os.pread(self._fd, min(WRITE_BATCH, remaining), position)
+                if not block:
+                    break
+                h.update(block)
+                position += len(block)
+                remaining -= len(block)
+        except OSError as exc:
+            raise _write_error(exc, self.disk, self.slot) from None
+        return h.hexdigest()
+
+
+def install_file(
+    disk: Path | str,
+    slot: Slot,
+    payload: Path | str,
+    signature: bytes,
+    expected_sha256_b64: str,
+    public_key_path: Path | str,
+    chunk_size: int = 256 * 1024,
+) -> InstalledImage:
+    """Install a payload that is already a local file (tests, the benchmark, manual recovery)."""
+    size = os.stat(payload).st_size
+    with (
+        PayloadInstaller(disk, slot, size, expected_sha256_b64, public_key_path) as installer,
+        open(payload, "rb") as f,
+    ):
+        while chunk := f.read(chunk_size):
+            installer.feed(chunk)
+        return installer.finish(signature)
