@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
-from locksmith.kv.http import EndpointUnhealthy, HTTPEndpoints
+from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints
 
 API = "etcd v2"
 
@@ -229,7 +229,8 @@ class Etcd2Store:
                     await response.aclose()
             except httpx.ReadTimeout:
                 continue  # an idle long poll: ask again
-            except (KVUnavailable, httpx.TransportError) as exc:
+            except (KVUnavailable, *TRANSPORT_ERRORS) as exc:
+                self._http.raise_if_tls(exc, self._http.current)
                 now = time.monotonic()
                 down_since = down_since or now
                 if now - down_since > self.options.retry_budget:

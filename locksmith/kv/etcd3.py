@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
-from locksmith.kv.http import EndpointUnhealthy, HTTPEndpoints, json_body
+from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints, json_body
 
 API = "etcd v3"
 
@@ -362,7 +362,8 @@ class Etcd3Store:
             except InvalidToken:
                 self._token = None
                 continue
-            except (KVUnavailable, EndpointUnhealthy, httpx.TransportError) as exc:
+            except (KVUnavailable, EndpointUnhealthy, *TRANSPORT_ERRORS) as exc:
+                self._http.raise_if_tls(exc, self._http.current)
                 now = time.monotonic()
                 down_since = down_since or now
                 if now - down_since > self.options.retry_budget:

@@ -29,6 +29,11 @@ from locksmith.kv.base import KVAuthError, KVOptions, KVProtocolError, KVUnavail
 T = TypeVar("T")
 
 
+# httpx wraps most network failures, but an SSL alert that arrives while reading a reply
+# (TLS 1.3 reports a refused client certificate that way) can surface as a bare SSLError.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError, ssl.SSLError)
+
+
 class EndpointUnhealthy(Exception):
     """Raised by a reply parser: this member cannot serve now (no leader, 5xx); try another."""
 
@@ -115,8 +120,8 @@ class HTTPEndpoints:
                         timeout=timeout,
                     )
                     result = parse(response, base)
-                except httpx.TransportError as exc:
-                    self._raise_if_tls(exc, base)
+                except TRANSPORT_ERRORS as exc:
+                    self.raise_if_tls(exc, base)
                     last = f"{base}: {_describe(exc)}"
                     continue
                 except EndpointUnhealthy as exc:
@@ -166,15 +171,16 @@ class HTTPEndpoints:
             )
             try:
                 response = await self.client.send(request, stream=True)
-            except httpx.TransportError as exc:
-                self._raise_if_tls(exc, base)
+            except TRANSPORT_ERRORS as exc:
+                self.raise_if_tls(exc, base)
                 last = f"{base}: {_describe(exc)}"
                 continue
             self._preferred = i
             return base, response
         raise KVUnavailable(f"no {self.api} endpoint answered ({', '.join(self.urls)}); last error: {last}")
 
-    def _raise_if_tls(self, exc: BaseException, base: str) -> None:
+    def raise_if_tls(self, exc: BaseException, base: str) -> None:
+        """KVAuthError when `exc` is a TLS failure: it will not heal by retrying."""
         problem = _tls_problem(exc)
         if problem is None:
             return
@@ -216,7 +222,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -233,4 +239,4 @@ def json_body(response: httpx.Response, what: str) -> Any:
         ) from None
 
 
-__all__ = ["EndpointUnhealthy", "HTTPEndpoints", "build_ssl_context", "json_body"]
+__all__ = ["TRANSPORT_ERRORS", "EndpointUnhealthy", "HTTPEndpoints", "build_ssl_context", "json_body"]

@@ -1,0 +1,206 @@
+"""TLS against real etcd servers: CA-only (server verified, no client certificate) and
+CA + client certificate + key (mutual TLS), for both etcd backends; bad CAs give one clear line."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from locksmith.devtools.etcd import EtcdCluster, EtcdTLS
+from locksmith.kv import KVAuthError, KVOptions, KVStore, open_store, parse_endpoints
+
+PREFIX = {"etcd3": "", "etcd2": "etcd2+"}
+
+
+@dataclass(frozen=True)
+class PKI:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    path.chmod(0o600)
+
+
+def _ca(cn: str, path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )  # key_cert_sign, crl_sign
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+def _leaf(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], cn: str, usage: x509.ObjectIdentifier, cert_path: Path
+) -> ec.EllipticCurvePrivateKey:
+    ca_cert, ca_key = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # etcd's HTTP gateway dials its own gRPC port with the server certificate, so under
+        # client-cert-auth the server certificate must be good for client auth as well.
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [usage, ExtendedKeyUsageOID.CLIENT_AUTH] if usage == ExtendedKeyUsageOID.SERVER_AUTH else [usage]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+    cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    d = tmp_path_factory.mktemp("pki")
+    ca = _ca("locksmith test CA", d / "ca.pem")
+    _ca("some other CA", d / "other-ca.pem")
+    _write_key(_leaf(ca, "etcd", ExtendedKeyUsageOID.SERVER_AUTH, d / "server.pem"), d / "server-key.pem")
+    _write_key(_leaf(ca, "locksmith", ExtendedKeyUsageOID.CLIENT_AUTH, d / "client.pem"), d / "client-key.pem")
+    return PKI(
+        d / "ca.pem", d / "server.pem", d / "server-key.pem", d / "client.pem", d / "client-key.pem", d / "other-ca.pem"
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """Server TLS only: clients verify the server, and need no certificate of their own."""
+    with EtcdCluster(
+        tmp_path_factory.mktemp("etcd-tls"), enable_v2=True, tls=EtcdTLS(pki.server_cert, pki.server_key)
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def mtls_etcd(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """Mutual TLS: clients must present a certificate signed by the CA."""
+    tls = EtcdTLS(pki.server_cert, pki.server_key, client_ca=pki.ca)
+    with EtcdCluster(tmp_path_factory.mktemp("etcd-mtls"), enable_v2=True, tls=tls) as c:
+        yield c
+
+
+def open_tls(
+    backend: str, cluster: EtcdCluster, ca: Path | None, cert: Path | None = None, key: Path | None = None
+) -> KVStore:
+    endpoints = parse_endpoints([PREFIX[backend] + u for u in cluster.endpoints])
+    return open_store(
+        KVOptions(
+            endpoints,
+            ca_file=str(ca) if ca else None,
+            cert_file=str(cert) if cert else None,
+            key_file=str(key) if key else None,
+            retry_budget=2.0,
+        )
+    )
+
+
+async def round_trip(store: KVStore, key: str) -> None:
+    created = await store.create(key, b"v")
+    assert created is not None
+    updated = await store.compare_and_swap(key, b"w", created.revision)
+    assert updated is not None
+    assert await store.get(key) == updated
+
+
+@pytest.mark.parametrize("backend", ["etcd3", "etcd2"])
+async def test_ca_only_verifies_server_without_client_cert(
+    backend: str, pki: PKI, tls_etcd: EtcdCluster, unique_key: str
+) -> None:
+    store = open_tls(backend, tls_etcd, pki.ca)
+    try:
+        await round_trip(store, f"{unique_key}/k")
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("backend", ["etcd3", "etcd2"])
+async def test_ca_cert_and_key_for_mutual_tls(backend: str, pki: PKI, mtls_etcd: EtcdCluster, unique_key: str) -> None:
+    store = open_tls(backend, mtls_etcd, pki.ca, pki.client_cert, pki.client_key)
+    try:
+        await round_trip(store, f"{unique_key}/k")
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("backend", ["etcd3", "etcd2"])
+async def test_missing_client_cert_is_a_clear_auth_error(backend: str, pki: PKI, mtls_etcd: EtcdCluster) -> None:
+    store = open_tls(backend, mtls_etcd, pki.ca)
+    try:
+        with pytest.raises(KVAuthError) as info:
+            await store.get("k")
+        assert "client certificate" in str(info.value) and "\n" not in str(info.value)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("backend", ["etcd3", "etcd2"])
+async def test_wrong_ca_names_the_ca_file(backend: str, pki: PKI, tls_etcd: EtcdCluster) -> None:
+    store = open_tls(backend, tls_etcd, pki.other_ca)
+    try:
+        with pytest.raises(KVAuthError) as info:
+            await store.get("k")
+        message = str(info.value)
+        assert str(pki.other_ca) in message and "verif" in message and "\n" not in message
+    finally:
+        await store.aclose()
+
+
+def test_unloadable_ca_file_is_named(tmp_path: Path, tls_etcd: EtcdCluster) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("this is not a certificate\n")
+    with pytest.raises(KVAuthError) as info:
+        open_tls("etcd3", tls_etcd, bogus)
+    assert str(bogus) in str(info.value)
+
+
+def test_key_without_certificate_is_refused(pki: PKI, tls_etcd: EtcdCluster) -> None:
+    with pytest.raises(KVAuthError, match="certificate file"):
+        open_tls("etcd3", tls_etcd, pki.ca, None, pki.client_key)
