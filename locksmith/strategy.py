@@ -1,0 +1,125 @@
+"""The reboot-strategy plugin interface and its loader.
+
+A strategy answers one question for the agent: *may this host reboot now?* (`acquire`), and gives
+the permission back once the host is up again (`release`). It knows nothing of D-Bus, windows or
+hooks — the agent (locksmith/agent/machine.py) does all of that around it.
+
+Strategies are found through the entry-point group `locksmith.strategies`, the same door a third
+party uses from its own package:
+
+    [project.entry-points."locksmith.strategies"]
+    my-strategy = "my_package.module:MyStrategy"
+
+The class is instantiated with no arguments; everything it needs arrives in the StrategyContext.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import structlog
+
+ENTRY_POINT_GROUP = "locksmith.strategies"
+
+
+class StrategyError(Exception):
+    """The strategy cannot give permission, and retrying soon will not help by itself (e.g. a
+    semaphore we cannot parse). The agent does not reboot, logs the message and retries later."""
+
+
+class StrategyUnavailable(StrategyError):
+    """The service behind the strategy cannot be reached now; the agent retries with a back-off."""
+
+
+class UnknownStrategy(StrategyError):
+    """No strategy is registered under the configured name."""
+
+
+@dataclass
+class StrategyContext:
+    """What a strategy gets from the agent.
+
+    `config` is the agent's validated Config (locksmith.config); a third-party strategy may read
+    the fields it needs (e.g. `kv`, `group`, `fleetlock_url`). `on_wake` is called by strategies
+    that wait for another holder, with how they were woken ("watch" for a KV watch event,
+    "retry" for a timed retry) — the agent logs it and counts it in the metrics.
+    """
+
+    machine_id: str
+    group: str
+    config: Any = None
+    log: Any = field(default_factory=lambda: structlog.get_logger("locksmith.strategy"))
+    on_wake: Any = None  # Callable[[str], None] | None
+
+    def woke(self, how: str, **details: Any) -> None:
+        self.log.info("lock.wait.woken", via=how, **details)
+        if self.on_wake is not None:
+            self.on_wake(how)
+
+
+class Strategy(abc.ABC):
+    """Permission to reboot. Implementations must make every method safe to cancel: the agent
+    cancels `acquire` when the reboot window closes or on SIGTERM, then asks `holds` and calls
+    `release` if the permission was taken after all."""
+
+    #: The name it is registered under (used in logs, the coordinator file and metrics).
+    name: ClassVar[str] = ""
+    #: Whether the agent waits for the configured reboot window before calling `acquire`.
+    needs_window: ClassVar[bool] = True
+    #: False for a strategy that never reboots (`off`): the agent then only reports status.
+    reboots: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    async def acquire(self, ctx: StrategyContext) -> None:
+        """Return once this host may reboot; may wait as long as it must. Raises
+        StrategyUnavailable (retry later) or StrategyError (do not reboot; say why)."""
+
+    @abc.abstractmethod
+    async def release(self, ctx: StrategyContext) -> None:
+        """Give the permission back (after boot, or when a reboot is abandoned). Idempotent."""
+
+    @abc.abstractmethod
+    async def holds(self, ctx: StrategyContext) -> bool:
+        """True if this host holds — or, for protocols that cannot be asked, may hold — a
+        permission that `release` would give back. Raises StrategyUnavailable if it cannot tell."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
+        """Free connections; called once when the agent stops."""
+
+
+def available_strategies() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def load_strategy(name: str) -> Strategy:
+    """Instantiate the strategy registered as `name`; UnknownStrategy with a one-line message."""
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        choices = ", ".join(available_strategies()) or "none installed"
+        raise UnknownStrategy(f"unknown reboot strategy {name!r}: set REBOOT_STRATEGY to one of {choices}")
+    entry = matches[0]
+    try:
+        cls = entry.load()
+    except Exception as exc:  # a broken third-party plugin must not crash the agent with a traceback
+        raise StrategyError(f"reboot strategy {name!r} ({entry.value}) failed to load: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise StrategyError(f"reboot strategy {name!r} ({entry.value}) is not a locksmith.strategy.Strategy subclass")
+    strategy = cls()
+    if not strategy.name:
+        strategy.name = name  # type: ignore[misc]
+    return strategy
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Strategy",
+    "StrategyContext",
+    "StrategyError",
+    "StrategyUnavailable",
+    "UnknownStrategy",
+    "available_strategies",
+    "load_strategy",
+]

@@ -1,0 +1,105 @@
+"""etcd-lock against the real session etcd: slots, event-driven hand-over, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from locksmith.kv import open_store
+from locksmith.lockstore import LockStore
+from locksmith.semaphore import encode
+from locksmith.strategy import StrategyError
+from strategies.etcd_lock import EtcdLockStrategy
+
+A, B = "a" * 32, "b" * 32
+
+
+async def test_second_host_waits_and_is_woken_by_the_watch(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx_a, ctx_b = etcd_ctx(A), etcd_ctx(B)
+    first, second = EtcdLockStrategy(), EtcdLockStrategy()
+    try:
+        await first.acquire(ctx_a)
+        assert await first.holds(ctx_a)
+        await first.acquire(ctx_a)  # idempotent: still one slot
+        waiting = asyncio.create_task(second.acquire(ctx_b))
+        # B is parked on the watch, holding nothing, while A holds the only slot.
+        snap = await first.lockstore(ctx_a).get()
+        assert snap.semaphore.holders == (A,)
+        assert not waiting.done()
+        assert not await second.holds(ctx_b)
+        await first.release(ctx_a)
+        await asyncio.wait_for(waiting, 10)
+        assert await second.holds(ctx_b)
+        assert not await first.holds(ctx_a)
+        assert "watch" in ctx_b.wakes  # woken by the KV watch, not by a timed re-check
+        assert "recheck" not in ctx_b.wakes
+    finally:
+        await second.release(ctx_b)
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_release_is_idempotent(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx = etcd_ctx(A)
+    strategy = EtcdLockStrategy()
+    try:
+        await strategy.release(ctx)
+        await strategy.acquire(ctx)
+        await strategy.release(ctx)
+        await strategy.release(ctx)
+        assert not await strategy.holds(ctx)
+    finally:
+        await strategy.aclose()
+
+
+async def test_cancelled_wait_holds_nothing(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx_a, ctx_b = etcd_ctx(A), etcd_ctx(B)
+    first, second = EtcdLockStrategy(), EtcdLockStrategy()
+    try:
+        await first.acquire(ctx_a)
+        waiting = asyncio.create_task(second.acquire(ctx_b))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not await second.holds(ctx_b)
+        assert (await first.lockstore(ctx_a).get()).semaphore.holders == (A,)
+    finally:
+        await first.release(ctx_a)
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_corrupt_semaphore_refuses_and_is_left_untouched(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx = etcd_ctx(A)
+    strategy = EtcdLockStrategy()
+    key = strategy.lockstore(ctx).key
+    kv = open_store(ctx.config.kv)
+    try:
+        await kv.create(key, b"{not json")
+        with pytest.raises(StrategyError, match="not valid"):
+            await strategy.acquire(ctx)
+        entry = await kv.get(key)
+        assert entry is not None and entry.value == b"{not json"
+    finally:
+        await kv.delete(key)
+        await kv.aclose()
+        await strategy.aclose()
+
+
+async def test_max_two_lets_two_hosts_in(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx_a, ctx_b = etcd_ctx(A), etcd_ctx(B)
+    kv = open_store(ctx_a.config.kv)
+    locks = LockStore(kv, ctx_a.group)
+    await locks.set_max(2)
+    first, second = EtcdLockStrategy(), EtcdLockStrategy()
+    try:
+        await asyncio.wait_for(asyncio.gather(first.acquire(ctx_a), second.acquire(ctx_b)), 10)
+        assert (await locks.get()).semaphore.holders == (A, B)
+        assert encode((await locks.get()).semaphore).startswith(b'{"semaphore":0,"max":2')
+    finally:
+        await first.release(ctx_a)
+        await second.release(ctx_b)
+        for closable in (first, second, kv):
+            await closable.aclose()
