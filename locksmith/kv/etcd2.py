@@ -31,6 +31,7 @@ API = "etcd v2"
 KEY_NOT_FOUND = 100
 COMPARE_FAILED = 101
 NODE_EXISTS = 105
+UNAUTHORIZED = 110
 EVENT_INDEX_CLEARED = 401
 _TRANSIENT_CODES = (300, 301, 302)  # raft internal error, during leader election, watcher cleared
 
@@ -116,10 +117,11 @@ def fail(response: httpx.Response, base: str, what: str, authenticated: bool) ->
     """The error a reply that is not one of the expected outcomes means."""
     body = _json(response)
     status = response.status_code
-    if status in (401, 403) and (body is None or parse_error(body) is None):
-        fix = "check the etcd username and password" if authenticated else "set the etcd username and password"
-        return KVAuthError(f"{API} at {base} refused {what} (HTTP {status}): {fix}")
     error = parse_error(body)
+    if status in (401, 403) or (error is not None and error[0] == UNAUTHORIZED):
+        fix = "check the etcd username and password" if authenticated else "set the etcd username and password"
+        detail = error[1] if error else f"HTTP {status}"
+        return KVAuthError(f"{API} at {base} refused {what}: {detail}: {fix}")
     if status >= 500 or (error is not None and error[0] in _TRANSIENT_CODES):
         return EndpointUnhealthy(error[1] if error else f"HTTP {status}")
     if error is not None:
