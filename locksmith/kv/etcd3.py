@@ -101,6 +101,8 @@ def parse_range(body: Any, key: str) -> tuple[Entry | None, int]:
     if not isinstance(kvs, list):
         raise KVProtocolError("etcd v3 reply: kvs is not a list")
     revision = _header_revision(body)
+    if revision <= 0:
+        raise KVProtocolError("etcd v3 reply: a range reply without a header revision")
     for item in kvs:
         kv = _obj(item, "kvs[]")
         if _unb64(kv.get("key"), "kv.key") != key.encode():
