@@ -142,16 +142,22 @@ def _is_block_device(disk: Path | str) -> bool:
         raise SlotError(f"cannot stat disk {disk}: {exc.strerror}") from None
 
 
+def partuuid_from_cmdline(cmdline: str) -> str | None:
+    """The USR partition UUID from a kernel command line (`usr=PARTUUID=` or `mount.usr=PARTUUID=`)."""
+    match = _CMDLINE_USR.search(cmdline)
+    return match.group(1).lower() if match else None
+
+
 def _booted_partuuid(disk: Path | str, boot_record: Path | None, cmdline: Path) -> str:
     if _is_block_device(disk):
         try:
             text = cmdline.read_text()
         except OSError as exc:
             raise SlotError(f"cannot read kernel command line {cmdline}: {exc.strerror}") from None
-        match = _CMDLINE_USR.search(text)
-        if not match:
+        partuuid = partuuid_from_cmdline(text)
+        if partuuid is None:
             raise SlotError(f"{cmdline} has no usr=PARTUUID=… or mount.usr=PARTUUID=…; cannot tell the booted slot")
-        return match.group(1).lower()
+        return partuuid
     record_path = boot_record or boot_record_path(disk)
     try:
         record = json.loads(record_path.read_text())
