@@ -28,7 +28,7 @@ log = structlog.get_logger("update_engine")
 
 Listener = Callable[[Status], None]
 MAX_SIGNATURE_BYTES = 64 * 1024
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 64 * 1024
 # One StatusUpdate per percent of download: enough for a progress bar, bounded on the bus.
 PROGRESS_STEP = 0.01
 NEED_REBOOT_FILE = "need-reboot.json"

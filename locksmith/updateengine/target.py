@@ -10,8 +10,9 @@ import contextlib
 from pathlib import Path
 from typing import Protocol
 
-from locksmith.updateengine import slots
+from locksmith.updateengine import payload, slots
 from locksmith.updateengine.omaha import ErrorCode
+from locksmith.updateengine.payload import PayloadInstaller
 
 
 class TargetError(Exception):
@@ -41,7 +42,7 @@ class SlotTarget:
         self.boot_record = boot_record
         self.public_key = public_key
         self.slot: slots.Slot | None = None
-        self._installer: object | None = None
+        self._installer: PayloadInstaller | None = None
 
     def _disk(self) -> Path:
         if self.disk is None:
@@ -49,18 +50,16 @@ class SlotTarget:
         return self.disk
 
     def prepare(self) -> None:
+        """Find the inactive slot and mark it unbootable before anything is written to it."""
         disk = self._disk()
         try:
             inactive = slots.inactive_slot(disk, self.boot_record)
             self.slot = slots.mark_unbootable(disk, inactive)
-        except (slots.SlotError, OSError) as exc:
-            raise TargetError(f"cannot prepare the inactive slot on {disk}: {exc}") from None
-        except Exception as exc:  # GptError and friends: still one line, never a traceback
+        except Exception as exc:  # SlotError, GptError, OSError: one line, never a traceback
             raise TargetError(f"cannot prepare the inactive slot on {disk}: {exc}") from None
 
     def begin(self, size: int, sha256_b64: str) -> None:
-        from locksmith.updateengine.payload import PayloadInstaller
-
+        """A fresh installer: a retried download starts from byte 0, never from a half-written state."""
         self._abort()
         if self.slot is None:
             raise TargetError("begin() before prepare()")
@@ -70,33 +69,46 @@ class SlotTarget:
             raise _translate(exc, f"cannot open {self.slot.name} on {self.disk} for writing") from None
 
     def feed(self, chunk: bytes) -> None:
+        assert self._installer is not None
         try:
-            self._installer.feed(chunk)  # type: ignore[union-attr]
+            self._installer.feed(chunk)
         except Exception as exc:
             raise _translate(exc, "writing the payload failed") from None
 
     def verify(self, signature: bytes) -> None:
+        """Size, SHA-256, signature and read-back; PayloadInstaller.finish() then sets the boot flags."""
+        assert self._installer is not None
         try:
-            self._installer.finish(signature)  # type: ignore[union-attr]
+            self._installer.finish(signature)
         except Exception as exc:
             raise _translate(exc, "verifying the payload failed") from None
         self._installer = None
 
     def commit(self) -> None:
+        """Confirm the new slot is what the bootloader will pick next (tries=1, highest priority)."""
         assert self.slot is not None
         try:
-            self.slot = slots.mark_installed(self._disk(), self.slot)
+            current = {s.number: s for s in slots.read_slots(self._disk())}
         except Exception as exc:
-            raise TargetError(f"cannot mark {self.slot.name} on {self.disk} installed: {exc}") from None
+            raise TargetError(f"cannot re-read the slots of {self.disk}: {exc}") from None
+        mine = current[self.slot.number]
+        other = next(s for n, s in current.items() if n != mine.number)
+        if not (mine.tries > 0 and not mine.successful and mine.priority > other.priority):
+            raise TargetError(
+                f"{mine.name} on {self.disk} is not marked for the next boot"
+                f" (priority {mine.priority}, tries {mine.tries}); did another tool change the GPT?"
+            )
+        self.slot = mine
 
     def _abort(self) -> None:
         installer, self._installer = self._installer, None
         if installer is not None:
             # Best effort: the slot is already unbootable.
             with contextlib.suppress(Exception):
-                installer.abort()  # type: ignore[attr-defined]
+                installer.abort()
 
     def discard(self) -> None:
+        """After a failure or ResetStatus: the inactive slot must not be booted."""
         self._abort()
         if self.slot is None or self.disk is None:
             return
@@ -108,15 +120,15 @@ class SlotTarget:
 
 def _translate(exc: Exception, context: str) -> TargetError:
     """Map payload errors onto verification (the bytes are wrong) or target (we cannot write) errors."""
-    from locksmith.updateengine import payload
-
-    codes = {
-        "SizeMismatch": ErrorCode.PAYLOAD_SIZE_MISMATCH,
-        "HashMismatch": ErrorCode.PAYLOAD_HASH_MISMATCH,
-        "SignatureError": ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR,
-    }
-    for name, code in codes.items():
-        cls = getattr(payload, name, None)
-        if isinstance(cls, type) and isinstance(exc, cls):
+    codes: list[tuple[type[Exception], int]] = [
+        (payload.HashMismatch, ErrorCode.PAYLOAD_HASH_MISMATCH),
+        (payload.SizeMismatch, ErrorCode.PAYLOAD_SIZE_MISMATCH),
+        (payload.ImageTooLarge, ErrorCode.PAYLOAD_SIZE_MISMATCH),
+        (payload.BadSignature, ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR),
+        (payload.CorruptPayload, ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR),
+        (payload.BadKey, ErrorCode.DOWNLOAD_PAYLOAD_PUBKEY_VERIFICATION_ERROR),
+    ]
+    for cls, code in codes:
+        if isinstance(exc, cls):
             return VerificationError(f"{context}: {exc}", code)
     return TargetError(f"{context}: {exc}")
