@@ -1,0 +1,1 @@
+"""Thin D-Bus adapters: the system bus, the update engine (watching it, send-need-reboot) and logind."""
