@@ -1,0 +1,221 @@
+"""`locksmithd`: parse flags, load the configuration once, wire the state machine to the world.
+
+Exit codes: 0 after SIGTERM/SIGINT (or at once under the `off` strategy), 1 for a bad
+configuration, an unknown strategy or an unreadable machine id — always one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+
+from locksmith.agent.health import HealthGate
+from locksmith.agent.machine import Agent
+from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
+from locksmith.agent.settings import AgentSettings
+from locksmith.agent.wiring import LazyBus, observers_for, update_statuses
+from locksmith.config import DEFAULT_PATHS, Config, ConfigError, add_config_arguments, flags_from_args, load_config
+from locksmith.duration import parse_duration
+from locksmith.machineid import MachineIdError, read_machine_id
+from locksmith.strategy import StrategyContext, StrategyError, load_strategy
+
+DESCRIPTION = """\
+Reboot this host when the update engine reports UPDATE_STATUS_UPDATED_NEED_REBOOT, as the reboot
+strategy allows: at once (reboot), holding a slot of the semaphore in etcd or the embedded store
+(etcd-lock), etcd-lock when the store answers else reboot (best-effort, the default), through a
+FleetLock server (fleetlock), or never (off: locksmithd exits 0 at once, as CoreOS's did).
+
+Settings come from /usr/share/coreos/update.conf, /etc/coreos/update.conf, LOCKSMITHD_* variables
+and these flags, each overriding the one before. Every flag names its variable in [brackets].
+"""
+
+EPILOG = """\
+after boot, a lock held from before is released (also when another update is already pending),
+once the post-boot hook ran and the health gate passed; if the gate times out the lock is KEPT so a
+broken update goes no further. SIGTERM before the reboot gives a lock back; during it, it is kept
+and released after boot. See examples/locksmithd.env for every variable, commented.
+"""
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration ({exc}): use e.g. 30s, 5m, 1h30m") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="locksmithd",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_files",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="read this EnvironmentFile-style file instead of the update.conf pair; repeat for several, "
+        "later ones win (default: " + ", ".join(str(p) for p in DEFAULT_PATHS) + ")",
+    )
+    add_config_arguments(parser, "agent")
+    tuning = parser.add_argument_group("agent timing (rarely changed; short values are for tests and demos)")
+    tuning.add_argument(
+        "--retry-interval",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="wait this long before retrying after a failed pre-reboot hook, a refused reboot or a strategy "
+        "error (default 1m)",
+    )
+    tuning.add_argument(
+        "--unavailable-backoff-max",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="longest back-off while the KV store or FleetLock server is unreachable (default 1m)",
+    )
+    tuning.add_argument(
+        "--reboot-grace",
+        type=_duration,
+        default=900.0,
+        metavar="DURATION",
+        help="after the reboot was accepted, give the lock back and retry if we were not stopped within "
+        "this time (default 15m)",
+    )
+    tuning.add_argument(
+        "--clock-check",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="re-read the wall clock at least this often while waiting for a window to open or close (default 30s)",
+    )
+    parser.add_argument("--version", action="version", version=f"locksmithd {_version()}")
+    return parser
+
+
+def _version() -> str:
+    from locksmith import __version__
+
+    return __version__
+
+
+def settings_from(config: Config, args: argparse.Namespace) -> AgentSettings:
+    agent = config.agent
+    assert agent is not None  # role "agent" always has it
+    health = HealthGate(
+        command=agent.health.command,
+        unit=agent.health.unit,
+        url=agent.health.url,
+        interval=_seconds(agent.health.interval),
+        timeout=_seconds(agent.health.timeout),
+    )
+    return AgentSettings(
+        window=config.windows,
+        login_check=agent.login_check,
+        login_delay=_seconds(agent.login_delay),
+        pre_reboot_hook=agent.hooks.pre_reboot,
+        pre_reboot_timeout=_seconds(agent.hooks.timeout),
+        post_boot_hook=agent.hooks.post_boot,
+        post_boot_timeout=_seconds(agent.hooks.timeout),
+        health=health if health.enabled else None,
+        retry_interval=args.retry_interval,
+        unavailable_backoff_max=args.unavailable_backoff_max,
+        reboot_grace=args.reboot_grace,
+        clock_check=args.clock_check,
+    )
+
+
+def _seconds(value: timedelta) -> float:
+    return value.total_seconds()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(
+            "agent",
+            flags_from_args(args, "agent"),
+            os.environ,
+            tuple(args.config_files) if args.config_files else DEFAULT_PATHS,
+        )
+        strategy = load_strategy(config.strategy)
+        machine_id = read_machine_id(config.machine_id_file)
+    except (ConfigError, StrategyError, MachineIdError) as exc:
+        print(f"locksmithd: {exc}", file=sys.stderr)
+        return 1
+    _setup_logging(config)
+    log = structlog.get_logger("locksmith.agent")
+    for warning in config.warnings:
+        log.warning("config.warning", detail=warning)
+    try:
+        return asyncio.run(_serve(config, args, strategy, machine_id))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 0
+
+
+def _setup_logging(config: Config) -> None:
+    agent = config.agent
+    assert agent is not None
+    from locksmith.logging import setup_logging
+
+    setup_logging(agent.log_format, agent.log_level)
+
+
+async def _serve(config: Config, args: argparse.Namespace, strategy: object, machine_id: str) -> int:
+    from locksmith.strategy import Strategy
+
+    assert isinstance(strategy, Strategy)
+    agent_options = config.agent
+    assert agent_options is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bus = LazyBus()
+    rebooter: Rebooter = (
+        CommandRebooter(agent_options.reboot_command) if agent_options.reboot_command else LogindRebooter(bus.get)
+    )
+    ctx = StrategyContext(
+        machine_id=machine_id,
+        group=config.lock_group or "",
+        config=config,
+        log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
+    )
+    observers, on_ready, background = observers_for(config, strategy.name)
+    from locksmith.agent.wiring import broadcast, logged_in_users
+
+    agent = Agent(
+        settings_from(config, args),
+        strategy,
+        ctx,
+        update_statuses(bus),
+        rebooter,
+        observers=observers,
+        on_ready=on_ready,
+        logged_in_users=logged_in_users,
+        broadcast=broadcast,
+        bus=bus.get,
+    )
+    tasks = [asyncio.create_task(job) for job in background]
+    try:
+        return await agent.run(stop)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
