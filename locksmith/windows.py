@@ -19,6 +19,9 @@ Semantics (decided here, relied on by the agent)
   an extra hour.
 - Several windows (or a long one overlapping the next day's) form a union: overlapping or
   touching openings merge, and `current_window_end` returns the end of the merged stretch.
+- Every datetime returned is in UTC. On purpose: Python subtracts and compares two datetimes that
+  share a tzinfo by *wall clock* (ignoring DST), so `next_open(now) - now` computed in the local
+  zone would be an hour off across a transition. Convert with `.astimezone(schedule.tz)` to show.
 """
 
 from __future__ import annotations
@@ -268,9 +271,8 @@ class WindowSchedule:
     # arithmetic and comparison below happens in UTC, and results are converted at the end.
 
     def openings(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Every (open, close) interval of any window that overlaps [start, end), by open time."""
-        for o, c in self._openings_utc(_utc(start), _utc(end)):
-            yield o.astimezone(self.tz), c.astimezone(self.tz)
+        """Every (open, close) interval (UTC) of any window that overlaps [start, end), by open time."""
+        yield from self._openings_utc(_utc(start), _utc(end))
 
     def _openings_utc(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         # A window opened up to 7 days (its maximum length) before `start` may still be open;
@@ -313,16 +315,16 @@ class WindowSchedule:
         """When the (merged) window open at `now` closes, or None if none is open. If windows
         chain without a gap for more than a week, the end is capped one week ahead."""
         stretch = self._stretch_utc(_utc(now))
-        return None if stretch is None else stretch[1].astimezone(self.tz)
+        return None if stretch is None else stretch[1]
 
     def next_open(self, now: datetime) -> datetime:
-        """`now` if a window is open, else the instant the next one opens."""
+        """`now` (in UTC) if a window is open, else the instant (UTC) the next one opens."""
         at = _utc(now)
         for o, c in self._openings_utc(at, at + _WEEK + _DAY):
             if o <= at < c:
-                return now
+                return at
             if o > at:
-                return o.astimezone(self.tz)
+                return o
         raise AssertionError("every schedule opens at least once a week")  # pragma: no cover
 
 
