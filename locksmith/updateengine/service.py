@@ -43,6 +43,8 @@ class ManagerInterface(ServiceInterface):
             self._reset_status()
         except ValueError as exc:
             raise DBusError(RESET_NOT_ALLOWED, str(exc)) from None
+        except Exception as exc:  # e.g. the GPT cannot be written: tell the caller in one line
+            raise DBusError("com.coreos.update1.Error.Failed", str(exc)) from None
 
     @dbus_method()
     def GetStatus(self) -> "xdssx":  # noqa: F821

@@ -110,12 +110,14 @@ class SlotTarget:
     def discard(self) -> None:
         """After a failure or ResetStatus: the inactive slot must not be booted."""
         self._abort()
-        if self.slot is None or self.disk is None:
+        if self.disk is None:
             return
         try:
-            self.slot = slots.mark_unbootable(self.disk, self.slot)
+            # After a daemon restart we hold no slot: the one to disarm is the one we did not boot.
+            slot = self.slot or slots.inactive_slot(self.disk, self.boot_record)
+            self.slot = slots.mark_unbootable(self.disk, slot)
         except Exception as exc:
-            raise TargetError(f"cannot mark {self.slot.name} on {self.disk} unbootable: {exc}") from None
+            raise TargetError(f"cannot mark the inactive slot on {self.disk} unbootable: {exc}") from None
 
 
 def _translate(exc: Exception, context: str) -> TargetError:
