@@ -1,0 +1,115 @@
+"""Release packing, squashfs USR images and reading the release back out of an installed slot."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from locksmith.updateengine.disk import make_coreos_disk
+from locksmith.updateengine.pack import (
+    PackError,
+    load_release,
+    main,
+    make_usr_image,
+    pack_release,
+    read_release_from_slot,
+)
+from locksmith.updateengine.payload import install_file, load_public_key, verify_digest
+from locksmith.updateengine.slots import choose_boot, inactive_slot, read_slots, write_boot_record
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("keys")
+    assert main(["keygen", "--private", str(d / "k.pem"), "--public", str(d / "k.pub")]) == 0
+    return d / "k.pem", d / "k.pub"
+
+
+def test_pack_release_files_and_metadata(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    image = make_usr_image(tmp_path / "usr.squashfs", "2.1.0", filler_bytes=200_000)
+    release = pack_release(image, "2.1.0", keys[0], tmp_path / "rel")
+    payload = (tmp_path / "rel" / "update.gz").read_bytes()
+    meta = json.loads((tmp_path / "rel" / "release.json").read_text())
+    assert meta == {
+        "version": "2.1.0",
+        "name": "update.gz",
+        "size": len(payload),
+        "sha256": base64.b64encode(hashlib.sha256(payload).digest()).decode(),
+        "image_size": image.stat().st_size,
+        "image_sha256": hashlib.sha256(image.read_bytes()).hexdigest(),
+    }
+    assert load_release(tmp_path / "rel") == release
+    assert gzip.decompress(payload) == image.read_bytes()
+    signature = (tmp_path / "rel" / "update.gz.sig").read_bytes()
+    pub = load_public_key(keys[1])
+    assert verify_digest(pub, hashlib.sha256(payload).digest(), signature)
+    assert not verify_digest(pub, hashlib.sha256(payload + b"x").digest(), signature)
+    with pytest.raises(PackError, match="already holds a release"):
+        pack_release(image, "2.1.0", keys[0], tmp_path / "rel")
+
+
+def test_usr_image_is_reproducible_and_readable_from_a_slot(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    one = make_usr_image(tmp_path / "one.squashfs", "1.0.0")
+    two = make_usr_image(tmp_path / "two.squashfs", "1.0.0")
+    assert one.read_bytes() == two.read_bytes()
+    disk = make_coreos_disk(tmp_path / "disk.img", usr_size_mib=2, small=True, initial_image=one)
+    a, b = read_slots(disk)
+    release = read_release_from_slot(disk, a)
+    assert release["COREOS_RELEASE_VERSION"] == "1.0.0"
+    assert release["COREOS_RELEASE_BOARD"] == "amd64-usr"
+    assert release["COREOS_RELEASE_APPID"] == "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}"
+    with pytest.raises(PackError, match="holds no readable squashfs"):
+        read_release_from_slot(disk, b)
+
+    # Through the installer: the new version lands in B and is read back from there.
+    new = make_usr_image(tmp_path / "new.squashfs", "1.1.0")
+    rel = pack_release(new, "1.1.0", keys[0], tmp_path / "rel")
+    write_boot_record(disk, choose_boot(disk))
+    target = inactive_slot(disk)
+    sig = (tmp_path / "rel" / "update.gz.sig").read_bytes()
+    install_file(disk, target, tmp_path / "rel" / rel.name, sig, rel.sha256, keys[1])
+    assert read_release_from_slot(disk, target)["COREOS_RELEASE_VERSION"] == "1.1.0"
+    assert read_release_from_slot(disk, a)["COREOS_RELEASE_VERSION"] == "1.0.0"
+
+
+def test_cli_pack_into_server_root(tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "usr.squashfs"
+    assert main(["make-image", str(image), "--version", "3.0.0"]) == 0
+    root = tmp_path / "releases"
+    args = ["pack", str(image), "--version", "3.0.0", "--key", str(keys[0]), "--root", str(root), "--channel", "beta"]
+    assert main(args) == 0
+    assert load_release(root / "beta" / "3.0.0").version == "3.0.0"
+    assert "update.gz" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pack", "{image}", "--version", "../evil", "--key", "{key}", "--out", "{out}"], "version '../evil'"),
+        (["pack", "{image}", "--version", "1", "--key", "{image}", "--out", "{out}"], "not an unencrypted PEM"),
+        (["pack", "{tmp}/nope", "--version", "1", "--key", "{key}", "--out", "{out}"], "is not a file"),
+        (["keygen", "--private", "{key}", "--public", "{tmp}/x.pub"], "refusing to overwrite a key"),
+        (["make-image", "{tmp}/x", "--version", "1", "--filler-mib", "-1"], "--filler-mib"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    image = tmp_path / "image"
+    image.write_bytes(b"not really squashfs")
+    values = {"image": image, "key": keys[0], "out": tmp_path / "out", "tmp": tmp_path}
+    assert main([a.format(**values) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "release.json").exists()
+
+
+def test_load_release_rejects_bad_json(tmp_path: Path) -> None:
+    (tmp_path / "release.json").write_text('{"version": "1"}')
+    with pytest.raises(PackError, match=r"is not a release\.json"):
+        load_release(tmp_path)
