@@ -1,0 +1,215 @@
+"""locksmithctl end to end: the installed console script run as a subprocess against real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from locksmith.devtools.etcd import EtcdCluster
+from locksmith.kv import KVOptions, open_store, parse_endpoints
+from locksmith.semaphore import semaphore_key
+
+LOCKSMITHCTL = str(Path(sys.executable).with_name("locksmithctl"))
+MACHINE_ID = "0123456789abcdef0123456789abcdef"
+
+
+@dataclass
+class Ctl:
+    """Runs locksmithctl with a clean environment pointed at one store."""
+
+    endpoints: list[str]
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LOCKSMITHCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def kv_options(self) -> KVOptions:
+        return KVOptions(endpoints=parse_endpoints(self.endpoints), retry_budget=5.0)
+
+    async def raw(self, group: str | None = None) -> bytes | None:
+        store = open_store(self.kv_options())
+        try:
+            entry = await store.get(semaphore_key(group))
+            return None if entry is None else entry.value
+        finally:
+            await store.aclose()
+
+    async def put(self, value: bytes, group: str | None = None) -> None:
+        store = open_store(self.kv_options())
+        try:
+            assert await store.create(semaphore_key(group), value) is not None
+        finally:
+            await store.aclose()
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKSMITH", "REBOOT_"))}
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text(MACHINE_ID + "\n")
+    env["LOCKSMITHCTL_MACHINE_ID_FILE"] = str(machine_id)
+    return env
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Ctl:
+    """On the embedded store (the fast default for most CLI behaviour)."""
+    endpoints = [f"file://{tmp_path}/kv.db"]
+    env = clean_env(tmp_path)
+    env["LOCKSMITHCTL_ENDPOINT"] = endpoints[0]
+    return Ctl(endpoints, env)
+
+
+@pytest.fixture(params=["etcd3", "etcd2"])
+def etcd_ctl(request: pytest.FixtureRequest, etcd: EtcdCluster, tmp_path: Path) -> Iterator[Ctl]:
+    prefix = "etcd2+" if request.param == "etcd2" else ""
+    endpoints = [prefix + u for u in etcd.endpoints]
+    env = clean_env(tmp_path)
+    env["LOCKSMITHCTL_ENDPOINT"] = ",".join(endpoints)
+    env["LOCKSMITHCTL_GROUP"] = f"cli-{request.node.name}-{os.urandom(4).hex()}"
+    yield Ctl(endpoints, env)
+
+
+def test_status_of_a_fresh_store_writes_nothing(ctl: Ctl) -> None:
+    r = ctl("status")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "Available: 1\nMax: 1\n", "")
+
+
+async def test_lock_unlock_set_max_status_round(ctl: Ctl) -> None:
+    assert await ctl.raw() is None
+    r = ctl("set-max", "3")
+    assert (r.returncode, r.stdout) == (0, "Old-Max: 1\nMax: 3\n")
+    assert ctl("lock").returncode == 0  # this machine's id
+    assert ctl("lock", "zz-other").returncode == 0
+    assert ctl("lock", "zz-other").returncode == 0  # idempotent
+    assert await ctl.raw() == f'{{"semaphore":1,"max":3,"holders":["{MACHINE_ID}","zz-other"]}}'.encode()
+    r = ctl("status")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["Available: 1", "Max: 3", "", "MACHINE ID                         HELD FOR"]
+    assert re.fullmatch(MACHINE_ID + r"   \d+s", lines[4])
+    assert re.fullmatch(r"zz-other {27}\d+s", lines[5])
+    assert len(lines) == 6
+
+    r = ctl("status", "--json")
+    data = json.loads(r.stdout)
+    assert data["available"] == 1 and data["max"] == 3 and data["key"] == semaphore_key(None)
+    assert [h["id"] for h in data["holders"]] == [MACHINE_ID, "zz-other"]
+    assert all(isinstance(h["held_for_seconds"], int) and h["since"].endswith("Z") for h in data["holders"])
+
+    assert ctl("unlock").returncode == 0
+    assert ctl("unlock", "zz-other").returncode == 0
+    assert await ctl.raw() == b'{"semaphore":3,"max":3,"holders":null}'
+    assert ctl("status").stdout == "Available: 3\nMax: 3\n"
+
+
+def test_operation_failures_exit_1_with_the_cause(ctl: Ctl) -> None:
+    assert ctl("lock", "a").returncode == 0
+    r = ctl("lock", "b")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == "Error locking: semaphore is at 0 (max 1, held by a)\n"
+    r = ctl("unlock", "b")
+    assert (r.returncode, r.stderr) == (1, "Error unlocking: 'b' does not hold the lock\n")
+    r = ctl("set-max", "0")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error setting max: max 0 is below the 1 current holder(s) (a)")
+
+
+def test_bad_machine_id_file_is_named(ctl: Ctl, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-id"
+    bad.write_text("not-an-id\n")
+    r = ctl("--machine-id-file", str(bad), "lock")
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"Error locking: {bad} does not hold a machine id")
+    assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--bogus", "status"], "unrecognized arguments: --bogus"),
+        (["status", "extra"], "unrecognized arguments: extra"),
+        ([], "a command is required"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["set-max"], "the following arguments are required: N"),
+        (["set-max", "abc"], "invalid maximum value 'abc'"),
+        (["set-max", "-2"], "cannot be negative"),
+        (["--endpoint", "ftp://host", "status"], "endpoint 'ftp://host' has no supported scheme"),
+        (["--timeout", "0", "status"], "invalid timeout"),
+        (["--group", "..", "status"], "lock group '..' is not allowed"),
+    ],
+)
+def test_usage_errors_exit_2_in_one_line(ctl: Ctl, args: list[str], needle: str) -> None:
+    r = ctl(*args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_version(ctl: Ctl) -> None:
+    r = ctl("--version")
+    assert (r.returncode, r.stdout) == (0, "locksmithctl version 0.1.0\n")
+
+
+@pytest.mark.parametrize("corrupt", [b'{"semaphore":1,"max":1,"holders":["a"]}', b"\x00garbage"])
+async def test_corrupt_semaphore_every_command_fails_and_nothing_is_overwritten(ctl: Ctl, corrupt: bytes) -> None:
+    await ctl.put(corrupt)
+    for args, prefix in (
+        (["lock", "a"], "Error locking"),
+        (["unlock", "a"], "Error unlocking"),
+        (["set-max", "4"], "Error setting max"),
+        (["status"], "Error getting status"),
+    ):
+        r = ctl(*args)
+        assert r.returncode == 1, args
+        assert r.stderr.startswith(f"{prefix}: the semaphore at '{semaphore_key(None)}' is not valid")
+        assert r.stderr.count("\n") == 1
+        assert r.stdout == ""
+    assert await ctl.raw() == corrupt
+
+
+def test_unreachable_endpoint_is_one_line_within_the_timeout(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    for endpoint in ("http://127.0.0.1:9", "etcd2+http://127.0.0.1:9"):
+        r = Ctl([endpoint], env)("--endpoint", endpoint, "--timeout", "1", "lock", "a", timeout=30)
+        assert r.returncode == 1
+        assert r.stderr.startswith("Error locking: ")
+        assert "127.0.0.1:9" in r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+async def test_etcd_backends_speak_the_go_shape_under_a_group(etcd_ctl: Ctl) -> None:
+    group = etcd_ctl.env["LOCKSMITHCTL_GROUP"]
+    # As a Go locksmith would have left it.
+    await etcd_ctl.put(b'{"semaphore":1,"max":2,"holders":["gogo"]}', group)
+    assert etcd_ctl("lock").returncode == 0
+    assert await etcd_ctl.raw(group) == f'{{"semaphore":0,"max":2,"holders":["{MACHINE_ID}","gogo"]}}'.encode()
+    r = etcd_ctl("status")
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["Available: 0", "Max: 2", "", "MACHINE ID                         HELD FOR"]
+    assert lines[5] == "gogo                               unknown"
+    r = etcd_ctl("lock", "third")
+    assert r.returncode == 1 and "semaphore is at 0" in r.stderr
+    # The flag replaces the variable's endpoint list; the group flag wins over the variable.
+    r = etcd_ctl("--group", group, "--endpoint", etcd_ctl.endpoints[0], "unlock")
+    assert r.returncode == 0, r.stderr
+    assert await etcd_ctl.raw(group) == b'{"semaphore":1,"max":2,"holders":["gogo"]}'
+    # The global key was never touched.
+    assert etcd_ctl("--group", "", "status").stdout.startswith("Available: ")
+
+
+async def test_corrupt_value_on_etcd_is_left_unchanged(etcd_ctl: Ctl) -> None:
+    group = etcd_ctl.env["LOCKSMITHCTL_GROUP"]
+    await etcd_ctl.put(b"{oops", group)
+    r = etcd_ctl("lock")
+    assert r.returncode == 1 and semaphore_key(group) in r.stderr
+    assert await etcd_ctl.raw(group) == b"{oops"
