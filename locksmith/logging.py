@@ -1,0 +1,188 @@
+"""Structured logging for locksmith: one event per line, logfmt or JSON, journald priorities, no secrets.
+
+Both structlog loggers and stdlib loggers (dbus-fast, httpx, …) go through the same formatter, so
+every line has the same shape. Under systemd (stderr is the journal, per $JOURNAL_STREAM) each line
+starts with `<N>`, the syslog priority journald turns into the entry's PRIORITY, and the timestamp is
+left to journald.
+
+Secrets: values under keys named like a secret (password, token, private key material, …) are
+replaced; every occurrence of a registered secret value (e.g. the etcd password once the config is
+parsed: `add_secret(...)`) is replaced inside any string, however short, including exception text;
+PEM private-key blocks and the password part of `scheme://user:pass@host` URLs are replaced too.
+The redactor runs after exceptions are formatted and just before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+LogFormat = Literal["logfmt", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("logfmt", "json")
+REDACTED = "[REDACTED]"
+
+# syslog priorities, as journald reads them from a `<N>` prefix.
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3, "critical": 2}
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+_SECRET_KEY = re.compile(
+    r"(?i)(passw(or)?d|passphrase|secret|token|credential|authorization|cookie|api[_-]?key"
+    r"|private[_-]?key|key[_-]?(material|data|pem|contents?)$|^pem$)"
+)
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)", re.S)
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+# `password='x'` / `"token": "x"` inside reprs and messages.
+_INLINE_SECRET = re.compile(
+    r"(?i)\b(\w*(?:passw(?:or)?d|passphrase|secret|token|api[_-]?key)\w*['\"]?\s*[=:]\s*)(['\"]?)[^'\"\s,)}\]]+\2"
+)
+
+
+class SecretRedactor:
+    """A structlog processor removing secrets from an event dict (see the module docstring)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        for value in secrets:
+            self.add(value)
+
+    def add(self, value: str) -> None:
+        """Redact every occurrence of `value` from now on (empty values are ignored)."""
+        if value:
+            self._secrets.add(value)
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        return {key: self._clean(key, value) for key, value in event_dict.items()}
+
+    def _clean(self, key: str, value: Any) -> Any:
+        if _SECRET_KEY.search(key) and value not in (None, ""):
+            return REDACTED
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {k: self._clean(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._clean(key, v) for v in value]
+        return self.scrub(value if isinstance(value, str) else str(value))
+
+    def scrub(self, text: str) -> str:
+        """`text` with registered secrets, PEM private keys and URL passwords replaced."""
+        # Longest first, so a secret containing another is replaced whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        text = _PEM_PRIVATE_KEY.sub("[REDACTED PRIVATE KEY]", text)
+        text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
+        return _INLINE_SECRET.sub(rf"\1\2{REDACTED}\2", text)
+
+
+class _Renderer:
+    """logfmt or JSON, optionally prefixed with the journald priority of the event's level."""
+
+    def __init__(self, fmt: LogFormat, journal: bool) -> None:
+        self._journal = journal
+        self._inner: structlog.types.Processor
+        if fmt == "json":
+            self._inner = structlog.processors.JSONRenderer(sort_keys=False, default=str)
+        else:
+            self._inner = structlog.processors.LogfmtRenderer(
+                key_order=["timestamp", "level", "logger", "event"], drop_missing=True, bool_as_flag=False
+            )
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        priority = _PRIORITY.get(str(event_dict.get("level", "info")), 6)  # read first: renderers may pop keys
+        line = self._inner(logger, method_name, event_dict)
+        assert isinstance(line, str)
+        return f"<{priority}>{line}" if self._journal else line
+
+
+_redactor = SecretRedactor()
+_HANDLER_MARK = "_locksmith_handler"
+
+
+def stream_is_journal(stream: TextIO) -> bool:
+    """True when `stream` is connected to journald: $JOURNAL_STREAM names its device and inode."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # io.StringIO and closed streams have no fd
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def configure_logging(
+    *,
+    fmt: LogFormat = "logfmt",
+    level: str = "info",
+    stream: TextIO | None = None,
+    journal: bool | None = None,
+    secrets: Iterable[str] = (),
+) -> None:
+    """Set up structlog and stdlib logging for the process; safe to call again (replaces the setup).
+
+    fmt: "logfmt" or "json"; level: debug/info/warning/error; stream: default stderr;
+    journal: force the `<N>` prefix on/off, default auto-detected from $JOURNAL_STREAM;
+    secrets: values never to print (more can be added later with add_secret).
+    Raises ValueError with one line for an unknown format or level."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format {fmt!r} is not one of {', '.join(LOG_FORMATS)}")
+    if level.lower() not in _LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(_LEVELS)}")
+    stream = stream if stream is not None else sys.stderr
+    journal = stream_is_journal(stream) if journal is None else journal
+    for value in secrets:
+        _redactor.add(value)
+
+    before_render: list[structlog.types.Processor] = [structlog.processors.format_exc_info, _redactor]
+    if not journal:  # journald stamps entries itself
+        before_render.insert(0, structlog.processors.TimeStamper(fmt="iso", utc=True))
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.add_log_level],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *before_render,
+            _Renderer(fmt, journal),
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level.lower()])
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,  # tests reconfigure; the lookup cost is negligible here
+    )
+
+
+def add_secret(value: str) -> None:
+    """Never print `value` (e.g. a password read from the config) from now on, in any log line."""
+    _redactor.add(value)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger named `name` (e.g. "locksmith.agent")."""
+    return structlog.get_logger(name)
