@@ -81,11 +81,12 @@ def observers_for(
     assert agent is not None
     observers: list[Observer] = []
     background: list[Coroutine[Any, Any, None]] = []
-    notifier = sdnotify.Notifier.from_environment()
 
     def publish_status(name: str, state: State, fields: dict[str, Any]) -> None:
         if name == "state":
-            notifier.notify(STATUS=_status_line(state, fields))
+            sdnotify.status(_status_line(state, fields))
+            if state is State.STOPPING:
+                sdnotify.stopping()
 
     observers.append(publish_status)
 
@@ -104,11 +105,11 @@ def observers_for(
         observers.append(registry.observe)
         background.append(metrics.serve(registry, agent.metrics))
 
-    watchdog = notifier.watchdog_interval()
-    if watchdog is not None:
-        background.append(_watchdog(notifier, watchdog))
+    interval = sdnotify.watchdog_interval()
+    if interval is not None:
+        background.append(_watchdog(interval))
 
-    return observers, lambda: notifier.notify(READY=1, STATUS="started"), background
+    return observers, lambda: sdnotify.ready(f"started ({strategy})"), background
 
 
 def _status_line(state: State, fields: dict[str, Any]) -> str:
@@ -116,10 +117,12 @@ def _status_line(state: State, fields: dict[str, Any]) -> str:
     return f"{state.value} ({extra})" if extra else state.value
 
 
-async def _watchdog(notifier: Any, interval: float) -> None:
+async def _watchdog(interval: float) -> None:
+    from locksmith import sdnotify
+
     # Ping at half the interval systemd set, as sd_watchdog_enabled(3) recommends.
     while True:
-        notifier.notify(WATCHDOG=1)
+        sdnotify.watchdog()
         await asyncio.sleep(interval / 2)
 
 

@@ -1,0 +1,77 @@
+"""`fleetlock`: ask a FleetLock server (Fedora CoreOS / Zincati protocol) for a reboot slot.
+
+`POST {base}/v1/pre-reboot` takes a slot, `POST {base}/v1/steady-state` gives it back; both are
+idempotent. The protocol has no way to ask "do I hold a slot?", so `holds` answers True (we *may*
+hold one) and the agent's after-boot step always sends steady-state — harmless when nothing is held.
+The protocol has no watch either: a refused pre-reboot is retried with a jittered back-off.
+The lock group is LOCKSMITHD_GROUP (FleetLock's `default` when unset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
+
+DEFAULT_GROUP = "default"
+
+
+class FleetLockStrategy(Strategy):
+    name = "fleetlock"
+
+    def __init__(self, retry_initial: float = 1.0, retry_max: float = 60.0) -> None:
+        self._client: object | None = None
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+
+    def client(self, ctx: StrategyContext):  # type: ignore[no-untyped-def]
+        from locksmith.fleetlock import FleetLockClient
+
+        if self._client is None:
+            url = ctx.config.agent.fleetlock_url if getattr(ctx.config, "agent", None) else ctx.config.fleetlock_url
+            if not url:
+                raise StrategyError("the fleetlock strategy needs LOCKSMITHD_FLEETLOCK_URL (the server's base URL)")
+            self._client = FleetLockClient(url, node_id=ctx.machine_id, group=ctx.group or DEFAULT_GROUP)
+        return self._client
+
+    async def acquire(self, ctx: StrategyContext) -> None:
+        from locksmith.fleetlock import FleetLockDenied, FleetLockError, FleetLockUnavailable
+
+        client = self.client(ctx)
+        delay = self.retry_initial
+        while True:
+            try:
+                await client.pre_reboot()
+            except FleetLockDenied as exc:
+                ctx.log.info("fleetlock.wait", reason=str(exc), retry_in=round(delay, 2))
+            except FleetLockUnavailable as exc:
+                raise StrategyUnavailable(str(exc)) from exc
+            except FleetLockError as exc:
+                raise StrategyError(str(exc)) from exc
+            else:
+                ctx.log.info("lock.acquired", via="fleetlock pre-reboot")
+                return
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            ctx.woke("retry")
+            delay = min(delay * 2, self.retry_max)
+
+    async def release(self, ctx: StrategyContext) -> None:
+        from locksmith.fleetlock import FleetLockError, FleetLockUnavailable
+
+        try:
+            await self.client(ctx).steady_state()
+        except FleetLockUnavailable as exc:
+            raise StrategyUnavailable(str(exc)) from exc
+        except FleetLockError as exc:
+            raise StrategyError(str(exc)) from exc
+        ctx.log.info("lock.released", via="fleetlock steady-state")
+
+    async def holds(self, ctx: StrategyContext) -> bool:
+        self.client(ctx)  # a missing URL is reported here, at start, not at the first reboot
+        return True
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()  # type: ignore[attr-defined]
