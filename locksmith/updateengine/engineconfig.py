@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from locksmith.envfile import EnvFileError, load_env_file
 from locksmith.updateengine.omaha import COREOS_APPID
 
 DEFAULT_FILES = (
@@ -38,23 +39,11 @@ class ConfigError(Exception):
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """systemd EnvironmentFile syntax, the subset CoreOS's files use (switch to locksmith.envfile when shared)."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(f"{path}:{number}: {raw.strip()[:60]!r} is not KEY=VALUE; fix or remove the line")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
+    """systemd EnvironmentFile syntax (the shared parser); within one file a later assignment wins."""
+    try:
+        return {entry.key: entry.value for entry in load_env_file(path)}
+    except EnvFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -83,7 +72,7 @@ def _merged(files: tuple[Path, ...]) -> tuple[dict[str, str], dict[str, Path]]:
             found = read_env_file(path)
         except FileNotFoundError:
             continue
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__}: {exc}); fix its permissions") from None
         for key, value in found.items():
             if key not in values:  # the first file holding a key wins
