@@ -39,6 +39,8 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
 
 # How often a watcher re-reads its key when inotify cannot tell it about writes.
 POLL_INTERVAL = 0.05
+# With inotify, a re-read this often anyway: a safety net should an event be lost.
+RECHECK_INTERVAL = 5.0
 
 
 class EmbeddedStore:
@@ -83,6 +85,7 @@ class EmbeddedStore:
         """Run `fn` inside one BEGIN IMMEDIATE transaction (the cross-process write lock)."""
         conn = self._connection()
         try:
+            before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -92,7 +95,21 @@ class EmbeddedStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
+        if conn.total_changes != before:
+            self._announce()
         return result
+
+    def _announce(self) -> None:
+        """Tell watchers in every process that a commit is now visible.
+
+        Inotify events on the WAL itself arrive while the commit is still being written, so
+        a watcher woken by them may read the old state and then hear nothing more. Closing
+        the sibling notify file after COMMIT gives an event that comes strictly later."""
+        try:
+            with open(notify_path(self.path), "ab"):
+                pass
+        except OSError:
+            pass  # watchers still wake from the WAL events or their periodic re-check
 
     def _read(self, key: str) -> tuple[bytes | None, int] | None:
         try:
@@ -204,6 +221,10 @@ def _translate(exc: sqlite3.Error, path: Path) -> KVError:
 # --- Waking watchers ------------------------------------------------------------------------
 
 
+def notify_path(db_path: Path) -> Path:
+    return db_path.with_name(f"{db_path.name}-notify")
+
+
 class _Waker:
     async def wait(self) -> None:
         raise NotImplementedError
@@ -220,18 +241,19 @@ class _PollWaker(_Waker):
 
 
 class _InotifyWaker(_Waker):
-    """Wakes when any process writes the database or its WAL.
+    """Wakes when any process commits to the store.
 
-    A commit in WAL mode appends to `<db>-wal` (IN_MODIFY); a checkpoint writes the db itself;
-    the WAL is recreated (IN_CREATE) after the last connection closes. The `-shm` index is
-    mmapped, so its changes raise no events — we only wake for real writes. The fd is watched
-    with the event loop's reader callback: no thread, no polling.
+    Our writers close `<db>-notify` after each commit (see EmbeddedStore._announce): that is
+    the event that guarantees the new state is visible. Writes to `<db>-wal` and the db also
+    wake us, so a foreign writer (an admin with the sqlite3 shell) is usually seen at once too.
+    The `-shm` index is mmapped and raises no events. The fd is watched with the event loop's
+    reader callback: no thread, no polling.
     """
 
     def __init__(self, db_path: Path) -> None:
         import inotify_simple
 
-        self._names = {db_path.name, f"{db_path.name}-wal", f"{db_path.name}-journal"}
+        self._names = {db_path.name, f"{db_path.name}-wal", f"{db_path.name}-journal", notify_path(db_path).name}
         self._overflow = int(inotify_simple.flags.Q_OVERFLOW)
         self._inotify = inotify_simple.INotify(nonblocking=True)
         flags = inotify_simple.flags
@@ -258,7 +280,7 @@ class _InotifyWaker(_Waker):
     async def wait(self) -> None:
         # Also re-check now and then: a safety net should an event ever be lost (queue overflow).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout=5.0)
+            await asyncio.wait_for(self._event.wait(), timeout=RECHECK_INTERVAL)
         self._event.clear()
 
     def close(self) -> None:

@@ -122,7 +122,7 @@ class HTTPEndpoints:
                     result = parse(response, base)
                 except TRANSPORT_ERRORS as exc:
                     self.raise_if_tls(exc, base)
-                    last = f"{base}: {_describe(exc)}"
+                    last = f"{base}: {_describe(exc)}{self._tls_hint(exc, base)}"
                     continue
                 except EndpointUnhealthy as exc:
                     last = f"{base}: {exc}"
@@ -178,6 +178,13 @@ class HTTPEndpoints:
             self._preferred = i
             return base, response
         raise KVUnavailable(f"no {self.api} endpoint answered ({', '.join(self.urls)}); last error: {last}")
+
+    def _tls_hint(self, exc: BaseException, base: str) -> str:
+        # Under TLS 1.3 a server that wants a client certificate may just drop the connection
+        # after the handshake, so the refusal is not always reported as a TLS alert.
+        if base.startswith("https://") and not self.options.cert_file and not isinstance(exc, httpx.ConnectError):
+            return " (if etcd requires client certificates, give a client certificate and key)"
+        return ""
 
     def raise_if_tls(self, exc: BaseException, base: str) -> None:
         """KVAuthError when `exc` is a TLS failure: it will not heal by retrying."""

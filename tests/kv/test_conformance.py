@@ -13,6 +13,8 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pytest
+
 from locksmith.kv import Change, Entry, KVStore
 
 StoreFactory = Callable[[], KVStore]
@@ -229,22 +231,28 @@ asyncio.run(main())
 """
 
 
-async def test_embedded_watch_wakes_on_another_process(tmp_path: Path, unique_key: str) -> None:
-    from locksmith.kv.embedded import EmbeddedStore
+async def test_embedded_watch_wakes_on_another_process(
+    tmp_path: Path, unique_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from locksmith.kv import embedded
 
+    # Without the periodic safety re-check, only a real wake-up can deliver the change
+    # before the guard expires: a lost inotify wake-up fails this test instead of hiding.
+    monkeypatch.setattr(embedded, "RECHECK_INTERVAL", 3600.0)
     path = tmp_path / "shared.db"
-    store = EmbeddedStore(path)
+    store = embedded.EmbeddedStore(path)
     key = f"{unique_key}/sem"
     entry = await store.create(key, b"mine")
     assert entry is not None
     changes = aiter(store.watch(key, entry.revision))
-    pending = asyncio.ensure_future(next_change(changes))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WRITER, str(path), key, "theirs", stdout=subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
-    assert await pending == Change(key, b"theirs", int(out))
+    for i in range(5):
+        pending = asyncio.ensure_future(next_change(changes))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(path), key, f"theirs-{i}", stdout=subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        assert await pending == Change(key, f"theirs-{i}".encode(), int(out))
     await changes.aclose()  # type: ignore[attr-defined]
     await store.aclose()
 
