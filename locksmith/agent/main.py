@@ -167,9 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setup_logging(config: Config) -> None:
     agent = config.agent
     assert agent is not None
-    from locksmith.logging import setup_logging
+    from locksmith.logging import configure_logging
 
-    setup_logging(agent.log_format, agent.log_level)
+    secrets = [config.kv.password] if config.kv.password else []
+    configure_logging(fmt=agent.log_format, level=agent.log_level, secrets=secrets)
 
 
 async def _serve(config: Config, args: argparse.Namespace, strategy: object, machine_id: str) -> int:

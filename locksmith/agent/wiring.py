@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -75,7 +76,7 @@ def observers_for(
 ) -> tuple[list[Observer], Callable[[], None], list[Coroutine[Any, Any, None]]]:
     """The transition observers (systemd STATUS=, coordinator file, metrics), the READY=1 callback
     and the background jobs (watchdog pings, metrics endpoint) for this configuration."""
-    from locksmith import coordinator, sdnotify
+    from locksmith import coordinator, metrics, sdnotify
 
     agent = config.agent
     assert agent is not None
@@ -90,26 +91,69 @@ def observers_for(
 
     observers.append(publish_status)
 
-    coordinator_file = coordinator.CoordinatorFile(agent.coordinator_file, strategy=strategy)
-
     def write_coordinator(name: str, state: State, fields: dict[str, Any]) -> None:
         if name == "state":
-            coordinator_file.write(COORDINATOR_STATE[state])
+            try:
+                coordinator.write_coordinator(strategy, COORDINATOR_STATE[state], agent.coordinator_file)  # type: ignore[arg-type]
+            except coordinator.CoordinatorFileError as exc:
+                log.warning("coordinator.write-failed", reason=str(exc))
 
     observers.append(write_coordinator)
 
     if agent.metrics is not None:
-        from locksmith import metrics
-
-        registry = metrics.AgentMetrics(strategy=strategy)
-        observers.append(registry.observe)
-        background.append(metrics.serve(registry, agent.metrics))
+        registry = metrics.Metrics(states=[s.value for s in State])
+        registry.set_strategy(strategy)
+        observers.append(_metrics_observer(registry))
+        address = agent.metrics
+        listen = metrics.ListenAddress(host=address.host, port=address.port, unix_path=address.path)
+        background.append(_serve_metrics(metrics.MetricsServer(registry, listen)))
 
     interval = sdnotify.watchdog_interval()
     if interval is not None:
         background.append(_watchdog(interval))
 
     return observers, lambda: sdnotify.ready(f"started ({strategy})"), background
+
+
+def _metrics_observer(registry: Any) -> Observer:
+    waiting_since: list[float] = []
+
+    def observe(name: str, state: State, fields: dict[str, Any]) -> None:
+        if name == "state":
+            registry.set_state(state.value)
+            if waiting_since and state is not State.ACQUIRING:
+                registry.add_lock_wait(time.monotonic() - waiting_since.pop())
+            elif state is State.ACQUIRING and not waiting_since:
+                waiting_since.append(time.monotonic())
+        elif name == "lock.attempt":
+            registry.lock_attempt()
+        elif name == "lock.failure":
+            registry.lock_failure()
+
+    return observe
+
+
+async def _serve_metrics(server: Any) -> None:
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("metrics.unavailable", address=str(server.listen), reason=str(exc))
+        return
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
+
+
+def _module(name: str, what: str) -> Any:
+    # Integration seam while the project grows: a missing part is reported, never fatal.
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        log.error("feature.unavailable", feature=what, reason=str(exc))
+        return None
 
 
 def _status_line(state: State, fields: dict[str, Any]) -> str:
@@ -127,12 +171,11 @@ async def _watchdog(interval: float) -> None:
 
 
 async def logged_in_users() -> list[str]:
-    from locksmith import sessions
-
-    return await sessions.logged_in_users()
+    sessions = _module("locksmith.sessions", "the logged-in users check")
+    return [] if sessions is None else list(await sessions.logged_in_users())
 
 
 async def broadcast(message: str) -> None:
-    from locksmith import sessions
-
-    await sessions.broadcast(message)
+    sessions = _module("locksmith.sessions", "the logged-in users warning")
+    if sessions is not None:
+        await sessions.broadcast(message)
