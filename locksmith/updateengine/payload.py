@@ -17,7 +17,10 @@ import contextlib
 import errno
 import hashlib
 import os
+import queue
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +159,66 @@ def _write_error(exc: OSError, disk: Path | str, slot: Slot) -> TargetWriteError
     return TargetWriteError(f"cannot write slot {slot.name} of {disk}: {reason}")
 
 
+class _SlotWriter:
+    """Hashes and writes the decompressed image on a second thread, so inflate+hash of the payload (main
+    thread) overlaps with hash+pwrite of the image (zlib, hashlib and pwrite all release the GIL).
+    The queue is bounded: at most QUEUE_DEPTH batches are in memory."""
+
+    QUEUE_DEPTH = 4
+
+    def __init__(self, fd: int, start: int, end: int, on_error: Callable[[OSError], PayloadError]) -> None:
+        self._fd, self._start, self._end = fd, start, end
+        self._on_error = on_error
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(self.QUEUE_DEPTH)
+        self._error: PayloadError | None = None
+        self._stop = False
+        self.image_hash = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name="slot-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, position: int, data: bytes) -> None:
+        # The invariant that protects the other slot and the GPT: never a byte outside [start, end).
+        if position < self._start or position + len(data) > self._end:
+            raise ImageTooLarge("refusing to write outside the target slot")
+        self.raise_error()
+        self._queue.put((position, data))
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait until everything submitted is hashed and written; raise the first write error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.raise_error()
+
+    def cancel(self) -> None:
+        """Stop without writing what is still queued; returns once the thread no longer touches the fd."""
+        self._stop = True
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join(0.05)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._stop or self._error is not None:
+                continue  # drain, so a producer blocked on put() wakes up and sees the error
+            position, data = item
+            self.image_hash.update(data)
+            view = memoryview(data)
+            try:
+                while view:
+                    written = os.pwrite(self._fd, view, position)
+                    view, position = view[written:], position + written
+            except OSError as exc:
+                self._error = self._on_error(exc)
+
+
 class PayloadInstaller:
     """Streams one payload into one slot: feed() the compressed bytes as they arrive, then finish().
 
@@ -183,11 +246,11 @@ class PayloadInstaller:
         self.received = 0
         self.image_size = 0
         self._payload_hash = hashlib.sha256()
-        self._image_hash = hashlib.sha256()
         self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         self._pending: list[bytes] = []
         self._pending_len = 0
         self._fd: int | None = None
+        self._writer: _SlotWriter | None = None
         self._failed: PayloadError | None = None
         self._done = False
         try:
@@ -208,6 +271,10 @@ class PayloadInstaller:
         except (GptError, SlotError) as exc:
             self._close()
             raise TargetWriteError(f"cannot mark slot {fresh.name} unbootable before writing: {exc}") from None
+        slot_ = self.slot
+        self._writer = _SlotWriter(
+            self._fd, slot_.offset, slot_.offset + slot_.size, lambda exc: _write_error(exc, disk, slot_)
+        )
 
     # -- public
 
@@ -265,6 +332,9 @@ class PayloadInstaller:
         self.abort()
 
     def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()  # before closing the fd, so no write can land on a recycled descriptor
+            self._writer = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -298,7 +368,6 @@ class PayloadInstaller:
             return
         if self.image_size + len(out) > self.slot.size:
             raise ImageTooLarge(f"image is larger than slot {self.slot.name} ({self.slot.size} bytes)")
-        self._image_hash.update(out)
         self._pending.append(out)
         self._pending_len += len(out)
         self.image_size += len(out)
@@ -308,39 +377,31 @@ class PayloadInstaller:
     def _flush(self) -> None:
         if not self._pending:
             return
-        assert self._fd is not None
-        data = b"".join(self._pending)
-        position = self.slot.offset + self.image_size - len(data)
-        end = self.slot.offset + self.slot.size
-        if position < self.slot.offset or position + len(data) > end:  # the invariant that protects the other slot
-            raise ImageTooLarge(f"refusing to write outside slot {self.slot.name}")
+        assert self._writer is not None
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending, self._pending_len = [], 0
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.pwrite(self._fd, view, position)
-                view, position = view[written:], position + written
-        except OSError as exc:
-            raise _write_error(exc, self.disk, self.slot) from None
+        self._writer.submit(self.slot.offset + self.image_size - len(data), data)
 
     def _finish(self, signature: bytes) -> InstalledImage:
         if self.received != self.expected_size:
             raise SizeMismatch(f"payload truncated: received {self.received} of {self.expected_size} bytes")
         if not self._inflate.eof or self._inflate.unconsumed_tail:
             raise SizeMismatch("payload truncated: the gzip stream ends early")
+        # Drain the writer first, so a write error (disk full…) is reported as such, whatever else is wrong.
+        self._flush()
+        assert self._fd is not None and self._writer is not None
+        self._writer.close()
         digest = self._payload_hash.digest()
         if digest != self._expected_digest:
             got = base64.b64encode(digest).decode()
             raise HashMismatch(f"payload SHA-256 is {got}, expected {self.expected_sha256_b64}")
         if not verify_digest(self._public_key, digest, signature):
             raise BadSignature("payload signature does not verify with the configured public key")
-        self._flush()
-        assert self._fd is not None
+        image_hex = self._writer.image_hash.hexdigest()
         try:
             os.fsync(self._fd)
         except OSError as exc:
             raise _write_error(exc, self.disk, self.slot) from None
-        image_hex = self._image_hash.hexdigest()
         if self._verify_readback and self._read_back_sha256() != image_hex:
             raise TargetWriteError(f"slot {self.slot.name} does not read back what was written (I/O error?)")
         self._close()

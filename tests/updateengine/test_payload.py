@@ -279,7 +279,7 @@ _FSIZE_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from locksmith.updateengine.payload import PayloadInstaller, TargetWriteError
     from locksmith.updateengine.slots import read_slots
-    disk, payload, sha, pub = sys.argv[1:5]
+    disk, payload, sha, pub, sig = sys.argv[1:6]
     _, b = read_slots(disk)
     installer = PayloadInstaller(disk, b, Path(payload).stat().st_size, sha, pub)  # marks B unbootable first
     # From here the kernel refuses writes past 1 MiB into slot B (EFBIG), as a full or capped disk would.
@@ -290,7 +290,7 @@ _FSIZE_SCRIPT = textwrap.dedent(
         data = Path(payload).read_bytes()
         for i in range(0, len(data), 65536):
             installer.feed(data[i : i + 65536])
-        installer.finish(b"")
+        installer.finish(Path(sig).read_bytes())
     except TargetWriteError as exc:
         print(exc)
         sys.exit(3)
@@ -303,7 +303,8 @@ def test_unwritable_target_file_size_limit(
 ) -> None:
     payload_file = tmp_path / "update.gz"
     payload_file.write_bytes(payload.data)
-    args = [str(disk), str(payload_file), payload.sha256_b64, str(keys[1])]
+    (tmp_path / "update.gz.sig").write_bytes(payload.signature)
+    args = [str(disk), str(payload_file), payload.sha256_b64, str(keys[1]), str(tmp_path / "update.gz.sig")]
     proc = subprocess.run([sys.executable, "-c", _FSIZE_SCRIPT, *args], capture_output=True, text=True, check=False)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.strip() == "cannot write slot USR-B of " + str(disk) + ": file size limit reached"

@@ -1,0 +1,126 @@
+"""Payload write+verify throughput of PayloadInstaller, beside `dd` writing the same image bytes.
+
+Packs a random-ish USR image (half incompressible, half repetitive, so gzip has real work both ways),
+then for each run installs it with PayloadInstaller into USR-B of a fresh sparse CoreOS disk image —
+inflate, SHA-256 of the payload, bounded writes, fsync, read-back hash of the slot, ECDSA verify, GPT
+update — and, on another fresh disk image in the same directory, times
+`dd if=image of=disk bs=1M conv=notrunc,fsync seek=<slot offset> oflag=seek_bytes`.
+Throughput is image bytes (decompressed) per second, in MB/s (10^6 bytes); ratio = installer / dd.
+Runs alternate between the two so page-cache and disk state favour neither; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from locksmith.updateengine.disk import make_coreos_disk
+from locksmith.updateengine.pack import pack_release
+from locksmith.updateengine.payload import PayloadInstaller, generate_keypair
+from locksmith.updateengine.slots import read_slots
+
+RESULTS = Path(__file__).parent / "results" / "payload_throughput.json"
+MIB = 1024 * 1024
+FEED_CHUNK = 256 * 1024  # what an HTTP download hands the installer at a time
+
+
+def make_image(path: Path, size_mib: int) -> None:
+    filler = (b"usr/lib/libexample.so.1 " * (MIB // 48 + 1))[: MIB // 2]
+    with open(path, "wb") as f:
+        for i in range(size_mib):
+            f.write(hashlib.shake_256(i.to_bytes(8, "little")).digest(MIB // 2))
+            f.write(filler)
+
+
+def run_installer(disk: Path, payload: Path, signature: bytes, sha256_b64: str, public_key: Path) -> float:
+    _, b = read_slots(disk)
+    start = time.perf_counter()
+    size = payload.stat().st_size
+    with PayloadInstaller(disk, b, size, sha256_b64, public_key) as installer, open(payload, "rb") as f:
+        while chunk := f.read(FEED_CHUNK):
+            installer.feed(chunk)
+        installer.finish(signature)
+    return time.perf_counter() - start
+
+
+def run_dd(disk: Path, image: Path) -> float:
+    _, b = read_slots(disk)
+    cmd = ["dd", f"if={image}", f"of={disk}", "bs=1M", "conv=notrunc,fsync", f"seek={b.offset}", "oflag=seek_bytes"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.payload_throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="image size (default 256)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each (default 3)")
+    parser.add_argument("--workdir", type=Path, help="where the images go (default: a temporary directory)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.runs < 1:
+        parser.error("--size-mib and --runs must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="bench-payload-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        image = work / "usr.img"
+        make_image(image, args.size_mib)
+        generate_keypair(work / "key.pem", work / "key.pub")
+        release = pack_release(image, "9999.0.0", work / "key.pem", work / "release")
+        payload = work / "release" / release.name
+        signature = (work / "release" / f"{release.name}.sig").read_bytes()
+        installer_s: list[float] = []
+        dd_s: list[float] = []
+        for run in range(args.runs):
+            for kind in ("installer", "dd") if run % 2 == 0 else ("dd", "installer"):
+                disk = make_coreos_disk(work / f"disk-{kind}-{run}.img", usr_size_mib=args.size_mib + 8, small=True)
+                if kind == "installer":
+                    installer_s.append(run_installer(disk, payload, signature, release.sha256, work / "key.pub"))
+                else:
+                    dd_s.append(run_dd(disk, image))
+                disk.unlink()
+
+    mb = release.image_size / 1e6
+    inst_mbs, dd_mbs = mb / statistics.median(installer_s), mb / statistics.median(dd_s)
+    result = {
+        "benchmark": "payload_throughput",
+        "image_bytes": release.image_size,
+        "payload_bytes": release.size,
+        "compression_ratio": round(release.size / release.image_size, 3),
+        "runs": args.runs,
+        "installer_mb_s": round(inst_mbs, 1),
+        "dd_mb_s": round(dd_mbs, 1),
+        "ratio_installer_to_dd": round(inst_mbs / dd_mbs, 3),
+        "installer_seconds": [round(s, 3) for s in installer_s],
+        "dd_seconds": [round(s, 3) for s in dd_s],
+        "installer_work": "gunzip + SHA-256(payload) + SHA-256(image) + pwrite + fsync + read-back SHA-256 "
+        "+ ECDSA-P256 verify + GPT attribute update",
+        "dd_work": "dd bs=1M conv=notrunc,fsync of the decompressed image",
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
+        # Other work on the machine skews both sides; the ratio is the figure to compare.
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(f"payload throughput: {args.size_mib} MiB image, {release.size / MIB:.1f} MiB payload, {args.runs} runs")
+    print(f"{'writer':<28}{'median s':>10}{'MB/s':>10}")
+    print(f"{'PayloadInstaller (+verify)':<28}{statistics.median(installer_s):>10.2f}{inst_mbs:>10.1f}")
+    print(f"{'dd bs=1M conv=fsync':<28}{statistics.median(dd_s):>10.2f}{dd_mbs:>10.1f}")
+    print(f"ratio installer/dd: {result['ratio_installer_to_dd']:.3f}   peak RSS {result['peak_rss_mib']} MiB")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
