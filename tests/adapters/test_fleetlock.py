@@ -1,0 +1,144 @@
+"""FleetLock client against the real loopback FleetLock server."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from locksmith.devtools.fleetlock_server import FleetLockServer, RecordedOperation
+from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError, validate_group
+
+
+@pytest.fixture
+def server() -> Iterator[FleetLockServer]:
+    with FleetLockServer(max_slots=1, group_slots={"workers": 2}) as s:
+        yield s
+
+
+async def test_slots_are_limited_and_calls_idempotent(server: FleetLockServer) -> None:
+    async with FleetLockClient(server.url, "node-a") as a, FleetLockClient(server.url + "/", "node-b") as b:
+        await a.pre_reboot()
+        await a.pre_reboot()  # idempotent: still one slot
+        assert server.holders() == ["node-a"]
+        with pytest.raises(FleetLockError) as err:
+            await b.pre_reboot()
+        assert (err.value.status, err.value.kind) == (409, "failed_lock")
+        assert str(err.value) == (
+            "FleetLock pre-reboot refused (HTTP 409, failed_lock): all 1 reboot slots of group default are taken"
+            " (by node-a)"
+        )
+        await a.steady_state()
+        await a.steady_state()  # idempotent release
+        await b.pre_reboot()
+    assert server.holders() == ["node-b"]
+    assert [(op.action, op.node_id, op.status) for op in server.operations] == [
+        ("pre-reboot", "node-a", 200),
+        ("pre-reboot", "node-a", 200),
+        ("pre-reboot", "node-b", 409),
+        ("steady-state", "node-a", 200),
+        ("steady-state", "node-a", 200),
+        ("pre-reboot", "node-b", 200),
+    ]
+
+
+async def test_groups_are_separate_with_their_own_limits(server: FleetLockServer) -> None:
+    for node in ("w1", "w2"):
+        async with FleetLockClient(server.url, node, "workers") as client:
+            await client.pre_reboot()
+    async with FleetLockClient(server.url, "db1", "db.prod-1") as client:
+        await client.pre_reboot()
+    assert server.holders("workers") == ["w1", "w2"]
+    assert server.holders("db.prod-1") == ["db1"]
+    assert server.operations[0] == RecordedOperation("pre-reboot", "w1", "workers", 200)
+
+
+async def test_wire_format(server: FleetLockServer) -> None:
+    seen: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        seen.append(request)
+
+    transport = httpx.AsyncHTTPTransport()
+    async with FleetLockClient(server.url, "node-a", "g1", transport=transport) as client:
+        client._http.event_hooks["request"].append(record)
+        await client.pre_reboot()
+    (request,) = seen
+    assert request.method == "POST" and request.url.path == "/v1/pre-reboot"
+    assert request.headers["fleet-lock-protocol"] == "true"
+    assert request.content == b'{"client_params":{"id":"node-a","group":"g1"}}'
+
+
+async def test_server_errors_surface_as_one_line(server: FleetLockServer) -> None:
+    server.fail_with = (503, "unavailable", "maintenance\nuntil noon")
+    async with FleetLockClient(server.url, "node-a") as client:
+        with pytest.raises(
+            FleetLockError, match=r"^FleetLock steady-state refused \(HTTP 503, unavailable\): maintenance until noon$"
+        ):
+            await client.steady_state()
+
+
+async def test_server_rejects_protocol_violations(server: FleetLockServer) -> None:
+    async with httpx.AsyncClient() as http:
+        no_header = await http.post(server.url + "/v1/pre-reboot", json={"client_params": {"id": "a", "group": "g"}})
+        bad_group = await http.post(
+            server.url + "/v1/pre-reboot",
+            headers={"fleet-lock-protocol": "true"},
+            json={"client_params": {"id": "a", "group": "a/b"}},
+        )
+        bad_body = await http.post(
+            server.url + "/v1/pre-reboot", headers={"fleet-lock-protocol": "true"}, content=b"[]"
+        )
+    assert (no_header.status_code, no_header.json()["kind"]) == (400, "missing_header")
+    assert (bad_group.status_code, bad_group.json()["kind"]) == (400, "bad_group")
+    assert (bad_body.status_code, bad_body.json()["kind"]) == (400, "bad_request")
+    assert server.holders("g") == []
+
+
+async def test_non_fleetlock_error_body() -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, text="<html>Bad Gateway</html>")
+
+    async with FleetLockClient("http://127.0.0.1:9", "n", transport=httpx.MockTransport(reply)) as client:
+        with pytest.raises(FleetLockError, match=r"HTTP 502, not_fleetlock\): unexpected reply: <html>Bad Gateway"):
+            await client.pre_reboot()
+
+
+async def test_connection_errors_are_retried_then_reported() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with FleetLockClient(f"http://127.0.0.1:{port}", "n", attempts=3, max_backoff=0.01) as client:
+        with pytest.raises(FleetLockUnavailableError, match="after 3 attempts"):
+            await client.pre_reboot()
+
+
+async def test_connection_error_then_success_is_retried(server: FleetLockServer) -> None:
+    calls = 0
+    real = httpx.AsyncHTTPTransport()
+
+    class Flaky(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            if calls < 3:
+                raise httpx.ConnectError("connection refused", request=request)
+            return await real.handle_async_request(request)
+
+    async with FleetLockClient(server.url, "node-a", transport=Flaky(), max_backoff=0.01) as client:
+        await client.pre_reboot()
+    assert calls == 3 and server.holders() == ["node-a"]
+
+
+@pytest.mark.parametrize("group", ["", "a/b", "white space", "ü"])
+def test_invalid_group(group: str) -> None:
+    with pytest.raises(ValueError, match="FleetLock group"):
+        validate_group(group)
+
+
+@pytest.mark.parametrize(("url", "node"), [("ftp://x", "n"), ("not a url", "n"), ("http://127.0.0.1", "")])
+def test_invalid_client_settings(url: str, node: str) -> None:
+    with pytest.raises(ValueError, match="FleetLock"):
+        FleetLockClient(url, node)
