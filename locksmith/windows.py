@@ -173,7 +173,7 @@ def parse_windows(text: str) -> tuple[RebootWindow, ...]:
         if not part:
             continue
         start, sep, length = part.rpartition(" ")
-        if not sep or not start.strip():
+        if not sep or not start.strip() or _TIME.fullmatch(length):
             raise ValueError(
                 f"reboot window {part!r} needs a start and a length, e.g. 'Mon-Fri 02:00 1h' or '04:00 30m'"
             )
