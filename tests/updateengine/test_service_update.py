@@ -198,3 +198,12 @@ async def test_reset_not_allowed_while_busy_is_a_dbus_error(world: World, dbus_b
         reply = await rec.call("ResetStatus")
         engine._status = engine.status.evolve(current_operation=Operation.IDLE)
         assert (await rec.call("ResetStatus")).error_name is None
+
+
+async def test_missing_target_disk_is_an_error_event(world: World, server: DevServer, dbus_bus: PrivateBus) -> None:
+    config = world.config(server.update_url, disk=world.tmp / "gone.img")
+    async with running_service(config) as (_engine, rec):
+        await rec.call("AttemptUpdate")
+        await rec.wait_for(ends_in_error_then_idle)
+        await events_arrived(server, 1)
+    assert error_codes(server) == [ErrorCode.INSTALL_DEVICE_OPEN_ERROR]

@@ -4,8 +4,11 @@ service on the private bus, and a StatusUpdate recorder on its own bus connectio
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -70,8 +73,8 @@ class World:
         return (self.slot_sha256("USR-A", a.size), a.priority, a.tries, a.successful)
 
 
-def make_world(tmp: Path) -> World:
-    world = World(
+def _new_world(tmp: Path) -> World:
+    return World(
         tmp=tmp,
         root=tmp / "releases",
         disk=tmp / "disk.img",
@@ -79,11 +82,28 @@ def make_world(tmp: Path) -> World:
         private_key=tmp / "key.pem",
         state_dir=tmp / "state",
     )
-    generate_keypair(world.private_key, world.public_key)
-    base = make_usr_image(tmp / "usr-1.0.0.squashfs", "1.0.0")
-    make_coreos_disk(world.disk, usr_size_mib=4, small=True, initial_image=base)
+
+
+_template: World | None = None
+
+
+def make_world(tmp: Path) -> World:
+    """Keys, a GPT image with 1.0.0 in USR-A (booted) and a stable 2.0.0 release. Built once per session
+    (mksquashfs and sgdisk dominate) and copied, so every test still gets its own files."""
+    global _template
+    if _template is None:
+        base = Path(tempfile.mkdtemp(prefix="ue-template-"))
+        atexit.register(shutil.rmtree, base, True)
+        world = _new_world(base)
+        generate_keypair(world.private_key, world.public_key)
+        image = make_usr_image(base / "usr-1.0.0.squashfs", "1.0.0")
+        make_coreos_disk(world.disk, usr_size_mib=4, small=True, initial_image=image)
+        world.add_release("stable", "2.0.0")
+        _template = world
+    shutil.copytree(_template.tmp, tmp, dirs_exist_ok=True)
+    world = _new_world(tmp)
+    world.images = {v: tmp / p.name for v, p in _template.images.items()}
     slots.write_boot_record(world.disk, world.slot("USR-A"))
-    world.add_release("stable", "2.0.0")
     return world
 
 
