@@ -412,10 +412,14 @@ class PayloadInstaller:
         return InstalledImage(self.image_size, image_hex, base64.b64encode(digest).decode())
 
     def _read_back_sha256(self) -> str:
+        """SHA-256 of what the slot holds now. The written range is synced, then dropped from the page
+        cache, so this reads the storage rather than our own cached pages (and a 1 GiB update does not
+        evict the host's working set)."""
         assert self._fd is not None
         h = hashlib.sha256()
         position, remaining = self.slot.offset, self.image_size
         try:
+            os.posix_fadvise(self._fd, position, remaining, os.POSIX_FADV_DONTNEED)
             while remaining:
                 block = os.pread(self._fd, min(WRITE_BATCH, remaining), position)
                 if not block:
