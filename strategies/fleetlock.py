@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
 DEFAULT_GROUP = "default"
@@ -21,34 +22,31 @@ class FleetLockStrategy(Strategy):
     name = "fleetlock"
 
     def __init__(self, retry_initial: float = 1.0, retry_max: float = 60.0) -> None:
-        self._client: object | None = None
+        self._client: FleetLockClient | None = None
         self.retry_initial = retry_initial
         self.retry_max = retry_max
 
-    def client(self, ctx: StrategyContext):  # type: ignore[no-untyped-def]
-        from locksmith.fleetlock import FleetLockClient
-
+    def client(self, ctx: StrategyContext) -> FleetLockClient:
         if self._client is None:
             url = ctx.config.agent.fleetlock_url if getattr(ctx.config, "agent", None) else ctx.config.fleetlock_url
             if not url:
                 raise StrategyError("the fleetlock strategy needs LOCKSMITHD_FLEETLOCK_URL (the server's base URL)")
-            self._client = FleetLockClient(url, node_id=ctx.machine_id, group=ctx.group or DEFAULT_GROUP)
+            try:
+                self._client = FleetLockClient(url, node_id=ctx.machine_id, group=ctx.group or DEFAULT_GROUP)
+            except ValueError as exc:
+                raise StrategyError(str(exc)) from None
         return self._client
 
     async def acquire(self, ctx: StrategyContext) -> None:
-        from locksmith.fleetlock import FleetLockDenied, FleetLockError, FleetLockUnavailable
-
         client = self.client(ctx)
         delay = self.retry_initial
         while True:
             try:
                 await client.pre_reboot()
-            except FleetLockDenied as exc:
-                ctx.log.info("fleetlock.wait", reason=str(exc), retry_in=round(delay, 2))
-            except FleetLockUnavailable as exc:
+            except FleetLockError as exc:  # refused: slots full (or a server-side problem): ask again later
+                ctx.log.info("fleetlock.wait", reason=str(exc), kind=exc.kind, retry_in=round(delay, 2))
+            except FleetLockUnavailableError as exc:
                 raise StrategyUnavailable(str(exc)) from exc
-            except FleetLockError as exc:
-                raise StrategyError(str(exc)) from exc
             else:
                 ctx.log.info("lock.acquired", via="fleetlock pre-reboot")
                 return
@@ -57,11 +55,9 @@ class FleetLockStrategy(Strategy):
             delay = min(delay * 2, self.retry_max)
 
     async def release(self, ctx: StrategyContext) -> None:
-        from locksmith.fleetlock import FleetLockError, FleetLockUnavailable
-
         try:
             await self.client(ctx).steady_state()
-        except FleetLockUnavailable as exc:
+        except FleetLockUnavailableError as exc:
             raise StrategyUnavailable(str(exc)) from exc
         except FleetLockError as exc:
             raise StrategyError(str(exc)) from exc
@@ -74,4 +70,4 @@ class FleetLockStrategy(Strategy):
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()  # type: ignore[attr-defined]
+            await client.aclose()

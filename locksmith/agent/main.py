@@ -21,7 +21,7 @@ from locksmith.agent.health import HealthGate
 from locksmith.agent.machine import Agent
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
 from locksmith.agent.settings import AgentSettings
-from locksmith.agent.wiring import LazyBus, observers_for, update_statuses
+from locksmith.agent.wiring import LazyBus, observers_for, session_checks, update_statuses
 from locksmith.config import DEFAULT_PATHS, Config, ConfigError, add_config_arguments, flags_from_args, load_config
 from locksmith.duration import parse_duration
 from locksmith.machineid import MachineIdError, read_machine_id
@@ -194,7 +194,7 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
         log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
     )
     observers, on_ready, background = observers_for(config, strategy.name)
-    from locksmith.agent.wiring import broadcast, logged_in_users
+    logged_in_users, broadcast = session_checks(bus)
 
     agent = Agent(
         settings_from(config, args),

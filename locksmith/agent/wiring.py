@@ -145,17 +145,6 @@ async def _serve_metrics(server: Any) -> None:
         await server.close()
 
 
-def _module(name: str, what: str) -> Any:
-    # Integration seam while the project grows: a missing part is reported, never fatal.
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        log.error("feature.unavailable", feature=what, reason=str(exc))
-        return None
-
-
 def _status_line(state: State, fields: dict[str, Any]) -> str:
     extra = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "previous" and v is not None)
     return f"{state.value} ({extra})" if extra else state.value
@@ -170,12 +159,21 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval / 2)
 
 
-async def logged_in_users() -> list[str]:
-    sessions = _module("locksmith.sessions", "the logged-in users check")
-    return [] if sessions is None else list(await sessions.logged_in_users())
+def session_checks(
+    bus: LazyBus,
+) -> tuple[Callable[[], Coroutine[Any, Any, list[str]]], Callable[[str], Coroutine[Any, Any, None]]]:
+    """Who is logged in (logind over the bus, else utmp) and how to warn them (wall)."""
+    from locksmith import sessions
 
+    async def logged_in_users() -> list[str]:
+        try:
+            connection = await asyncio.wait_for(bus.get(), 5.0)
+        except TimeoutError:
+            connection = None
+        return sorted({s.user for s in await sessions.list_sessions(connection)})
 
-async def broadcast(message: str) -> None:
-    sessions = _module("locksmith.sessions", "the logged-in users warning")
-    if sessions is not None:
-        await sessions.broadcast(message)
+    async def broadcast(message: str) -> None:
+        result = await sessions.broadcast(message)
+        log.info("login.warned", method=result.method, terminals=result.terminals)
+
+    return logged_in_users, broadcast

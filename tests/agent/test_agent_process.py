@@ -111,7 +111,7 @@ def test_crash_restart_converges(host: Host, state: str) -> None:
     host.start_agent()
     if state == "acquiring":
         host.wait_state("acquiring")
-        assert locks(host, "unlock", OTHER) == ()
+        assert OTHER not in locks(host, "unlock", OTHER)  # (we may already hold it: the watch is fast)
     if state == "rebooting":
         host.wait_state("idle")
         assert locks(host, "get") == ()  # released after boot
