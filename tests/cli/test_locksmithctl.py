@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -213,3 +214,46 @@ async def test_corrupt_value_on_etcd_is_left_unchanged(etcd_ctl: Ctl) -> None:
     r = etcd_ctl("lock")
     assert r.returncode == 1 and semaphore_key(group) in r.stderr
     assert await etcd_ctl.raw(group) == b"{oops"
+
+
+def test_debug_names_the_backend_and_key_on_stderr(ctl: Ctl) -> None:
+    r = ctl("--debug", "--group", "prod/db", "status")
+    assert r.returncode == 0 and r.stdout == "Available: 1\nMax: 1\n"
+    assert "backend=embedded" in r.stderr
+    assert "key=coreos.com/updateengine/rebootlock/groups/prod%2Fdb/semaphore" in r.stderr
+
+
+async def _run_all(ctl: Ctl, argvs: list[list[str]]) -> list[tuple[int, str]]:
+    async def one(argv: list[str]) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            LOCKSMITHCTL, *argv, env=ctl.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return proc.returncode, err.decode()
+
+    return await asyncio.gather(*(one(a) for a in argvs))
+
+
+@pytest.mark.parametrize("store", ["embedded", "etcd3"])
+async def test_concurrent_processes_get_exactly_max_slots(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """12 separate locksmithctl processes race for 4 slots: exactly 4 win, the rest are told it is full."""
+    if store == "embedded":
+        c = request.getfixturevalue("ctl")
+    else:
+        etcd = request.getfixturevalue("etcd")
+        env = clean_env(tmp_path)
+        env["LOCKSMITHCTL_ENDPOINT"] = etcd.endpoints[0]
+        env["LOCKSMITHCTL_GROUP"] = f"race-{os.urandom(4).hex()}"
+        c = Ctl(etcd.endpoints, env)
+    assert c("set-max", "4").returncode == 0
+    results = await _run_all(c, [["lock", f"host-{i:02d}"] for i in range(12)])
+    winners = [i for i, (code, _err) in enumerate(results) if code == 0]
+    losers = [err for code, err in results if code != 0]
+    assert len(winners) == 4, results
+    assert all(err.startswith("Error locking: semaphore is at 0 (max 4") for err in losers), losers
+    data = json.loads(c("status", "--json").stdout)
+    assert data["available"] == 0
+    assert sorted(h["id"] for h in data["holders"]) == [f"host-{i:02d}" for i in winners]
