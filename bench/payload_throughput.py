@@ -5,6 +5,7 @@ then for each run installs it with PayloadInstaller into USR-B of a fresh sparse
 inflate, SHA-256 of the payload, bounded writes, fsync, read-back hash of the slot, ECDSA verify, GPT
 update — and, on another fresh disk image in the same directory, times
 `dd if=image of=disk bs=1M conv=notrunc,fsync seek=<slot offset> oflag=seek_bytes`.
+A third row installs without the read-back, to show what verifying the written bytes costs.
 Throughput is image bytes (decompressed) per second, in MB/s (10^6 bytes); ratio = installer / dd.
 Runs alternate between the two so page-cache and disk state favour neither; medians are reported.
 """
@@ -42,11 +43,16 @@ def make_image(path: Path, size_mib: int) -> None:
             f.write(filler)
 
 
-def run_installer(disk: Path, payload: Path, signature: bytes, sha256_b64: str, public_key: Path) -> float:
+def run_installer(
+    disk: Path, payload: Path, signature: bytes, sha256_b64: str, public_key: Path, readback: bool = True
+) -> float:
     _, b = read_slots(disk)
     start = time.perf_counter()
     size = payload.stat().st_size
-    with PayloadInstaller(disk, b, size, sha256_b64, public_key) as installer, open(payload, "rb") as f:
+    with (
+        PayloadInstaller(disk, b, size, sha256_b64, public_key, verify_readback=readback) as installer,
+        open(payload, "rb") as f,
+    ):
         while chunk := f.read(FEED_CHUNK):
             installer.feed(chunk)
         installer.finish(signature)
@@ -79,19 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         release = pack_release(image, "9999.0.0", work / "key.pem", work / "release")
         payload = work / "release" / release.name
         signature = (work / "release" / f"{release.name}.sig").read_bytes()
-        installer_s: list[float] = []
-        dd_s: list[float] = []
+        times: dict[str, list[float]] = {"installer": [], "no-readback": [], "dd": []}
         for run in range(args.runs):
-            for kind in ("installer", "dd") if run % 2 == 0 else ("dd", "installer"):
+            order = list(times) if run % 2 == 0 else list(reversed(times))
+            for kind in order:
                 disk = make_coreos_disk(work / f"disk-{kind}-{run}.img", usr_size_mib=args.size_mib + 8, small=True)
-                if kind == "installer":
-                    installer_s.append(run_installer(disk, payload, signature, release.sha256, work / "key.pub"))
+                if kind == "dd":
+                    times[kind].append(run_dd(disk, image))
                 else:
-                    dd_s.append(run_dd(disk, image))
+                    readback = kind == "installer"
+                    pub = work / "key.pub"
+                    times[kind].append(run_installer(disk, payload, signature, release.sha256, pub, readback))
                 disk.unlink()
+        installer_s, no_readback_s, dd_s = times["installer"], times["no-readback"], times["dd"]
 
     mb = release.image_size / 1e6
     inst_mbs, dd_mbs = mb / statistics.median(installer_s), mb / statistics.median(dd_s)
+    nrb_mbs = mb / statistics.median(no_readback_s)
     result = {
         "benchmark": "payload_throughput",
         "image_bytes": release.image_size,
@@ -101,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         "installer_mb_s": round(inst_mbs, 1),
         "dd_mb_s": round(dd_mbs, 1),
         "ratio_installer_to_dd": round(inst_mbs / dd_mbs, 3),
+        "installer_no_readback_mb_s": round(nrb_mbs, 1),
+        "ratio_no_readback_to_dd": round(nrb_mbs / dd_mbs, 3),
         "installer_seconds": [round(s, 3) for s in installer_s],
+        "installer_no_readback_seconds": [round(s, 3) for s in no_readback_s],
         "dd_seconds": [round(s, 3) for s in dd_s],
         "installer_work": "gunzip + SHA-256(payload) + SHA-256(image) + pwrite + fsync + read-back SHA-256 "
         "+ ECDSA-P256 verify + GPT attribute update",
@@ -114,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"payload throughput: {args.size_mib} MiB image, {release.size / MIB:.1f} MiB payload, {args.runs} runs")
     print(f"{'writer':<28}{'median s':>10}{'MB/s':>10}")
     print(f"{'PayloadInstaller (+verify)':<28}{statistics.median(installer_s):>10.2f}{inst_mbs:>10.1f}")
+    print(f"{'  same, without read-back':<28}{statistics.median(no_readback_s):>10.2f}{nrb_mbs:>10.1f}")
     print(f"{'dd bs=1M conv=fsync':<28}{statistics.median(dd_s):>10.2f}{dd_mbs:>10.1f}")
     print(f"ratio installer/dd: {result['ratio_installer_to_dd']:.3f}   peak RSS {result['peak_rss_mib']} MiB")
     args.output.parent.mkdir(parents=True, exist_ok=True)
