@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from strategies.fleetlock import FleetLockStrategy
 
 from locksmith.strategy import Strategy, UnknownStrategy, available_strategies, load_strategy
 from strategies.best_effort import BestEffortStrategy
 from strategies.etcd_lock import EtcdLockStrategy
+from strategies.fleetlock import FleetLockStrategy
 from strategies.off import OffStrategy
 from strategies.reboot import RebootStrategy
 
