@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from locksmith.updateengine import omaha
 
@@ -70,11 +70,20 @@ class DevServer:
     """The server in a background thread. Test hooks: `truncate_downloads` cuts the next N payload
     downloads in half; `reply_override` replaces every Omaha reply with the given bytes."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, events_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        events_file: Path | None = None,
+        log: TextIO | None = None,
+    ) -> None:
+        """`log` receives the request log and events (default: stderr at the time of writing)."""
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"--host {host} is not a loopback address; this server is for development only")
         self.root = Path(root)
         self.events_file = events_file
+        self.log = log
         self.events: list[dict[str, Any]] = []
         self.requests = 0
         self.truncate_downloads = 0
@@ -125,7 +134,12 @@ class DevServer:
             if self.events_file:
                 with self.events_file.open("a") as f:
                     f.write(json.dumps(entry) + "\n")
-        print(f"locksmith-update-server: event {json.dumps(entry)}", file=sys.stderr, flush=True)
+        self.write_log(f"event {json.dumps(entry)}")
+
+    def write_log(self, line: str) -> None:
+        out = self.log or sys.stderr
+        out.write(f"locksmith-update-server: {line}\n")
+        out.flush()
 
     def answer(self, body: bytes) -> bytes:
         request = omaha.parse_request(body)
@@ -162,7 +176,7 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"locksmith-update-server: {self.address_string()} {format % args}\n")
+            server.write_log(f"{self.address_string()} {format % args}")
 
         def _send(self, code: int, body: bytes, content_type: str) -> None:
             self.send_response(code)
