@@ -1,0 +1,1 @@
+"""The local fleet demo (`locksmith-demo`): simulated hosts on one machine, all real parts."""
