@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -23,11 +24,18 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-async def read_revision(
-    client: httpx.AsyncClient, endpoints: list[str], key: str, budget: float = 10.0
-) -> tuple[int, str | None] | None:
-    """A linearizable read of `key`: (store revision, value or None). Tries every member until
-    one with quorum answers, for at most `budget` seconds; None if none did."""
+@dataclass(frozen=True)
+class KeyState:
+    """One linearizable read: the store's revision, the key's last modification, its value."""
+
+    revision: int
+    mod_revision: int  # 0 when the key does not exist
+    value: str | None
+
+
+async def read_key(client: httpx.AsyncClient, endpoints: list[str], key: str, budget: float = 10.0) -> KeyState | None:
+    """A linearizable read of `key`. Tries every member until one with quorum answers, for at
+    most `budget` seconds; None if none did."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     while True:
@@ -37,21 +45,40 @@ async def read_revision(
                 if r.status_code != 200:
                     continue
                 body = r.json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            kvs = body.get("kvs") or []
-            value = base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
-            return int(body["header"]["revision"]), value
+                kvs = body.get("kvs") or []
+                value = base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+                mod = int(kvs[0]["mod_revision"]) if kvs else 0
+                return KeyState(int(body["header"]["revision"]), mod, value)
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # a member without quorum, dying, or answering nonsense: ask the next
         if loop.time() > deadline:
             return None
         await asyncio.sleep(0.1)
 
 
+async def read_revision(
+    client: httpx.AsyncClient, endpoints: list[str], key: str, budget: float = 10.0
+) -> tuple[int, str | None] | None:
+    """A linearizable read of `key`: (store revision, value or None), or None (see `read_key`)."""
+    state = await read_key(client, endpoints, key, budget)
+    return None if state is None else (state.revision, state.value)
+
+
 class Observer:
     """Watches one key on a cluster and records every change as a ``sem`` record."""
 
-    def __init__(self, endpoints: list[str], key: str, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        key: str,
+        recorder: Recorder,
+        on_value: Callable[[str | None], None] | None = None,
+        quiet_check: float = 3.0,
+    ) -> None:
         self.endpoints = endpoints
+        self.on_value = on_value
+        #: After this long without a line from a member, ask whether it is still alive.
+        self.quiet_check = quiet_check
         self.key = key
         self.recorder = recorder
         self.last_rev = 0
@@ -59,7 +86,6 @@ class Observer:
         self.reconnects = 0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._listeners: list[Callable[[int, str | None], None]] = []
 
     async def start(self, from_revision: int) -> None:
         """Record every change with a revision >= `from_revision`."""
@@ -91,8 +117,9 @@ class Observer:
             while True:
                 url = self.endpoints[i % len(self.endpoints)]
                 i += 1
-                # Any failure of one member just moves the watch to the next one.
-                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                # Any failure of one member just moves the watch to the next one; the observer
+                # itself must outlive whatever a dying member sends it.
+                with contextlib.suppress(Exception):
                     await self._watch(client, url)
                 self.reconnects += 1
                 await asyncio.sleep(0.05)
@@ -103,23 +130,39 @@ class Observer:
             if resp.status_code != 200:
                 return
             # A dead or paused member leaves the stream silent, so progress notifications
-            # can't be relied on: a member that stopped answering is dropped by the timeout
-            # on each line, and its events are re-read from another member by revision.
+            # can't be relied on: after a quiet spell we ask the member whether it is alive, and
+            # drop it if not; its events are then re-read from another member by revision.
+            # The pending read is kept across quiet spells, never cancelled: cancelling it would
+            # end the line iterator for good (an async generator does not survive that).
             lines = resp.aiter_lines()
-            while True:
-                try:
-                    line = await asyncio.wait_for(anext(lines), 3.0)
-                except (TimeoutError, StopAsyncIteration):
-                    if not await self._member_alive(client, url):
+            pending: asyncio.Task[str] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(anext(lines))
+                    done, _ = await asyncio.wait({pending}, timeout=self.quiet_check)
+                    if not done:
+                        if not await self._member_alive(client, url):
+                            return
+                        continue
+                    task, pending = pending, None
+                    try:
+                        line = task.result()
+                    except StopAsyncIteration:
                         return
-                    continue
-                if not line.strip():
-                    continue
-                result = json.loads(line).get("result") or {}
-                if result.get("canceled") or result.get("compact_revision"):
-                    raise ValueError(f"watch on {url} was cancelled: {result}")
-                for ev in result.get("events") or []:
-                    self._record(ev)
+                    if not line.strip():
+                        continue
+                    result = json.loads(line).get("result") or {}
+                    if result.get("canceled") or result.get("compact_revision"):
+                        raise ValueError(f"watch on {url} was cancelled: {result}")
+                    for ev in result.get("events") or []:
+                        self._record(ev)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.wait({pending})
+                    if not pending.cancelled():
+                        pending.exception()  # retrieved: the stream is being dropped anyway
 
     async def _member_alive(self, client: httpx.AsyncClient, url: str) -> bool:
         try:
@@ -139,3 +182,5 @@ class Observer:
         self.last_rev = rev
         self.last_value = value
         self._changed.set()
+        if self.on_value:
+            self.on_value(value)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 
 import httpx
 
 from locksmith.chaos.history import Recorder
-from locksmith.chaos.observer import Observer, read_revision
+from locksmith.chaos.observer import Observer, read_key, read_revision
 from locksmith.devtools.etcd import EtcdCluster
 
 
@@ -42,3 +43,39 @@ async def test_every_change_is_recorded_in_revision_order(etcd: EtcdCluster, uni
 async def test_an_unreachable_cluster_gives_no_stamp() -> None:
     async with httpx.AsyncClient() as client:
         assert await read_revision(client, ["http://127.0.0.1:9"], "k", budget=0.3) is None
+
+
+async def test_a_quiet_spell_longer_than_the_liveness_check_does_not_end_the_watch(
+    etcd: EtcdCluster, unique_key: str, tmp_path: Path
+) -> None:
+    """Nothing changes for a while (a long reboot): the watch must still record what comes next."""
+    url = etcd.endpoints[0]
+    rec = Recorder(tmp_path / "h.jsonl")
+    async with httpx.AsyncClient() as client:
+        start = await read_revision(client, [url], unique_key)
+        assert start is not None
+        obs = Observer([url], unique_key, rec, quiet_check=0.2)
+        await obs.start(start[0] + 1)
+        await client.post(f"{url}/v3/kv/put", json={"key": _b64(unique_key), "value": _b64("before")})
+        assert await obs.wait_for(lambda v: v == "before", 5)
+        await asyncio.sleep(1.0)  # five quiet spells
+        await client.post(f"{url}/v3/kv/put", json={"key": _b64(unique_key), "value": _b64("after")})
+        seen = await obs.wait_for(lambda v: v == "after", 5)
+        reconnects = obs.reconnects
+        await obs.stop()
+    assert seen, "the observer stopped recording after a quiet spell"
+    assert reconnects == 0  # the same stream carried on
+    assert [s["value"] for s in rec.history().of_kind("sem")] == ["before", "after"]
+
+
+async def test_read_key_gives_the_keys_own_revision(etcd: EtcdCluster, unique_key: str) -> None:
+    url = etcd.endpoints[0]
+    async with httpx.AsyncClient() as client:
+        absent = await read_key(client, [url], unique_key)
+        assert absent is not None and absent.mod_revision == 0 and absent.value is None
+        put = await client.post(f"{url}/v3/kv/put", json={"key": _b64(unique_key), "value": _b64("v")})
+        written = int(put.json()["header"]["revision"])
+        await client.post(f"{url}/v3/kv/put", json={"key": _b64(unique_key + "-other"), "value": _b64("x")})
+        state = await read_key(client, [url], unique_key)
+    assert state is not None
+    assert state.mod_revision == written and state.revision > written and state.value == "v"
