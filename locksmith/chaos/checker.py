@@ -16,8 +16,11 @@ What it proves about a run (etcd's revisions give one total order for everything
 5. Liveness: after the faults stopped, every host rebooted into the update and gave its slot back
    within `bound` seconds, and the final value has no holders.
 
+6. The history is complete: the observer saw the key up to its last modification (read at the
+   end), and every reboot and boot the hosts' supervisors counted has its event.
+
 Events whose revision stamp is missing (etcd unreadable for its whole retry budget) cannot be
-placed in revision order; they are counted as unverified, never silently passed.
+placed in revision order: the proof has a hole there, so each one fails the run ("unverified").
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def check(history: History) -> Report:
     sections = _check_reboots(history.of_kind("event"), values, revs, holders_at, report)
     _count_critical(sections, k, report)
     _check_liveness(history, meta, values, hosts, report)
+    _check_complete(history, values, report)
+    if report.unverified_events:
+        report.add("unverified", f"{report.unverified_events} event(s) could not be placed in revision order")
     return report
 
 
@@ -200,7 +206,7 @@ def _count_critical(sections: list[tuple[int, float, str]], k: int, report: Repo
         if inside[host] == 0:
             del inside[host]
         report.max_in_critical = max(report.max_in_critical, len(inside))
-        if len(inside) > k:
+        if delta > 0 and len(inside) > k:  # only a start can push it over (and a start's revision is finite)
             report.add("over-max-critical", f"revision {int(rev)}: hosts {sorted(inside)} are all rebooting (max {k})")
 
 
@@ -242,8 +248,13 @@ def _check_liveness(
 
 
 def _released_after(host: str, boot: dict[str, Any], values: list[_Value]) -> float | None:
-    """Observer time of the first value after `boot` in which `host` holds nothing."""
+    """When `host` was done after `boot`: the observer time of the first later value in which it
+    holds nothing — or the boot itself, if it held no slot then (rule 3 reports that)."""
     rev = boot.get("rev")
+    if rev is not None:
+        i = bisect.bisect_right([v.rev for v in values], rev) - 1
+        if i < 0 or host not in values[i].holders:
+            return float(boot["t"])
     for v in values:
         if rev is not None and v.rev <= rev:
             continue
@@ -252,3 +263,30 @@ def _released_after(host: str, boot: dict[str, Any], values: list[_Value]) -> fl
         if host not in v.holders:
             return v.t
     return None
+
+
+def _check_complete(history: History, values: list[_Value], report: Report) -> None:
+    """Rule 6: nothing the checker relies on is missing from the history."""
+    ends = history.of_kind("end")
+    if not ends:
+        return  # already reported as incomplete
+    end = ends[-1]
+    key_rev = end.get("key_rev")
+    seen = values[-1].rev if values else 0
+    if key_rev is not None and seen < int(key_rev):
+        report.add("observer-gap", f"the key was last written at revision {key_rev}; the observer saw up to {seen}")
+    for what, field_name in (("rebooting", "reboots"), ("booted", "boots")):
+        counted: dict[str, int] | None = end.get(field_name)
+        if counted is None:
+            continue
+        recorded: dict[str, int] = {}
+        for ev in history.of_kind("event"):
+            if ev["event"] == what:
+                recorded[ev["host"]] = recorded.get(ev["host"], 0) + 1
+        for host in sorted(set(counted) | set(recorded)):
+            if counted.get(host, 0) != recorded.get(host, 0):
+                report.add(
+                    "unrecorded",
+                    f"{host}: its supervisor counted {counted.get(host, 0)} {field_name}, "
+                    f"the history has {recorded.get(host, 0)} {what!r} event(s)",
+                )

@@ -58,9 +58,9 @@ class Builder:
         self.event(host, "booted")
         self.unlock(host)
 
-    def finish(self) -> History:
+    def finish(self, **end: Any) -> History:
         self.records.append({"kind": "faults_end", "t": self.tick()})
-        self.records.append({"kind": "end", "t": self.tick(1)})
+        self.records.append({"kind": "end", "t": self.tick(1), **end})
         return History(self.records)
 
 
@@ -102,6 +102,21 @@ def test_reboot_without_a_slot_is_a_violation() -> None:
     got = rules(b.finish())
     assert "unlocked-reboot" in got
     assert "over-max-critical" in got
+
+
+def test_hosts_that_reboot_without_ever_locking_are_violations_not_a_crash() -> None:
+    """An agent that skips the lock: every reboot unlocked, all hosts down at once, and no
+    section ever ends (nobody releases what it never took)."""
+    b = Builder(["a", "b", "c"], k=1)
+    for h in "abc":
+        b.event(h, "rebooting")
+    for h in "abc":
+        b.event(h, "booted")
+    report = check(b.finish())
+    got = [v.rule for v in report.violations]
+    assert got.count("unlocked-reboot") == 3 and "over-max-critical" in got
+    assert report.max_in_critical == 3
+    assert "unfinished" not in got  # they did finish; what they did wrong is reported above
 
 
 def test_slot_released_while_rebooting_is_a_violation() -> None:
@@ -177,6 +192,28 @@ def test_unstamped_events_are_counted_not_passed_silently() -> None:
     b.unlock("a")
     report = check(b.finish())
     assert report.unverified_events == 1
+    assert "unverified" in {v.rule for v in report.violations}  # a hole in the proof fails the run
+
+
+def test_an_observer_that_missed_the_last_writes_is_a_violation() -> None:
+    b = Builder(["a"], k=1)
+    b.cycle("a")
+    assert check(b.finish(key_rev=b.rev)).ok
+    b = Builder(["a"], k=1)
+    b.cycle("a")
+    assert "observer-gap" in rules(b.finish(key_rev=b.rev + 3))
+
+
+def test_a_reboot_the_supervisor_counted_but_the_history_lacks_is_a_violation() -> None:
+    b = Builder(["a", "b"], k=1)
+    b.cycle("a")
+    b.cycle("b")
+    assert check(b.finish(reboots={"a": 1, "b": 1}, boots={"a": 1, "b": 1})).ok
+    b = Builder(["a", "b"], k=1)
+    b.cycle("a")
+    b.cycle("b")
+    got = check(b.finish(reboots={"a": 1, "b": 2}, boots={"a": 1, "b": 2})).violations
+    assert [v.rule for v in got] == ["unrecorded", "unrecorded"] and all("b:" in v.detail for v in got)
 
 
 def test_history_round_trips_through_the_recorder(tmp_path: Path) -> None:
