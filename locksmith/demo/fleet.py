@@ -157,6 +157,10 @@ class Fleet:
             "LOCKSMITHD_HEALTH_INTERVAL": "500ms",
             "LOCKSMITHD_HEALTH_TIMEOUT": o.health_timeout,
         }
+        if o.strategy == "reboot":
+            # No lock, so no health gate before a release: commit the boot from the post-boot hook
+            # instead (on CoreOS the update engine marks a good boot by itself).
+            env["LOCKSMITHD_POST_BOOT_HOOK"] = health
         if o.group:
             env["LOCKSMITHD_GROUP"] = o.group
         if o.windows:
