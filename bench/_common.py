@@ -1,0 +1,155 @@
+"""What the benchmarks share: percentiles, host facts for the JSON, a private etcd, quiet logs,
+and a counting/stamping wrapper around a KV store (instrumentation without touching the product)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from locksmith.kv import Change, Entry, KVStore
+
+RESULTS_DIR = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between closest ranks (NumPy's default); nan if empty."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    pos = (len(data) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summary_ms(values_s: Iterable[float]) -> dict[str, float | int]:
+    """min / median / p90 / p99 / max / mean of durations in seconds, reported in milliseconds."""
+    data = list(values_s)
+    if not data:
+        return {"n": 0}
+    return {
+        "n": len(data),
+        "min_ms": round(min(data) * 1000, 3),
+        "median_ms": round(percentile(data, 50) * 1000, 3),
+        "p90_ms": round(percentile(data, 90) * 1000, 3),
+        "p99_ms": round(percentile(data, 99) * 1000, 3),
+        "max_ms": round(max(data) * 1000, 3),
+        "mean_ms": round(sum(data) / len(data) * 1000, 3),
+    }
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def quiet_logs() -> None:
+    """Drop the product's structured log lines (a benchmark prints its own table)."""
+    import structlog
+
+    def drop(_logger: Any, _name: str, _event: dict[str, Any]) -> dict[str, Any]:
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[drop])
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft open-files limit to the hard one (children inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def now_ns() -> int:
+    """CLOCK_MONOTONIC: one clock for every process on the machine, so stamps compare across them."""
+    return time.monotonic_ns()
+
+
+def python_child_env() -> dict[str, str]:
+    """The environment for `python -c "from bench… import …"` children: the repository on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def console_script(name: str) -> str:
+    """The venv's console script (e.g. locksmithd) next to this interpreter."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: install the project into this venv (pip install -e .)")
+    return str(path)
+
+
+@dataclass
+class KVCounters:
+    """What one wrapped store saw: failed compare-and-swaps (a conflict: someone wrote between our
+    read and our write) per key, and when the last successful write to a key was acknowledged."""
+
+    conflicts: dict[str, int] = field(default_factory=dict)
+    writes: dict[str, int] = field(default_factory=dict)
+    last_write_ns: dict[str, int] = field(default_factory=dict)
+
+
+class InstrumentedKV:
+    """A KVStore that forwards every call and counts/stamps writes. LockStore.kv is public, so a
+    benchmark swaps this in (`locks.kv = InstrumentedKV(locks.kv)`) and the product runs unchanged:
+    a `create`/`compare_and_swap` answering None is exactly the conflict LockStore retries."""
+
+    def __init__(self, inner: KVStore, counters: KVCounters | None = None) -> None:
+        self.inner = inner
+        self.counters = counters or KVCounters()
+
+    def _wrote(self, key: str, entry: Entry | None) -> Entry | None:
+        c = self.counters
+        if entry is None:
+            c.conflicts[key] = c.conflicts.get(key, 0) + 1
+        else:
+            c.writes[key] = c.writes.get(key, 0) + 1
+            c.last_write_ns[key] = now_ns()
+        return entry
+
+    async def get(self, key: str) -> Entry | None:
+        return await self.inner.get(key)
+
+    async def create(self, key: str, value: bytes) -> Entry | None:
+        return self._wrote(key, await self.inner.create(key, value))
+
+    async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None:
+        return self._wrote(key, await self.inner.compare_and_swap(key, value, revision))
+
+    async def delete(self, key: str, revision: int | None = None) -> bool:
+        return await self.inner.delete(key, revision)
+
+    def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]:
+        return self.inner.watch(key, after_revision)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
