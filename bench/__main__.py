@@ -1,7 +1,9 @@
-"""`python -m bench [NAME ...]`: run every benchmark module in bench/ (or the named ones) with defaults.
+"""`python -m bench [--full] [NAME ...]`: run every benchmark module in bench/ (or the named ones).
 
 Each benchmark is a module here with `main(argv: list[str] | None) -> int`; run one with its own options
-as `python -m bench.<name> --help`.
+as `python -m bench.<name> --help`. A module whose full-size run takes too long for one sitting defines
+`QUICK_ARGV` (a smaller run, written to its own results file); `python -m bench` uses it, `--full` runs
+every module with its defaults (the sizes the issue asks for).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import time
 from pathlib import Path
 
 
@@ -18,7 +21,9 @@ def discover() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = list(sys.argv[1:] if argv is None else argv) or discover()
+    args = list(sys.argv[1:] if argv is None else argv)
+    full = "--full" in args
+    names = [a for a in args if a != "--full"] or discover()
     unknown = sorted(set(names) - set(discover()))
     if unknown:
         print(f"bench: unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(discover())}", file=sys.stderr)
@@ -28,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"bench.{name}")
         if not hasattr(module, "main"):
             continue
-        print(f"== {name}", flush=True)
-        status = max(status, module.main([]) or 0)
+        module_argv = [] if full else list(getattr(module, "QUICK_ARGV", []))
+        print(f"== {name} {' '.join(module_argv)}".rstrip(), flush=True)
+        started = time.monotonic()
+        status = max(status, module.main(module_argv) or 0)
+        print(f"== {name}: {time.monotonic() - started:.0f} s\n", flush=True)
     return status
 
 

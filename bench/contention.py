@@ -1,0 +1,506 @@
+"""Contention at scale: 1000 agents on one real etcd semaphore (v3 API), max=50.
+
+Each agent is an asyncio task with its own EtcdLockStrategy (so its own Etcd3Store and httpx
+client, as on a real host) running the agent's code: acquire() — lock, and when the semaphore
+is full, wait on the KV watch and retry when woken — then hold the slot for a random
+--hold-min..--hold-max (default 50-100 ms), release(), --rounds times (default once). The
+agents are spread over --processes worker processes (default 2, one per core of this box); all
+start together on a "go" from this process, which owns the private etcd 3.4.
+
+Instrumented without changing product code: each agent's LockStore.kv (a public attribute) is
+wrapped in bench._common.InstrumentedKV, which counts every create/compare-and-swap that answered
+"changed meanwhile" — exactly the conflicts LockStore._mutate retries — on the semaphore key
+(split into those during acquire and during release) and on the best-effort holder-ages key.
+The product's structured log events are counted, not printed (lock.wait = went to wait on the
+watch, lock.wait.woken = a watch wake-up).
+
+An independent observer in this process watches the key (etcd v3 delivers every revision, so no
+state is skipped), decodes the holder list at every revision and records the most holders ever
+seen (must never exceed max) and the time-weighted mean number of holders (slot utilisation).
+
+Reported: time to complete (go → last release), beside the ideal ceil(agents x rounds / max) x
+mean hold; CAS conflicts per acquisition; wait (acquire() duration) median, p99, max;
+fairness — agents that finished every round, acquisitions per agent (min/max), and Jain's index
+over the agents' total wait J = (sum w)^2 / (n sum w^2): 1.0 when all waited the same. With
+everyone starting at once someone must be served last, so even a perfectly fair FIFO spreads
+the waits uniformly over [0, T], which scores J = 0.75; a starved agent pulls it lower and shows
+as a max wait far beyond the time to complete the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    RESULTS_DIR,
+    InstrumentedKV,
+    KVCounters,
+    host_info,
+    load_average,
+    now_ns,
+    percentile,
+    python_child_env,
+    quiet_logs,
+    raise_fd_limit,
+    summary_ms,
+    write_result,
+)
+
+RESULTS = RESULTS_DIR / "contention.json"
+# `python -m bench` runs this smaller size: at 1000 agents the run takes tens of minutes on 2 cores,
+# since every agent's retries share them (`python -m bench --full`, or this module's defaults, for 1000).
+QUICK_ARGV = ["--agents", "250", "--output", str(RESULTS_DIR / "contention_quick.json")]
+UNAVAILABLE_BACKOFF_MAX = 60.0  # the agent's default --unavailable-backoff-max
+
+
+# --- worker process ------------------------------------------------------------------------
+
+
+def _count_logs(counter: Counter[str]) -> None:
+    import structlog
+
+    def count(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        counter[str(event.get("event"))] += 1
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[count])
+
+
+async def _agent(
+    index: int, endpoint: str, group: str, args: dict[str, Any], go: asyncio.Event, rng: random.Random
+) -> dict[str, Any]:
+    from locksmith.config import load_config
+    from locksmith.strategy import StrategyContext, StrategyError, StrategyUnavailable
+    from strategies.etcd_lock import EtcdLockStrategy
+
+    env = {"LOCKSMITHD_ENDPOINT": endpoint, "LOCKSMITHD_GROUP": group, "REBOOT_STRATEGY": "etcd-lock"}
+    config = load_config("agent", {}, env, paths=())
+    strategy = EtcdLockStrategy()
+    ctx = StrategyContext(machine_id=f"{index:032x}", group=group, config=config)
+    locks = strategy.lockstore(ctx)
+    counters = KVCounters()
+    locks.kv = InstrumentedKV(locks.kv, counters)
+    key = locks.key
+    waits: list[float] = []
+    holds: list[float] = []
+    acquire_conflicts = release_conflicts = acquire_unavailable = release_unavailable = 0
+    await go.wait()
+    try:
+        for _ in range(args["rounds"]):
+            started = now_ns()
+            before = counters.conflicts.get(key, 0)
+            backoff = 1.0
+            while True:
+                try:
+                    await strategy.acquire(ctx)
+                    break
+                except StrategyUnavailable:
+                    # As the agent does (Agent._take_permission): pause with a doubling back-off, retry.
+                    acquire_unavailable += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
+            acquired = now_ns()
+            waits.append((acquired - started) / 1e9)
+            acquire_conflicts += counters.conflicts.get(key, 0) - before
+            await asyncio.sleep(rng.uniform(args["hold_min"], args["hold_max"]))
+            before = counters.conflicts.get(key, 0)
+            backoff = 1.0
+            while True:
+                try:
+                    await strategy.release(ctx)
+                    break
+                except StrategyError:
+                    # As the agent does (Agent._give_back, then _release_when_reachable): keep the
+                    # release going with a doubling back-off; the slot stays taken meanwhile.
+                    release_unavailable += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
+            holds.append((now_ns() - acquired) / 1e9)
+            release_conflicts += counters.conflicts.get(key, 0) - before
+        finished = now_ns()
+    finally:
+        await strategy.aclose()
+    return {
+        "agent": index,
+        "waits": waits,
+        "holds": holds,
+        "finished_ns": finished,
+        "acquire_conflicts": acquire_conflicts,
+        "release_conflicts": release_conflicts,
+        "ages_conflicts": counters.conflicts.get(locks.ages_key, 0),
+        "acquire_unavailable": acquire_unavailable,
+        "release_unavailable": release_unavailable,
+    }
+
+
+async def _worker(endpoint: str, group: str, first: int, last: int, args: dict[str, Any]) -> int:
+    logs: Counter[str] = Counter()
+    _count_logs(logs)
+    go = asyncio.Event()
+    rng = random.Random(f"{args['seed']}-{first}")
+    tasks = [asyncio.create_task(_agent(i, endpoint, group, args, go, rng)) for i in range(first, last)]
+    await asyncio.sleep(0)  # let every agent build its store before we say ready
+    print("ready", flush=True)
+    if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
+        for t in tasks:
+            t.cancel()
+        return 1
+    go.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    agents = [r for r in results if isinstance(r, dict)]
+    errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    own = {"cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+    print(json.dumps({"agents": agents, "errors": errors, "logs": dict(logs), **own}), flush=True)
+    return 0
+
+
+def worker_main(argv: list[str]) -> int:
+    endpoint, group, first, last, params = argv
+    raise_fd_limit()
+    return asyncio.run(_worker(endpoint, group, int(first), int(last), json.loads(params)))
+
+
+# --- the observer -------------------------------------------------------------------------
+
+
+class HolderObserver:
+    """Counts holders at every revision of the semaphore (etcd v3's watch skips none)."""
+
+    def __init__(self, endpoint: str, group: str) -> None:
+        from locksmith.kv import KVOptions, open_store, parse_endpoints
+        from locksmith.lockstore import LockStore
+
+        self.kv = open_store(KVOptions(endpoints=parse_endpoints([endpoint])))
+        self.locks = LockStore(self.kv, group)
+        self.max_holders = 0
+        self.revisions = 0
+        self.acquisitions = 0  # holder ids that appeared, revision by revision
+        self.holders: frozenset[str] = frozenset()
+        self.samples: list[tuple[int, int]] = []  # (ns, holders)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        snap = await self.locks.get()
+        self._task = asyncio.create_task(self._follow(snap.revision))
+
+    async def _follow(self, revision: int) -> None:
+        from locksmith.semaphore import decode
+
+        async for change in self.kv.watch(self.locks.key, revision):
+            holders = frozenset() if change.value is None else frozenset(decode(change.value, self.locks.key).holders)
+            self.revisions += 1
+            self.acquisitions += len(holders - self.holders)
+            self.holders = holders
+            self.max_holders = max(self.max_holders, len(holders))
+            self.samples.append((now_ns(), len(holders)))
+
+    def mean_holders(self, t0: int, t1: int) -> float:
+        area, last_t, last_h = 0.0, t0, 0
+        for t, h in self.samples:
+            if t < t0:
+                last_h = h
+                continue
+            area += last_h * (min(t, t1) - last_t)
+            last_t, last_h = min(t, t1), h
+        area += last_h * max(0, t1 - last_t)
+        return area / (t1 - t0) if t1 > t0 else math.nan
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.kv.aclose()
+
+
+# --- the coordinator ----------------------------------------------------------------------
+
+
+async def start_worker(endpoint: str, group: str, first: int, last: int, params: str) -> asyncio.subprocess.Process:
+    code = "import sys; from bench.contention import worker_main; sys.exit(worker_main(sys.argv[1:]))"
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        endpoint,
+        group,
+        str(first),
+        str(last),
+        params,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=python_child_env(),
+        start_new_session=True,  # stopped by us, in order, also on Ctrl-C
+        limit=1 << 26,  # the result line holds every agent's waits
+    )
+
+
+async def stop_worker(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def report_progress(observer: HolderObserver, args: argparse.Namespace, t0: int) -> None:
+    total = args.agents * args.rounds
+    while True:
+        await asyncio.sleep(args.progress)
+        elapsed = (now_ns() - t0) / 1e9
+        print(
+            f"  {elapsed:6.0f} s: {observer.acquisitions}/{total} acquisitions seen, "
+            f"{len(observer.holders)} holding, max seen {observer.max_holders}",
+            flush=True,
+        )
+
+
+def jain(values: list[float]) -> float:
+    total, squares = sum(values), sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares > 0 else 1.0
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from locksmith.devtools.etcd import EtcdCluster
+    from locksmith.kv import KVOptions, open_store, parse_endpoints
+    from locksmith.lockstore import LockStore
+
+    cluster = EtcdCluster(work / "etcd", size=1)
+    workers: list[asyncio.subprocess.Process] = []
+    observer: HolderObserver | None = None
+    try:
+        await asyncio.to_thread(cluster.start, 60.0)
+        endpoint = cluster.endpoints[0]
+        group = f"bench-contention-{uuid.uuid4().hex[:8]}"
+        kv = open_store(KVOptions(endpoints=parse_endpoints([endpoint])))
+        try:
+            await LockStore(kv, group).set_max(args.max)
+        finally:
+            await kv.aclose()
+        observer = HolderObserver(endpoint, group)
+        await observer.start()
+
+        params = json.dumps(
+            {"rounds": args.rounds, "hold_min": args.hold_min, "hold_max": args.hold_max, "seed": args.seed}
+        )
+        bounds = [round(i * args.agents / args.processes) for i in range(args.processes + 1)]
+        print(f"  {args.agents} agents in {args.processes} processes, max={args.max} …", flush=True)
+        for first, last in itertools.pairwise(bounds):
+            workers.append(await start_worker(endpoint, group, first, last, params))
+        for w in workers:
+            assert w.stdout is not None
+            async with asyncio.timeout(120):
+                line = await w.stdout.readline()
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a worker did not start: {line.decode().strip()!r}")
+        load_at_go = load_average()
+        t0 = now_ns()
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write(b"go\n")
+            await w.stdin.drain()
+        etcd_pid = cluster.members[0].process.pid  # type: ignore[union-attr]
+        etcd_cpu_at_go = cpu_seconds(etcd_pid)
+        progress = asyncio.create_task(report_progress(observer, args, t0))
+        outputs = []
+        try:
+            async with asyncio.timeout(args.timeout):
+                for w in workers:
+                    assert w.stdout is not None
+                    outputs.append(json.loads(await w.stdout.readline()))
+                    await w.wait()
+        finally:
+            progress.cancel()
+        etcd_cpu = cpu_seconds(etcd_pid) - etcd_cpu_at_go
+        await asyncio.sleep(0.5)  # let the observer see the last release
+        agents = [a for o in outputs for a in o["agents"]]
+        errors = [e for o in outputs for e in o["errors"]]
+        logs: Counter[str] = Counter()
+        for o in outputs:
+            logs.update(o["logs"])
+        t_end = max((a["finished_ns"] for a in agents), default=t0)
+        result = analyse(args, agents, errors, logs, observer, t0, t_end, load_at_go)
+        result["cpu_seconds"] = {
+            "etcd_during_run": round(etcd_cpu, 1),
+            "workers_total_including_setup": round(sum(o["cpu_seconds"] for o in outputs), 1),
+        }
+        result["worker_peak_rss_mib"] = [round(o["peak_rss_mib"], 1) for o in outputs]
+        return result
+    finally:
+        if observer is not None:
+            await observer.stop()
+        await asyncio.gather(*(stop_worker(w) for w in workers), return_exceptions=True)
+        await asyncio.to_thread(cluster.stop)
+
+
+def analyse(
+    args: argparse.Namespace,
+    agents: list[dict[str, Any]],
+    errors: list[str],
+    logs: Counter[str],
+    observer: HolderObserver,
+    t0: int,
+    t_end: int,
+    load_at_go: list[float],
+) -> dict[str, Any]:
+    waits = [w for a in agents for w in a["waits"]]
+    acquisitions = len(waits)
+    per_agent = [len(a["waits"]) for a in agents]
+    totals = [sum(a["waits"]) for a in agents]
+    acq_conflicts = sum(a["acquire_conflicts"] for a in agents)
+    rel_conflicts = sum(a["release_conflicts"] for a in agents)
+    mean_hold = (args.hold_min + args.hold_max) / 2
+    ideal = math.ceil(args.agents * args.rounds / args.max) * mean_hold
+    elapsed = (t_end - t0) / 1e9
+    return {
+        "time_to_complete_seconds": round(elapsed, 2),
+        "ideal_seconds": round(ideal, 3),
+        "ratio_to_ideal": round(elapsed / ideal, 1),
+        "acquisitions": acquisitions,
+        "acquisitions_per_second": round(acquisitions / elapsed, 1) if elapsed > 0 else None,
+        "cas_conflicts_per_acquisition": round(acq_conflicts / acquisitions, 3) if acquisitions else None,
+        "cas_conflicts_acquire": acq_conflicts,
+        "cas_conflicts_release": rel_conflicts,
+        "cas_conflicts_per_release": round(rel_conflicts / acquisitions, 3) if acquisitions else None,
+        "holder_ages_conflicts": sum(a["ages_conflicts"] for a in agents),
+        "holder_ages_gave_up": logs.get("holder ages not updated: too many concurrent writers", 0),
+        "acquire_gave_up_contention": sum(a["acquire_unavailable"] for a in agents),
+        "release_gave_up_contention": sum(a["release_unavailable"] for a in agents),
+        "watch_waits_per_acquisition": round(logs.get("lock.wait", 0) / acquisitions, 2) if acquisitions else None,
+        "watch_wakeups_per_acquisition": round(logs.get("lock.wait.woken", 0) / acquisitions, 2)
+        if acquisitions
+        else None,
+        "wait": summary_ms(waits),
+        "held_acquired_to_released": summary_ms(h for a in agents for h in a["holds"]),
+        "fairness": {
+            "agents": args.agents,
+            "agents_finished_all_rounds": sum(1 for n in per_agent if n == args.rounds),
+            "acquisitions_per_agent_min": min(per_agent, default=0),
+            "acquisitions_per_agent_max": max(per_agent, default=0),
+            "jain_index_total_wait": round(jain(totals), 3) if totals else None,
+            "jain_index_fair_fifo_reference": 0.75,
+            "max_wait_over_time_to_complete": round(max(waits) / elapsed, 3) if waits and elapsed else None,
+            "p99_wait_over_median_wait": round(percentile(waits, 99) / percentile(waits, 50), 2) if waits else None,
+        },
+        "max_holders_seen": observer.max_holders,
+        "mean_holders_while_running": round(observer.mean_holders(t0, t_end), 1),
+        "revisions_observed": observer.revisions,
+        "acquisitions_observed": observer.acquisitions,
+        "errors": errors[:20],
+        "error_count": len(errors),
+        "log_events": dict(logs.most_common(12)),
+        "load_average_at_go": load_at_go,
+    }
+
+
+def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
+    f, w = r["fairness"], r["wait"]
+    print(
+        f"\ncontention: {args.agents} agents x {args.rounds} round(s), max={args.max}, "
+        f"hold {args.hold_min * 1000:g}-{args.hold_max * 1000:g} ms, etcd v3, {args.processes} processes"
+    )
+    rows = [
+        ("time to complete", f"{r['time_to_complete_seconds']:.1f} s"),
+        ("  ideal (ceil(n/max) x mean hold)", f"{r['ideal_seconds']:.2f} s  (ratio {r['ratio_to_ideal']:g})"),
+        ("acquisitions", f"{r['acquisitions']}  ({r['acquisitions_per_second']}/s)"),
+        ("CAS conflicts per acquisition", f"{r['cas_conflicts_per_acquisition']}"),
+        ("  per release", f"{r['cas_conflicts_per_release']}"),
+        ("watch wake-ups per acquisition", f"{r['watch_wakeups_per_acquisition']}"),
+        ("wait median / p99 / max", " / ".join(f"{w[k] / 1000:.2f}" for k in ("median_ms", "p99_ms", "max_ms")) + " s"),
+        ("agents finished all rounds", f"{f['agents_finished_all_rounds']}/{f['agents']}"),
+        ("acquisitions per agent min/max", f"{f['acquisitions_per_agent_min']}/{f['acquisitions_per_agent_max']}"),
+        ("Jain's index, total wait", f"{f['jain_index_total_wait']}  (fair FIFO from a common start: 0.75)"),
+        ("max holders seen (observer)", f"{r['max_holders_seen']}  (max {args.max})"),
+        ("mean holders while running", f"{r['mean_holders_while_running']}"),
+        ("holder-ages record gave up", f"{r['holder_ages_gave_up']}  (best effort; lock unaffected)"),
+        (
+            "acquire / release gave up (100 CAS)",
+            f"{r['acquire_gave_up_contention']} / {r['release_gave_up_contention']}  (retried with back-off, "
+            "as the agent does)",
+        ),
+        ("slot held, acquired → released", f"median {r['held_acquired_to_released']['median_ms'] / 1000:.2f} s"),
+        ("errors", f"{r['error_count']}"),
+        (
+            "CPU: etcd / agent processes",
+            f"{r['cpu_seconds']['etcd_during_run']} s / {r['cpu_seconds']['workers_total_including_setup']} s",
+        ),
+    ]
+    for label, value in rows:
+        print(f"{label:<36}{value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.contention", description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000, help="agents (default 1000)")
+    parser.add_argument("--max", type=int, default=50, help="semaphore slots (default 50)")
+    parser.add_argument("--rounds", type=int, default=1, help="acquisitions per agent (default 1)")
+    parser.add_argument("--hold-min", type=float, default=0.05, help="shortest hold, seconds (default 0.05)")
+    parser.add_argument("--hold-max", type=float, default=0.1, help="longest hold, seconds (default 0.1)")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--timeout", type=float, default=7200.0, help="give up after this many seconds")
+    parser.add_argument("--progress", type=float, default=30.0, help="print progress every N seconds (default 30)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, help="where etcd's data goes (default: a temporary directory)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if min(args.agents, args.max, args.rounds, args.processes) < 1 or not 0 <= args.hold_min <= args.hold_max:
+        parser.error("--agents, --max, --rounds, --processes must be at least 1; 0 <= --hold-min <= --hold-max")
+    quiet_logs()
+    raise_fd_limit()  # etcd and the workers inherit it: two sockets per agent
+    load_before = load_average()
+    work = Path(tempfile.mkdtemp(prefix="bench-contention-", dir=args.workdir))
+    started = time.monotonic()
+    try:
+        result = asyncio.run(run(args, work))
+    except KeyboardInterrupt:
+        print("interrupted; workers and etcd stopped", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(result, args)
+    write_result(
+        args.output,
+        {
+            "benchmark": "contention",
+            "measured": "agents running EtcdLockStrategy.acquire/release on one etcd v3 semaphore; wait = "
+            "acquire() duration; conflicts = create/CAS answered 'changed' (LockStore retries them)",
+            "agents": args.agents,
+            "max": args.max,
+            "rounds": args.rounds,
+            "hold_seconds": [args.hold_min, args.hold_max],
+            "processes": args.processes,
+            **result,
+            "wall_seconds_including_setup": round(time.monotonic() - started, 1),
+            "host": host_info(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
