@@ -142,7 +142,6 @@ class SimHost:
     _supervisor: asyncio.Task[None] | None = None
     _reboot_task: asyncio.Task[None] | None = None
     _stopping: bool = False
-    _agent_exited: asyncio.Event = field(default_factory=asyncio.Event)
     _agent_started_at: float = 0.0
 
     @property
