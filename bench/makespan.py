@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import math
 import os
 import shutil
@@ -157,26 +156,6 @@ class Observer:
         await self.kv.aclose()
 
 
-def agent_state(host: Any) -> str | None:
-    """The last `state` the current boot's agent logged (JSON lines in agent.log)."""
-    try:
-        text = (host.dir / "agent.log").read_text(errors="replace")
-    except OSError:
-        return None
-    state = None
-    for line in text.splitlines():
-        if line.startswith("--- "):
-            state = None  # a new boot's agent
-            continue
-        if '"state"' not in line:
-            continue
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if record.get("event") == "state":
-                state = record.get("state")
-    return state
-
-
 async def wait_for(predicate: Any, within: float, what: str) -> None:
     # Polled: the condition spans many processes' log files and the observer.
     deadline = time.monotonic() + within
@@ -239,7 +218,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         async def start(host: SimHost) -> None:
             async with gate:
                 await host.start()
-                await wait_for(lambda: agent_state(host) == "idle", 120, f"{host.name}'s agent to be idle")
+                await wait_for(lambda: host.agent_phase() == "idle", 120, f"{host.name}'s agent to be idle")
 
         await asyncio.gather(*(start(h) for h in hosts))
         startup_s = time.monotonic() - start_t
