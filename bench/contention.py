@@ -25,6 +25,13 @@ over the agents' total wait J = (sum w)^2 / (n sum w^2): 1.0 when all waited the
 everyone starting at once someone must be served last, so even a perfectly fair FIFO spreads
 the waits uniformly over [0, T], which scores J = 0.75; a starved agent pulls it lower and shows
 as a max wait far beyond the time to complete the rest.
+
+Reading the figures: here all agents share two cores (and etcd the same two), whereas in a fleet
+each has its own CPU. Absolute times are therefore dominated by the agents' own CPU (the JSON
+gives CPU seconds of etcd and of the agent processes); the conflict counts, the releases that
+gave up after LockStore's 100 compare-and-swap attempts, and how long a slot stays taken beyond
+its hold are the store-level signal. `python -m bench` runs 250 agents (QUICK_ARGV, written to
+contention_quick.json); the defaults here, and `python -m bench --full`, run the 1000.
 """
 
 from __future__ import annotations
