@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ class PrivateBus:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while not self.socket_path.exists():
+        # The socket file appears at bind(), a moment before listen(): ready means a connect works.
+        while not accepts_connections(self.socket_path):
             if self.process.poll() is not None:
                 raise RuntimeError(f"dbus-daemon exited early; see {self.directory / 'dbus.log'}")
             if time.monotonic() > deadline:
@@ -95,3 +97,13 @@ class PrivateBus:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def accepts_connections(path: Path) -> bool:
+    """A bus (or any unix stream server) listens at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # not there yet, or bound but not yet listening
+            return False
+    return True

@@ -22,6 +22,8 @@ from dbus_fast import BusType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
+from locksmith.devtools.dbus import accepts_connections
+
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
 VENV_BIN = Path(sys.executable).parent
@@ -116,7 +118,7 @@ def restrictive_bus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         )
     try:
         for _ in range(500):
-            if socket_path.exists() or proc.poll() is not None:
+            if accepts_connections(socket_path) or proc.poll() is not None:
                 break
             time.sleep(0.01)
         assert socket_path.exists(), log.read_text()
