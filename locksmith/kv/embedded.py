@@ -279,8 +279,11 @@ class _InotifyWaker(_Waker):
 
     async def wait(self) -> None:
         # Also re-check now and then: a safety net should an event ever be lost (queue overflow).
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives as
+        # the event fires, and a waiter cancelled by its caller's deadline would carry on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout=RECHECK_INTERVAL)
+            async with asyncio.timeout(RECHECK_INTERVAL):
+                await self._event.wait()
         self._event.clear()
 
     def close(self) -> None:

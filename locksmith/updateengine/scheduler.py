@@ -58,8 +58,11 @@ class Scheduler:
         self._wake.set()
 
     async def _sleep(self, delay: float | None) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a stop (cancellation) that
+        # arrives together with a wake-up.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
         self._wake.clear()
 
     async def run(self) -> None:
