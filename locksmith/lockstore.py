@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from locksmith.kv.base import KVError, KVStore
 from locksmith.semaphore import (
@@ -34,9 +34,12 @@ from locksmith.semaphore import (
 log = structlog.get_logger(__name__)
 
 # A CAS conflict means someone else just wrote: retry at once, with a little jitter so that
-# contenders spread out instead of colliding again in lock step.
+# contenders spread out instead of colliding again in lock step. Repeated conflicts mean many
+# writers: the jitter window doubles ("full jitter" back-off) up to CONFLICT_BACKOFF_MAX, so a
+# crowd thins itself out instead of starving everyone — a release included — in lock step.
 DEFAULT_MAX_ATTEMPTS = 100
 CONFLICT_JITTER = 0.02
+CONFLICT_BACKOFF_MAX = 0.5
 _AGES_MAX_ATTEMPTS = 10
 
 
@@ -154,7 +157,7 @@ class LockStore:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._max_attempts),
-                wait=wait_random(0, CONFLICT_JITTER),
+                wait=wait_random_exponential(multiplier=CONFLICT_JITTER, max=CONFLICT_BACKOFF_MAX),
                 retry=retry_if_exception_type(_Conflict),
             ):
                 with attempt:

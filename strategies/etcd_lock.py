@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from locksmith.kv import KVAuthError, KVError, KVStore, KVUnavailable, open_store
-from locksmith.lockstore import LockStore, SemaphoreContention
+from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
 from locksmith.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
@@ -70,11 +70,21 @@ class EtcdLockStrategy(Strategy):
                 )
                 try:
                     async with asyncio.timeout(self._safety_recheck):
-                        changed = await locks.wait_for_change(current.revision)
+                        changed = await self._wait_for_a_free_slot(locks, current, ctx.machine_id)
                 except TimeoutError:
                     ctx.woke("recheck", after_seconds=self._safety_recheck)
                     continue
                 ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
+
+    @staticmethod
+    async def _wait_for_a_free_slot(locks: LockStore, seen: Snapshot, me: str) -> Snapshot:
+        """Follow the key until a change shows a free slot (or us holding one). A change that leaves
+        it full — another waiter winning the slot just freed — is no reason to try: every waiter
+        trying then only makes compare-and-swap conflicts for the writers that matter."""
+        while True:
+            seen = await locks.wait_for_change(seen.revision)
+            if not seen.exists or seen.semaphore.available > 0 or seen.semaphore.holds(me):
+                return seen
 
     async def release(self, ctx: StrategyContext) -> None:
         locks = self.lockstore(ctx)

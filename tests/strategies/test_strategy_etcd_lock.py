@@ -103,3 +103,40 @@ async def test_max_two_lets_two_hosts_in(etcd_ctx) -> None:  # type: ignore[no-u
         await second.release(ctx_b)
         for closable in (first, second, kv):
             await closable.aclose()
+
+
+async def test_a_change_that_leaves_no_free_slot_is_not_a_reason_to_try(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    """A waiter woken by a write that keeps the semaphore full (another host taking the slot just
+    freed) keeps watching without a lock attempt; the write that frees a slot lets it in."""
+    C = "c" * 32
+    ctx_a, ctx_b = etcd_ctx(A), etcd_ctx(B)
+    first, second = EtcdLockStrategy(), EtcdLockStrategy()
+    try:
+        await first.acquire(ctx_a)
+        locks_b = second.lockstore(ctx_b)
+        reads: list[str] = []
+        real_get = locks_b.kv.get
+
+        async def counting_get(key: str):  # type: ignore[no-untyped-def]
+            reads.append(key)
+            return await real_get(key)
+
+        locks_b.kv.get = counting_get  # type: ignore[method-assign]
+        waiting = asyncio.create_task(second.acquire(ctx_b))
+        await asyncio.sleep(0.3)  # B tried once, found it full, and watches
+        tried = len(reads)
+        # A's slot passes to C in one write: still full.
+        admin = LockStore(open_store(ctx_a.config.kv), ctx_a.group)
+        snap = await admin.get()
+        full_again = encode(snap.semaphore.unlock(A).lock(C))
+        assert await admin.kv.compare_and_swap(admin.key, full_again, snap.revision) is not None
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and len(reads) == tried  # woken, but no attempt on a full semaphore
+        await admin.unlock(C)
+        await asyncio.wait_for(waiting, 10)
+        assert await second.holds(ctx_b) and "watch" in ctx_b.wakes
+        await admin.kv.aclose()
+    finally:
+        await second.release(ctx_b)
+        await first.aclose()
+        await second.aclose()
