@@ -3,18 +3,23 @@ and a counting/stamping wrapper around a KV store (instrumentation without touch
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from locksmith.kv import Change, Entry, KVStore
+
+T = TypeVar("T")
 
 RESULTS_DIR = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,3 +158,25 @@ class InstrumentedKV:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def run_in_workdir(
+    prefix: str,
+    parent: Path | None,
+    main: Callable[[Path], Coroutine[Any, Any, T]],
+    interrupted: str,
+    keep: bool = False,
+) -> T | None:
+    """Run `main(work)` in a fresh temporary folder, removed afterwards unless `keep`. On Ctrl-C
+    print `interrupted` and return None: the benchmark's own `finally` blocks stopped what it started."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        return asyncio.run(main(work))
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return None
+    finally:
+        if keep:
+            print(f"kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)

@@ -44,9 +44,7 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -64,6 +62,7 @@ from bench._common import (
     python_child_env,
     quiet_logs,
     raise_fd_limit,
+    run_in_workdir,
     summary_ms,
     write_result,
 )
@@ -478,15 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     raise_fd_limit()  # etcd and the workers inherit it: two sockets per agent
     load_before = load_average()
-    work = Path(tempfile.mkdtemp(prefix="bench-contention-", dir=args.workdir))
     started = time.monotonic()
-    try:
-        result = asyncio.run(run(args, work))
-    except KeyboardInterrupt:
-        print("interrupted; workers and etcd stopped", file=sys.stderr)
+    result = run_in_workdir(
+        "bench-contention-", args.workdir, lambda work: run(args, work), "interrupted; workers and etcd stopped"
+    )
+    if result is None:
         return 130
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     print_table(result, args)
     write_result(
         args.output,

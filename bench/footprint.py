@@ -33,11 +33,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ from bench._common import (
     load_average,
     now_ns,
     quiet_logs,
+    run_in_workdir,
     summary_ms,
     write_result,
 )
@@ -420,17 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--idle-seconds must be > 0 and --trials at least 1")
     quiet_logs()
     load_before = load_average()
-    work = Path(tempfile.mkdtemp(prefix="bench-fp-", dir=args.workdir))
-    try:
-        result = asyncio.run(run(args, work))
-    except KeyboardInterrupt:
-        print("interrupted; the agent, bus and services were stopped", file=sys.stderr)
+    result = run_in_workdir(
+        "bench-fp-", args.workdir, lambda work: run(args, work),
+        "interrupted; the agent, bus and services were stopped", keep=args.keep,
+    )  # fmt: skip
+    if result is None:
         return 130
-    finally:
-        if args.keep:
-            print(f"logs kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     print_table(result, args)
     write_result(
         args.output,

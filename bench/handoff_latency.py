@@ -42,9 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,6 +59,7 @@ from bench._common import (
     percentile,
     python_child_env,
     quiet_logs,
+    run_in_workdir,
     summary_ms,
     write_result,
 )
@@ -369,14 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --model-draws must be at least 1, --warmup >= 0, --model-horizon > 0")
     quiet_logs()
     load_before = load_average()
-    work = Path(tempfile.mkdtemp(prefix="bench-handoff-", dir=args.workdir))
-    try:
-        results = asyncio.run(run(args, work))
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
+    results = run_in_workdir(
+        "bench-handoff-", args.workdir, lambda work: run(args, work), "interrupted; everything started was stopped"
+    )
+    if results is None:
         return 130
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     print_table(results, args)
     write_result(
         args.output,

@@ -37,10 +37,8 @@ import contextlib
 import itertools
 import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from bench._common import (
     now_ns,
     quiet_logs,
     raise_fd_limit,
+    run_in_workdir,
     summary_ms,
     write_result,
 )
@@ -351,17 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     load_before = load_average()
     # Short: the reboot command and every host's sockets live under it (AF_UNIX paths ≤ 107 bytes).
-    work = Path(tempfile.mkdtemp(prefix="bench-mk-", dir=args.workdir))
-    try:
-        result = asyncio.run(run(args, work))
-    except KeyboardInterrupt:
-        print("interrupted; every host, bus and etcd started was stopped", file=sys.stderr)
+    result = run_in_workdir(
+        "bench-mk-", args.workdir, lambda work: run(args, work),
+        "interrupted; every host, bus and etcd started was stopped", keep=args.keep,
+    )  # fmt: skip
+    if result is None:
         return 130
-    finally:
-        if args.keep:
-            print(f"host directories kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     print_table(result, args)
     write_result(
         args.output,
