@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
@@ -40,6 +41,10 @@ from locksmith.updateengine.devserver import DevServer
 from locksmith.updateengine.disk import make_coreos_disk
 from locksmith.updateengine.slots import read_slots
 
+if TYPE_CHECKING:  # started only when asked for
+    from locksmith.devtools.etcd import EtcdCluster
+    from locksmith.devtools.fleetlock_server import FleetLockServer
+
 # USR partitions of the demo's disks: the images are ~1-2 MiB; the files are sparse anyway.
 USR_SIZE_MIB = 8
 ENGINE_BUSY = ("update-available", "downloading", "verifying", "finalizing")
@@ -65,8 +70,9 @@ class Fleet:
         self.workdir = workdir
         self.releases: Releases | None = None
         self.server: DevServer | None = None
-        self.fleetlock: object | None = None  # a FleetLockServer when the strategy is fleetlock
-        self.etcd: object | None = None  # an EtcdCluster when --kv etcd
+        self._server_log: TextIO | None = None
+        self.fleetlock: FleetLockServer | None = None  # when the strategy is fleetlock
+        self.etcd: EtcdCluster | None = None  # when --kv etcd
         self.endpoint = ""
         self.kv: KVStore | None = None
         self.store: LockStore | None = None
@@ -166,7 +172,7 @@ class Fleet:
         if o.windows:
             env["LOCKSMITHD_REBOOT_WINDOWS"] = o.windows
         if self.fleetlock is not None:
-            env["LOCKSMITHD_FLEETLOCK_URL"] = self.fleetlock.url  # type: ignore[attr-defined]
+            env["LOCKSMITHD_FLEETLOCK_URL"] = self.fleetlock.url
         root = host_dir / "root"
         # The host's own config files (written by its engine at boot), never the machine's /etc/coreos.
         argv = [
@@ -199,7 +205,7 @@ class Fleet:
         """Refresh every host's state and extend the timeline at `now`."""
         holders = set(self.semwatch.holders if self.semwatch else ())
         if self.fleetlock is not None:
-            holders = set(self.fleetlock.holders(self.options.group or "default"))  # type: ignore[attr-defined]
+            holders = set(self.fleetlock.holders(self.options.group or "default"))
         await asyncio.gather(*(self._sample_host(i, holders) for i in range(len(self.hosts))))
         for state, track in zip(self.states, self.tracks, strict=True):
             self._extend(state, track, now)
@@ -283,11 +289,12 @@ class Fleet:
                 await self.kv.aclose()
         if self.server is not None:
             self.server.stop()
+        if self._server_log is not None:
             self._server_log.close()
         if self.fleetlock is not None:
-            self.fleetlock.stop()  # type: ignore[attr-defined]
+            self.fleetlock.stop()
         if self.etcd is not None:
-            await asyncio.to_thread(self.etcd.stop)  # type: ignore[attr-defined]
+            await asyncio.to_thread(self.etcd.stop)
         return freed
 
     async def _free_locks(self) -> list[str]:
