@@ -48,6 +48,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,20 @@ def _count_logs(counter: Counter[str]) -> None:
     structlog.configure(processors=[count])
 
 
+async def until_done(op: Callable[[], Awaitable[None]], retry_on: type[Exception]) -> int:
+    """Run `op` until it succeeds, pausing with a doubling back-off after each `retry_on`; return
+    how many times it failed."""
+    failures, backoff = 0, 1.0
+    while True:
+        try:
+            await op()
+            return failures
+        except retry_on:
+            failures += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
+
+
 async def _agent(
     index: int, endpoint: str, group: str, args: dict[str, Any], go: asyncio.Event, rng: random.Random
 ) -> dict[str, Any]:
@@ -110,32 +125,16 @@ async def _agent(
         for _ in range(args["rounds"]):
             started = now_ns()
             before = counters.conflicts.get(key, 0)
-            backoff = 1.0
-            while True:
-                try:
-                    await strategy.acquire(ctx)
-                    break
-                except StrategyUnavailable:
-                    # As the agent does (Agent._take_permission): pause with a doubling back-off, retry.
-                    acquire_unavailable += 1
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
+            # As the agent does (Agent._take_permission): pause with a doubling back-off, retry.
+            acquire_unavailable += await until_done(lambda: strategy.acquire(ctx), StrategyUnavailable)
             acquired = now_ns()
             waits.append((acquired - started) / 1e9)
             acquire_conflicts += counters.conflicts.get(key, 0) - before
             await asyncio.sleep(rng.uniform(args["hold_min"], args["hold_max"]))
             before = counters.conflicts.get(key, 0)
-            backoff = 1.0
-            while True:
-                try:
-                    await strategy.release(ctx)
-                    break
-                except StrategyError:
-                    # As the agent does (Agent._give_back, then _release_when_reachable): keep the
-                    # release going with a doubling back-off; the slot stays taken meanwhile.
-                    release_unavailable += 1
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
+            # As the agent does (Agent._give_back, then _release_when_reachable): keep the release
+            # going with a doubling back-off; the slot stays taken meanwhile.
+            release_unavailable += await until_done(lambda: strategy.release(ctx), StrategyError)
             holds.append((now_ns() - acquired) / 1e9)
             release_conflicts += counters.conflicts.get(key, 0) - before
         finished = now_ns()
