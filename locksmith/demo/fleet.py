@@ -248,8 +248,6 @@ class Fleet:
 
     def _extend(self, s: HostState, t: HostTrack, now: float) -> None:
         rebooting = s.state in ("rebooting", "down")
-        if rebooting and not t.active(REBOOTING):
-            t.reboots += 1
         t.set(REBOOTING, rebooting, now)
         t.set(LOCK, s.lock, now)
         t.set(UPDATING, not rebooting and s.engine in ENGINE_BUSY, now)

@@ -186,7 +186,7 @@ async def run(args: argparse.Namespace, view: LiveView) -> Outcome:
     outcome = Outcome(
         updated=updated,
         makespan=None if finished_at is None or published_at is None else finished_at - published_at,
-        reboots=sum(len([s for s in t.of(REBOOTING) if s.start >= (published_at or 0)]) for t in fleet.tracks),
+        reboots=len(spans_reboot),
         max_holders=max(fleet.semwatch.max_holders if fleet.semwatch else 0, max_overlap(spans_lock, end)),
         max_rebooting=max_overlap(spans_reboot, end),
         halted=halted,

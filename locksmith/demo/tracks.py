@@ -30,7 +30,6 @@ class Span:
 class HostTrack:
     name: str
     spans: list[Span] = field(default_factory=list)
-    reboots: int = 0
     _open: dict[str, Span] = field(default_factory=dict)
 
     def set(self, kind: str, active: bool, now: float) -> None:
