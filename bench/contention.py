@@ -105,7 +105,7 @@ async def until_done(op: Callable[[], Awaitable[None]], retry_on: type[Exception
 async def _agent(
     index: int, endpoint: str, group: str, args: dict[str, Any], go: asyncio.Event, rng: random.Random
 ) -> dict[str, Any]:
-    from locksmith.config import load_config
+    from locksmith.settings.config import load_config
     from locksmith.strategy import StrategyContext, StrategyError, StrategyUnavailable
     from strategies.etcd_lock import EtcdLockStrategy
 
@@ -207,7 +207,7 @@ class HolderObserver:
         self._task = asyncio.create_task(self._follow(snap.revision))
 
     async def _follow(self, revision: int) -> None:
-        from locksmith.semaphore import decode
+        from locksmith.protocol.semaphore import decode
 
         async for change in self.kv.watch(self.locks.key, revision):
             holders = frozenset() if change.value is None else frozenset(decode(change.value, self.locks.key).holders)
@@ -289,7 +289,7 @@ def jain(values: list[float]) -> float:
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from locksmith.devtools.etcd import EtcdCluster
+    from harness.devtools.etcd import EtcdCluster
     from locksmith.kv import KVOptions, open_store, parse_endpoints
     from locksmith.lockstore import LockStore
 

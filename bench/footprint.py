@@ -3,7 +3,7 @@ from the update engine's NEED_REBOOT signal to the reboot call, with strategy `r
 
 Everything runs the real console script (`locksmithd` next to this interpreter) with
 `--config /dev/null` and its settings in LOCKSMITHD_* variables, against a private dbus-daemon
-(locksmith.devtools.dbus.PrivateBus). On that bus this process serves a fake update engine
+(harness.devtools.dbus.PrivateBus). On that bus this process serves a fake update engine
 (com.coreos.update1) and a fake logind (org.freedesktop.login1), both real D-Bus services.
 NOTIFY_SOCKET points at a datagram socket this process bound, so sd_notify READY=1 and STATUS=
 lines arrive here and are stamped (CLOCK_MONOTONIC, shared by all processes).
@@ -179,7 +179,7 @@ class Fifo:
 
 
 def stamping_logind() -> Any:
-    from locksmith.devtools.fake_logind import FakeLogind
+    from harness.devtools.fake_logind import FakeLogind
 
     class StampingLogind(FakeLogind):
         """The fake logind, stamping each Reboot call as it arrives."""
@@ -308,7 +308,7 @@ async def measure_idle(bench: Bench, strategy: str, seconds: float) -> dict[str,
 
 
 async def measure_reboots(bench: Bench, engine: Any, logind: Any, fifo: Fifo, trials: int) -> dict[str, list[float]]:
-    from locksmith.dbus.updateengine import UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT
+    from locksmith.bus.update_engine import UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT
 
     out: dict[str, list[float]] = {"logind": [], "command": []}
     commands = {
@@ -337,8 +337,8 @@ async def measure_reboots(bench: Bench, engine: Any, logind: Any, fifo: Fifo, tr
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from locksmith.devtools.dbus import PrivateBus
-    from locksmith.devtools.fake_update_engine import FakeUpdateEngine
+    from harness.devtools.dbus import PrivateBus
+    from harness.devtools.fake_update_engine import FakeUpdateEngine
 
     bus = PrivateBus(work / "bus")
     await asyncio.to_thread(bus.start)

@@ -115,7 +115,7 @@ class _EventLog:
 
 
 async def _waiter(endpoint: str, group: str) -> int:
-    from locksmith.config import load_config
+    from locksmith.settings.config import load_config
     from locksmith.strategy import StrategyContext
     from strategies.etcd_lock import EtcdLockStrategy
 
@@ -281,7 +281,7 @@ def ratio(a: float, b: float) -> float:
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from locksmith.devtools.etcd import EtcdCluster
+    from harness.devtools.etcd import EtcdCluster
 
     rng = random.Random(args.seed)
     results: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """Rolling reboot makespan: 20 simulated hosts, max=1, a 1 s simulated reboot — as a ratio to the
 ideal ceil(hosts/max) x reboot time (20 s).
 
-Every host is real parts (locksmith.devtools.simhost.SimHost): its own private dbus-daemon, the
+Every host is real parts (harness.devtools.simhost.SimHost): its own private dbus-daemon, the
 fake update engine process owning com.coreos.update1 on it, and the real `locksmithd` console
 script with REBOOT_STRATEGY=etcd-lock on one shared store (a private etcd 3.4, v3 API, by default;
 --backend etcd2 or embedded for the others). The agent's reboot command asks the SimHost
@@ -63,7 +63,7 @@ BACKENDS = ("etcd3", "etcd2", "embedded")
 
 
 class TriggeredEngine:
-    """The fake update engine process (python -m locksmith.devtools.fake_update_engine), IDLE at
+    """The fake update engine process (python -m harness.devtools.fake_update_engine), IDLE at
     start; `need_reboot()` sends it SIGUSR1, on which it stores UPDATED_NEED_REBOOT and emits
     StatusUpdate. Each boot starts a fresh process, so after the reboot it reports IDLE again."""
 
@@ -76,7 +76,7 @@ class TriggeredEngine:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "locksmith.devtools.fake_update_engine",
+                "harness.devtools.fake_update_engine",
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -93,7 +93,7 @@ class TriggeredEngine:
             self.proc.send_signal(signal.SIGUSR1)
 
     async def stop(self) -> None:
-        from locksmith.devtools.simhost import stop_process
+        from harness.devtools.simhost import stop_process
 
         await stop_process(self.proc)
         self.proc = None
@@ -165,8 +165,8 @@ async def wait_for(predicate: Any, within: float, what: str) -> None:
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from locksmith.devtools.etcd import EtcdCluster
-    from locksmith.devtools.simhost import SimHost
+    from harness.devtools.etcd import EtcdCluster
+    from harness.devtools.simhost import SimHost
 
     cluster: EtcdCluster | None = None
     hosts: list[SimHost] = []
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             "reboot_time_seconds": args.reboot_time,
             "backend": args.backend,
             "per_host": "own dbus-daemon + fake update engine process + real locksmithd (console script), "
-            "reboot = stop agent+engine, sleep reboot time, start both (locksmith.devtools.simhost)",
+            "reboot = stop agent+engine, sleep reboot time, start both (harness.devtools.simhost)",
             **result,
             "host": host_info(),
             "load_average_before": load_before,

@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from locksmith.updateengine.disk import make_coreos_disk
+from locksmith.disk.layout import make_coreos_disk
+from locksmith.disk.slots import read_slots
 from locksmith.updateengine.pack import pack_release
 from locksmith.updateengine.payload import PayloadInstaller, generate_keypair
-from locksmith.updateengine.slots import read_slots
 
 RESULTS = Path(__file__).parent / "results" / "payload_throughput.json"
 MIB = 1024 * 1024

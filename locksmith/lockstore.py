@@ -20,7 +20,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from locksmith.kv.base import KVError, KVStore
-from locksmith.semaphore import (
+from locksmith.protocol.semaphore import (
     INITIAL,
     Semaphore,
     SemaphoreCorrupt,

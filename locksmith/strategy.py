@@ -42,7 +42,7 @@ class UnknownStrategy(StrategyError):
 class StrategyContext:
     """What a strategy gets from the agent.
 
-    `config` is the agent's validated Config (locksmith.config); a third-party strategy may read
+    `config` is the agent's validated Config (locksmith.settings.config); a third-party strategy may read
     the fields it needs (e.g. `kv`, `group`, `fleetlock_url`). `on_wake` is called by strategies
     that wait for another holder, with how they were woken ("watch" for a KV watch event,
     "retry" for a timed retry) — the agent logs it and counts it in the metrics.

@@ -12,7 +12,7 @@ import asyncio
 
 from locksmith.kv import KVAuthError, KVError, KVStore, KVUnavailable, open_store
 from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
-from locksmith.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull
+from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.devtools.dbus import PrivateBus
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.dbus import PrivateBus
+from harness.devtools.etcd import EtcdCluster
 
 
 @pytest.fixture(scope="session")

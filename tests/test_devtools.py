@@ -7,8 +7,8 @@ import base64
 
 import httpx
 
-from locksmith.devtools.dbus import PrivateBus
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.dbus import PrivateBus
+from harness.devtools.etcd import EtcdCluster
 
 
 def test_single_etcd_serves_v3_and_v2(etcd: EtcdCluster) -> None:

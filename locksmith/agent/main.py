@@ -22,9 +22,16 @@ from locksmith.agent.machine import Agent
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.wiring import LazyBus, observers_for, session_checks, update_statuses
-from locksmith.config import DEFAULT_PATHS, Config, ConfigError, add_config_arguments, flags_from_args, load_config
-from locksmith.duration import parse_duration
 from locksmith.machineid import MachineIdError, read_machine_id
+from locksmith.settings.config import (
+    DEFAULT_PATHS,
+    Config,
+    ConfigError,
+    add_config_arguments,
+    flags_from_args,
+    load_config,
+)
+from locksmith.settings.duration import parse_duration
 from locksmith.strategy import StrategyContext, StrategyError, load_strategy
 
 DESCRIPTION = """\

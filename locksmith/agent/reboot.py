@@ -32,7 +32,7 @@ class LogindRebooter:
         self._bus = bus
 
     async def reboot(self) -> None:
-        from locksmith.dbus.logind import request_reboot
+        from locksmith.bus.logind import request_reboot
 
         try:
             await request_reboot(await self._bus())

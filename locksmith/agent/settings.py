@@ -1,6 +1,6 @@
 """What the state machine needs from the configuration, as one typed value.
 
-main.py builds it from locksmith.config's Config; tests build it directly. Keeping the machine on
+main.py builds it from locksmith.settings.config's Config; tests build it directly. Keeping the machine on
 its own small settings type means it reads top to bottom without config plumbing.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from locksmith.agent.health import HealthGate
-from locksmith.windows import WindowSchedule
+from locksmith.settings.windows import WindowSchedule
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from dbus_fast.aio import MessageBus
 
 from locksmith.agent.machine import Observer
 from locksmith.agent.states import COORDINATOR_STATE, State
-from locksmith.config import Config
-from locksmith.dbus.bus import BusUnavailableError, connect_system_bus
-from locksmith.dbus.updateengine import UpdateEngineWatcher, UpdateStatus
+from locksmith.bus.system import BusUnavailableError, connect_system_bus
+from locksmith.bus.update_engine import UpdateEngineWatcher, UpdateStatus
+from locksmith.settings.config import Config
 
 log = structlog.get_logger("locksmith.agent")
 
@@ -76,7 +76,7 @@ def observers_for(
 ) -> tuple[list[Observer], Callable[[], None], list[Coroutine[Any, Any, None]]]:
     """The transition observers (systemd STATUS=, coordinator file, metrics), the READY=1 callback
     and the background jobs (watchdog pings, metrics endpoint) for this configuration."""
-    from locksmith import coordinator, metrics, sdnotify
+    from locksmith.agent import coordinator, metrics, sdnotify
 
     agent = config.agent
     assert agent is not None
@@ -151,7 +151,7 @@ def _status_line(state: State, fields: dict[str, Any]) -> str:
 
 
 async def _watchdog(interval: float) -> None:
-    from locksmith import sdnotify
+    from locksmith.agent import sdnotify
 
     # Ping at half the interval systemd set, as sd_watchdog_enabled(3) recommends.
     while True:
@@ -163,7 +163,7 @@ def session_checks(
     bus: LazyBus,
 ) -> tuple[Callable[[], Coroutine[Any, Any, list[str]]], Callable[[str], Coroutine[Any, Any, None]]]:
     """Who is logged in (logind over the bus, else utmp) and how to warn them (wall)."""
-    from locksmith import sessions
+    from locksmith.agent import sessions
 
     async def logged_in_users() -> list[str]:
         try:

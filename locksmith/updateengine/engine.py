@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import structlog
 
-from locksmith.updateengine import omaha
+from locksmith.protocol import omaha
+from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
 from locksmith.updateengine.engineconfig import EngineConfig
-from locksmith.updateengine.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
 from locksmith.updateengine.status import NO_VERSION, Operation, Status
 from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
 

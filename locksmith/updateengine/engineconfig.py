@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from locksmith.envfile import EnvFileError, load_env_file
-from locksmith.updateengine.omaha import COREOS_APPID
+from locksmith.protocol.omaha import COREOS_APPID
+from locksmith.settings.envfile import EnvFileError, load_env_file
 
 DEFAULT_FILES = (
     Path("/etc/coreos/update.conf"),

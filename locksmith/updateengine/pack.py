@@ -26,8 +26,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from locksmith.disk.slots import Slot
 from locksmith.updateengine.payload import PayloadError, generate_keypair, load_private_key, sign_digest
-from locksmith.updateengine.slots import Slot
 
 RELEASE_FILE = "release.json"
 DEFAULT_NAME = "update"  # CoreOS's payload was update.gz

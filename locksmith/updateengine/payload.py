@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from locksmith.updateengine.gpt import GptError
-from locksmith.updateengine.slots import Slot, SlotError, mark_installed, mark_unbootable, read_slots
+from locksmith.disk.gpt import GptError
+from locksmith.disk.slots import Slot, SlotError, mark_installed, mark_unbootable, read_slots
 
 # Writes are batched to this size: large enough for sequential throughput, small enough to stay bounded.
 WRITE_BATCH = 1024 * 1024

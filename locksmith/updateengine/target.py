@@ -10,8 +10,9 @@ import contextlib
 from pathlib import Path
 from typing import Protocol
 
-from locksmith.updateengine import payload, slots
-from locksmith.updateengine.omaha import ErrorCode
+from locksmith.disk import slots
+from locksmith.protocol.omaha import ErrorCode
+from locksmith.updateengine import payload
 from locksmith.updateengine.payload import PayloadInstaller
 
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from dbus_fast.aio import MessageBus
 
-from locksmith.dbus.bus import connect_system_bus
-from locksmith.devtools.dbus import PrivateBus
+from harness.devtools.dbus import PrivateBus
+from locksmith.bus.system import connect_system_bus
 
 
 @pytest.fixture

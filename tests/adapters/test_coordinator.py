@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.coordinator import CoordinatorFileError, read_coordinator, write_coordinator
+from locksmith.agent.coordinator import CoordinatorFileError, read_coordinator, write_coordinator
 
 
 def test_content_and_directory_creation(tmp_path: Path) -> None:

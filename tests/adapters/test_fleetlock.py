@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from locksmith.devtools.fleetlock_server import FleetLockServer, RecordedOperation
+from harness.devtools.fleetlock_server import FleetLockServer, RecordedOperation
 from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError, validate_group
 
 

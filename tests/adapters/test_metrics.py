@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from locksmith.metrics import ListenAddress, Metrics, MetricsServer, parse_listen
+from locksmith.agent.metrics import ListenAddress, Metrics, MetricsServer, parse_listen
 
 
 def samples(text: str) -> dict[str, float]:

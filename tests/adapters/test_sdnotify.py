@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from locksmith import sdnotify
+from locksmith.agent import sdnotify
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from dbus_fast.aio import MessageBus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith.devtools.fake_logind import FakeLogind, FakeSession
-from locksmith.sessions import Session, broadcast, list_sessions, parse_utmp, read_utmp
+from harness.devtools.fake_logind import FakeLogind, FakeSession
+from locksmith.agent.sessions import Session, broadcast, list_sessions, parse_utmp, read_utmp
 
 UTMP = struct.Struct("<hxxi32s4s32s256shhiii4i20x")
 LOGIN_PROCESS, USER_PROCESS, DEAD_PROCESS = 6, 7, 8

@@ -22,7 +22,7 @@ from dbus_fast import BusType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from locksmith.devtools.dbus import accepts_connections
+from harness.devtools.dbus import accepts_connections
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"

@@ -13,8 +13,9 @@ from dbus_fast.aio import MessageBus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith.dbus.bus import DBUS_INTERFACE, DBUS_PATH
-from locksmith.dbus.updateengine import (
+from harness.devtools.fake_update_engine import FakeUpdateEngine
+from locksmith.bus.system import DBUS_INTERFACE, DBUS_PATH
+from locksmith.bus.update_engine import (
     STATUS_SIGNAL,
     STATUS_SIGNATURE,
     UPDATE_ENGINE_INTERFACE,
@@ -31,7 +32,6 @@ from locksmith.dbus.updateengine import (
     get_name_owner,
     send_need_reboot,
 )
-from locksmith.devtools.fake_update_engine import FakeUpdateEngine
 
 NEED_REBOOT = UpdateStatus(1700000000, 1.0, UPDATE_STATUS_UPDATED_NEED_REBOOT, "3815.2.0", 123456)
 

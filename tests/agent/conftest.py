@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent.harness import Harness
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from strategies.etcd_lock import EtcdLockStrategy
 
 

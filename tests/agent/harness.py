@@ -20,7 +20,7 @@ from locksmith.agent.machine import Agent
 from locksmith.agent.reboot import CommandRebooter
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
-from locksmith.dbus.updateengine import UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT, UpdateStatus
+from locksmith.bus.update_engine import UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT, UpdateStatus
 from locksmith.kv import KVOptions, open_store, parse_endpoints
 from locksmith.lockstore import LockStore
 from locksmith.strategy import Strategy, StrategyContext

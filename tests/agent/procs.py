@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locksmith.devtools.dbus import PrivateBus
+from harness.devtools.dbus import PrivateBus
 
 AGENT = [sys.executable, "-m", "locksmith.agent.main"]
-ENGINE = [sys.executable, "-m", "locksmith.devtools.fake_update_engine"]
+ENGINE = [sys.executable, "-m", "harness.devtools.fake_update_engine"]
 
 
 def wait_until(predicate: Any, limit: float = 30.0, what: str = "condition") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.procs import Host, reboot_lines, wait_until
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import KVOptions, open_store, parse_endpoints
 from locksmith.lockstore import LockStore
 

@@ -13,7 +13,7 @@ from agent.harness import IDLE, NEED_REBOOT, utc
 from locksmith.agent.health import HealthGate
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
-from locksmith.windows import RebootWindow, WindowSchedule
+from locksmith.settings.windows import RebootWindow, WindowSchedule
 
 ME, OTHER = "a" * 32, "b" * 32
 

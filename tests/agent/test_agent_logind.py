@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
+from harness.devtools.dbus import PrivateBus
+from harness.devtools.fake_logind import FakeLogind
 from locksmith.agent.reboot import LogindRebooter, RebootFailed
-from locksmith.dbus.bus import connect_system_bus
-from locksmith.devtools.dbus import PrivateBus
-from locksmith.devtools.fake_logind import FakeLogind
+from locksmith.bus.system import connect_system_bus
 
 
 async def test_logind_reboot_false_is_called(dbus_bus: PrivateBus) -> None:

@@ -16,7 +16,7 @@ from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
 from agent.procs import AGENT, Host, reboot_lines, wait_until
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import KVOptions, open_store, parse_endpoints
 from locksmith.lockstore import LockStore
 

@@ -10,7 +10,7 @@ import structlog
 from agent.harness import IDLE, NEED_REBOOT
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
-from locksmith.dbus.updateengine import UPDATE_STATUS_UPDATED_NEED_REBOOT, UPDATE_STATUSES, UpdateStatus
+from locksmith.bus.update_engine import UPDATE_STATUS_UPDATED_NEED_REBOOT, UPDATE_STATUSES, UpdateStatus
 
 ME, OTHER = "a" * 32, "b" * 32
 

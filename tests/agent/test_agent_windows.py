@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from agent.harness import NEED_REBOOT, FakeClock, utc
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
-from locksmith.windows import RebootWindow, WindowSchedule, parse_windows
+from locksmith.settings.windows import RebootWindow, WindowSchedule, parse_windows
 
 ME, OTHER = "a" * 32, "b" * 32
 FAST = {"login_check": False, "clock_check": 0.02}

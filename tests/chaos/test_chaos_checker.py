@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locksmith.chaos.checker import check
-from locksmith.chaos.history import History, Recorder
-from locksmith.semaphore import INITIAL, Semaphore, encode
+from harness.chaos.checker import check
+from harness.chaos.history import History, Recorder
+from locksmith.protocol.semaphore import INITIAL, Semaphore, encode
 
 
 class Builder:

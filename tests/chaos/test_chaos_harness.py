@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.chaos.history import Recorder
-from locksmith.chaos.main import HISTORY, judge, parse_args
-from locksmith.semaphore import Semaphore, encode
+from harness.chaos.history import Recorder
+from harness.chaos.main import HISTORY, judge, parse_args
+from locksmith.protocol.semaphore import Semaphore, encode
 
 
 def _summary(output: str) -> dict[str, str]:
@@ -32,7 +32,7 @@ def _summary(output: str) -> dict[str, str]:
 def test_short_mode_with_the_real_agent_passes_under_faults(tmp_path: Path) -> None:
     argv = ["--short", "--agent", "locksmithd", "--failures-dir", str(tmp_path / "failures")]
     proc = subprocess.run(
-        [sys.executable, "-m", "locksmith.chaos.main", *argv],
+        [sys.executable, "-m", "harness.chaos.main", *argv],
         capture_output=True,
         text=True,
         timeout=840,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from locksmith.chaos.history import Recorder
-from locksmith.chaos.observer import Observer, read_key, read_revision
-from locksmith.devtools.etcd import EtcdCluster
+from harness.chaos.history import Recorder
+from harness.chaos.observer import Observer, read_key, read_revision
+from harness.devtools.etcd import EtcdCluster
 
 
 def _b64(s: str) -> str:

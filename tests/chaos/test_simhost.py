@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from locksmith.devtools.simhost import NullEngine, SimHost
+from harness.devtools.simhost import NullEngine, SimHost
 
 # An "agent" that logs one state record the way locksmithd's JSON log does, then waits.
 AGENT = (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import KVOptions, open_store, parse_endpoints
-from locksmith.semaphore import semaphore_key
+from locksmith.protocol.semaphore import semaphore_key
 
 LOCKSMITHCTL = str(Path(sys.executable).with_name("locksmithctl"))
 MACHINE_ID = "0123456789abcdef0123456789abcdef"

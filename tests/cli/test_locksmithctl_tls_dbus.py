@@ -17,10 +17,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from locksmith.dbus.updateengine import STATUS_UPDATE_MATCH_RULE, UPDATE_STATUS_UPDATED_NEED_REBOOT
-from locksmith.devtools.dbus import PrivateBus
-from locksmith.devtools.etcd import EtcdCluster, EtcdTLS
-from locksmith.devtools.fake_logind import FakeLogind
+from harness.devtools.dbus import PrivateBus
+from harness.devtools.etcd import EtcdCluster, EtcdTLS
+from harness.devtools.fake_logind import FakeLogind
+from locksmith.bus.update_engine import STATUS_UPDATE_MATCH_RULE, UPDATE_STATUS_UPDATED_NEED_REBOOT
 
 from .test_locksmithctl import LOCKSMITHCTL, MACHINE_ID, Ctl, clean_env
 

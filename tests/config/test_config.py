@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from locksmith.config import (
+from locksmith.kv.base import BACKEND_EMBEDDED, BACKEND_ETCD2, BACKEND_ETCD3
+from locksmith.settings.config import (
     COREOS_PATHS,
     DEFAULT_ENDPOINT,
     FLATCAR_PATHS,
@@ -28,7 +29,6 @@ from locksmith.config import (
     known_keys,
     load_config,
 )
-from locksmith.kv.base import BACKEND_EMBEDDED, BACKEND_ETCD2, BACKEND_ETCD3
 
 
 @pytest.fixture
@@ -353,7 +353,7 @@ def test_example_file_is_valid_and_all_commented_settings_are_known() -> None:
     uncommented = "".join(
         line.lstrip("#") + "\n" for line in example.read_text().splitlines() if line.startswith("#LOCKSMITH")
     )
-    from locksmith.envfile import parse_env
+    from locksmith.settings.envfile import parse_env
 
     keys = {e.key for e in parse_env(uncommented)}
     assert keys <= known_keys("agent") | known_keys("cli")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith.envfile import EnvFileError, load_env_file, parse_env
+from locksmith.settings.envfile import EnvFileError, load_env_file, parse_env
 
 
 def pairs(text: str) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locksmith.windows import (
+from locksmith.settings.windows import (
     RebootWindow,
     WindowSchedule,
     load_timezone,

@@ -10,10 +10,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith.demo.hoststate import AgentLogTail, HostState
-from locksmith.demo.picture import render
-from locksmith.demo.tracks import LOCK, REBOOTING, HostTrack, Span, max_overlap
-from locksmith.demo.view import LiveView, progress_bar
+from harness.demo.hoststate import AgentLogTail, HostState
+from harness.demo.picture import render
+from harness.demo.tracks import LOCK, REBOOTING, HostTrack, Span, max_overlap
+from harness.demo.view import LiveView, progress_bar
 
 
 def test_track_opens_and_closes_spans() -> None:

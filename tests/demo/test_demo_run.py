@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from locksmith.disk.slots import booted_slot, read_slots
 from locksmith.updateengine.pack import read_release_from_slot
-from locksmith.updateengine.slots import booted_slot, read_slots
 
-DEMO = [sys.executable, "-m", "locksmith.demo.main"]
-CTL = [sys.executable, "-m", "locksmith.cli"]
+DEMO = [sys.executable, "-m", "harness.demo.main"]
+CTL = [sys.executable, "-m", "locksmith.ctl"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.timeout(180)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import KVOptions, KVStore, open_store, parse_endpoints
 
 BACKENDS = ("embedded", "etcd3", "etcd2")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import Change, KVAuthError, KVOptions, KVStore, open_store, parse_endpoints
 
 V3_PASSWORD = "v3-secret"

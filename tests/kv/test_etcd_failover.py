@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from locksmith.devtools.etcd import EtcdCluster, free_port
+from harness.devtools.etcd import EtcdCluster, free_port
 from locksmith.kv import Change, KVOptions, KVStore, KVUnavailable, open_store, parse_endpoints
 
 PREFIX = {"etcd3": "", "etcd2": "etcd2+"}

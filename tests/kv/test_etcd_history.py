@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import Change, KVOptions, KVStore, open_store, parse_endpoints
 
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from locksmith.devtools.etcd import EtcdCluster, EtcdTLS
+from harness.devtools.etcd import EtcdCluster, EtcdTLS
 from locksmith.kv import KVAuthError, KVOptions, KVStore, KVUnavailable, open_store, parse_endpoints
 
 PREFIX = {"etcd3": "", "etcd2": "etcd2+"}

@@ -14,7 +14,7 @@ import contextlib
 import random
 
 from locksmith.lockstore import LockStore, Snapshot
-from locksmith.semaphore import Semaphore, SemaphoreFull
+from locksmith.protocol.semaphore import Semaphore, SemaphoreFull
 
 from .conftest import Backend
 

@@ -9,7 +9,7 @@ import pytest
 
 from locksmith.kv import Entry, KVStore
 from locksmith.lockstore import LockStore, SemaphoreContention
-from locksmith.semaphore import INITIAL, InvalidMax, NotHeld, Semaphore, SemaphoreCorrupt, SemaphoreFull
+from locksmith.protocol.semaphore import INITIAL, InvalidMax, NotHeld, Semaphore, SemaphoreCorrupt, SemaphoreFull
 
 from .conftest import Backend
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locksmith.semaphore import (
+from locksmith.protocol.semaphore import (
     DEFAULT_KEY,
     INITIAL,
     INITIAL_VALUE,

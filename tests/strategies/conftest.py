@@ -7,7 +7,7 @@ import uuid
 import pytest
 from strategy_helpers import make_ctx
 
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.strategy import StrategyContext
 
 

@@ -10,7 +10,7 @@ import pytest
 import structlog
 from strategy_helpers import make_ctx
 
-from locksmith.devtools.etcd import EtcdCluster
+from harness.devtools.etcd import EtcdCluster
 from locksmith.strategy import StrategyUnavailable
 from strategies.best_effort import BestEffortStrategy
 

@@ -8,7 +8,7 @@ import pytest
 
 from locksmith.kv import open_store
 from locksmith.lockstore import LockStore
-from locksmith.semaphore import encode
+from locksmith.protocol.semaphore import encode
 from locksmith.strategy import StrategyError
 from strategies.etcd_lock import EtcdLockStrategy
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from locksmith.devtools.fleetlock_server import FleetLockServer
+from harness.devtools.fleetlock_server import FleetLockServer
 from locksmith.strategy import StrategyContext, StrategyUnavailable
 from strategies.fleetlock import FleetLockStrategy
 

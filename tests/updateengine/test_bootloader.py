@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.updateengine.disk import make_coreos_disk
-from locksmith.updateengine.slots import mark_installed, mark_unbootable, read_slots
+from locksmith.disk.layout import make_coreos_disk
+from locksmith.disk.slots import mark_installed, mark_unbootable, read_slots
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "locksmith.updateengine.bootloader", *args]
+    cmd = [sys.executable, "-m", "locksmith.disk.bootloader", *args]
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 

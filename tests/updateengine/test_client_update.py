@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.devtools.dbus import PrivateBus
-from locksmith.updateengine.devserver import DevServer
+from harness.devtools.dbus import PrivateBus
+from harness.devtools.omaha_server import DevServer
 
 from .ue_support import MACHINE_ID, World, image_sha256, make_world
 

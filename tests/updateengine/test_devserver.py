@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from locksmith.updateengine import omaha
-from locksmith.updateengine.devserver import DevServer, newest_release, version_key
+from harness.devtools.omaha_server import DevServer, newest_release, version_key
+from locksmith.protocol import omaha
 
 from .ue_support import World, make_world
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from locksmith.updateengine.devserver import DevServer
+from harness.devtools.omaha_server import DevServer
 from locksmith.updateengine.engine import LAST_VERSION_FILE, Identity, UpdateEngine
 from locksmith.updateengine.target import SlotTarget
 

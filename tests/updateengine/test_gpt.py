@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from locksmith.updateengine.disk import USR_TYPE, make_coreos_disk
-from locksmith.updateengine.gpt import SECTOR_SIZE, GptError, read_gpt, update_attributes, write_partition_attributes
+from locksmith.disk.gpt import SECTOR_SIZE, GptError, read_gpt, update_attributes, write_partition_attributes
+from locksmith.disk.layout import USR_TYPE, make_coreos_disk
 
 
 def sgdisk(*args: str) -> str:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locksmith.updateengine import omaha
-from locksmith.updateengine.omaha import AppInfo, Event, NoUpdate, OmahaError, UpdateOffer
+from locksmith.protocol import omaha
+from locksmith.protocol.omaha import AppInfo, Event, NoUpdate, OmahaError, UpdateOffer
 
 APP = AppInfo(version="1.0.0", track="beta", board="amd64-usr", machineid="m" * 32, bootid="b" * 32, arch="x86_64")
 SHA = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="  # sha256 of b""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.updateengine.disk import make_coreos_disk
+from locksmith.disk.layout import make_coreos_disk
+from locksmith.disk.slots import choose_boot, inactive_slot, read_slots, write_boot_record
 from locksmith.updateengine.pack import (
     PackError,
     load_release,
@@ -20,7 +21,6 @@ from locksmith.updateengine.pack import (
     read_release_from_slot,
 )
 from locksmith.updateengine.payload import install_file, load_public_key, verify_digest
-from locksmith.updateengine.slots import choose_boot, inactive_slot, read_slots, write_boot_record
 
 
 @pytest.fixture(scope="module")

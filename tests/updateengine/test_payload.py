@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.updateengine.disk import make_coreos_disk
+from locksmith.disk.layout import make_coreos_disk
+from locksmith.disk.slots import Slot, choose_boot, read_slots
 from locksmith.updateengine.payload import (
     BadKey,
     BadSignature,
@@ -32,7 +33,6 @@ from locksmith.updateengine.payload import (
     load_private_key,
     sign_digest,
 )
-from locksmith.updateengine.slots import Slot, choose_boot, read_slots
 
 USR_MIB = 4
 
@@ -278,7 +278,7 @@ _FSIZE_SCRIPT = textwrap.dedent(
     import resource, signal, sys
     from pathlib import Path
     from locksmith.updateengine.payload import PayloadInstaller, TargetWriteError
-    from locksmith.updateengine.slots import read_slots
+    from locksmith.disk.slots import read_slots
     disk, payload, sha, pub, sig = sys.argv[1:6]
     _, b = read_slots(disk)
     installer = PayloadInstaller(disk, b, Path(payload).stat().st_size, sha, pub)  # marks B unbootable first

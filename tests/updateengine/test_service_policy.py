@@ -8,7 +8,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from locksmith.devtools.dbus import PrivateBus
+from harness.devtools.dbus import PrivateBus
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.devtools.dbus import PrivateBus
-from locksmith.updateengine.devserver import DevServer
-from locksmith.updateengine.omaha import ErrorCode
+from harness.devtools.dbus import PrivateBus
+from harness.devtools.omaha_server import DevServer
+from locksmith.protocol.omaha import ErrorCode
 from locksmith.updateengine.payload import generate_keypair, load_private_key, sign_digest
 from locksmith.updateengine.status import Operation
 

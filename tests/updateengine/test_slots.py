@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.updateengine.disk import DiskError, make_coreos_disk
-from locksmith.updateengine.gpt import read_gpt, write_partition_attributes
-from locksmith.updateengine.slots import (
+from locksmith.disk.gpt import read_gpt, write_partition_attributes
+from locksmith.disk.layout import DiskError, make_coreos_disk
+from locksmith.disk.slots import (
     SlotError,
     booted_slot,
     choose_boot,

@@ -17,9 +17,10 @@ from pathlib import Path
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from locksmith.updateengine import engineconfig, slots
+from locksmith.disk import slots
+from locksmith.disk.layout import make_coreos_disk
+from locksmith.updateengine import engineconfig
 from locksmith.updateengine.busutil import INTERFACE, OBJECT_PATH, SERVICE_NAME, connect_system_bus
-from locksmith.updateengine.disk import make_coreos_disk
 from locksmith.updateengine.engine import Identity, UpdateEngine
 from locksmith.updateengine.engineconfig import EngineConfig
 from locksmith.updateengine.pack import make_usr_image, pack_release

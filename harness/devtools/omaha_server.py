@@ -1,0 +1,270 @@
+"""`locksmith-update-server`: an Omaha server for development, tests and the demo, on loopback only.
+
+Releases live in `<root>/<channel>/<version>/` (written by `locksmith-pack-release`): `release.json`
+(`version`, `name`, `size`, `sha256`), the payload `<name>` and its detached signature `<name>.sig`.
+A request's `track` picks the channel; the newest version there is offered unless the client has it.
+Events the clients report are kept in memory (GET /events) and appended to `--events-file` as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import re
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TextIO
+
+from locksmith.protocol import omaha
+
+UPDATE_PATH = "/v1/update/"
+MAX_REQUEST_BYTES = omaha.MAX_DOCUMENT_BYTES
+
+
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Dotted versions compare numerically part by part (1068.10.0 > 1068.9.0); text parts after numbers."""
+    parts = re.split(r"[.\-+_]", version)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+@dataclass(frozen=True)
+class Release:
+    channel: str
+    version: str
+    name: str
+    size: int
+    sha256: str
+    directory: Path
+
+
+def _load_release(directory: Path, channel: str) -> Release | None:
+    try:
+        meta = json.loads((directory / "release.json").read_text())
+        release = Release(
+            channel, str(meta["version"]), str(meta["name"]), int(meta["size"]), str(meta["sha256"]), directory
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"locksmith-update-server: skipping {directory}: bad release.json ({exc})", file=sys.stderr)
+        return None
+    if not (directory / release.name).is_file():
+        print(f"locksmith-update-server: skipping {directory}: payload {release.name} missing", file=sys.stderr)
+        return None
+    return release
+
+
+def newest_release(root: Path, channel: str) -> Release | None:
+    channel_dir = root / channel
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", channel) or channel.startswith(".") or not channel_dir.is_dir():
+        return None
+    releases = [r for d in channel_dir.iterdir() if d.is_dir() and (r := _load_release(d, channel)) is not None]
+    return max(releases, key=lambda r: version_key(r.version), default=None)
+
+
+class DevServer:
+    """The server in a background thread. Test hooks: `truncate_downloads` cuts the next N payload
+    downloads in half; `reply_override` replaces every Omaha reply with the given bytes."""
+
+    def __init__(
+        self,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        events_file: Path | None = None,
+        log: TextIO | None = None,
+    ) -> None:
+        """`log` receives the request log and events (default: stderr at the time of writing)."""
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"--host {host} is not a loopback address; this server is for development only")
+        self.root = Path(root)
+        self.events_file = events_file
+        self.log = log
+        self.events: list[dict[str, Any]] = []
+        self.requests = 0
+        self.truncate_downloads = 0
+        self.reply_override: bytes | None = None
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def update_url(self) -> str:
+        return self.base_url + UPDATE_PATH
+
+    def start(self) -> DevServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="devserver", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(5)
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def record_event(self, request: omaha.ParsedRequest, event: omaha.Event) -> None:
+        entry = {
+            "machineid": request.machineid,
+            "track": request.track,
+            "version": request.version,
+            "eventtype": event.type,
+            "eventresult": event.result,
+            "errorcode": event.errorcode,
+            "previousversion": event.previousversion,
+        }
+        with self._lock:
+            self.events.append(entry)
+            if self.events_file:
+                with self.events_file.open("a") as f:
+                    f.write(json.dumps(entry) + "\n")
+        self.write_log(f"event {json.dumps(entry)}")
+
+    def write_log(self, line: str) -> None:
+        out = self.log or sys.stderr
+        out.write(f"locksmith-update-server: {line}\n")
+        out.flush()
+
+    def answer(self, body: bytes) -> bytes:
+        request = omaha.parse_request(body)
+        with self._lock:
+            self.requests += 1
+        for event in request.events:
+            self.record_event(request, event)
+        if self.reply_override is not None:
+            return self.reply_override
+        if not request.updatecheck:
+            return omaha.build_response(request.appid, None)
+        release = newest_release(self.root, request.track)
+        if release is None or version_key(release.version) <= version_key(request.version):
+            return omaha.build_response(request.appid, omaha.NoUpdate())
+        offer = omaha.UpdateOffer(
+            version=release.version,
+            codebases=(f"{self.base_url}/{release.channel}/{release.version}/",),
+            package_name=release.name,
+            size=release.size,
+            sha256_b64=release.sha256,
+        )
+        return omaha.build_response(request.appid, offer)
+
+    def take_truncation(self) -> bool:
+        with self._lock:
+            if self.truncate_downloads > 0:
+                self.truncate_downloads -= 1
+                return True
+            return False
+
+
+def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            server.write_log(f"{self.address_string()} {format % args}")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_REQUEST_BYTES:
+                self._send(400, b"bad Content-Length\n", "text/plain")
+                return
+            body = self.rfile.read(length)
+            if self.path.split("?")[0] != UPDATE_PATH:
+                self._send(404, b"POST Omaha requests to /v1/update/\n", "text/plain")
+                return
+            try:
+                reply = server.answer(body)
+            except omaha.OmahaError as exc:
+                self._send(400, f"{exc}\n".encode(), "text/plain")
+                return
+            self._send(200, reply, "text/xml; charset=utf-8")
+
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/events":
+                with server._lock:
+                    body = json.dumps(server.events).encode()
+                self._send(200, body, "application/json")
+                return
+            parts = [p for p in path.split("/") if p]
+            if len(parts) != 3 or any(p.startswith(".") for p in parts):
+                self._send(404, b"not found\n", "text/plain")
+                return
+            file = server.root.joinpath(*parts)
+            if not file.is_file():
+                self._send(404, b"not found\n", "text/plain")
+                return
+            data = file.read_bytes()
+            is_payload = not parts[2].endswith((".sig", ".json"))
+            if is_payload and server.take_truncation():
+                # Promise the whole file, send half, hang up: what a dying mirror does.
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
+                return
+            self._send(200, data, "application/octet-stream")
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="locksmith-update-server", description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True, help="directory of <channel>/<version>/ releases")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    p.add_argument("--events-file", type=Path, help="append the events clients report here, one JSON per line")
+    args = p.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"locksmith-update-server: --root {args.root} is not a directory; pack a release first", file=sys.stderr)
+        return 1
+    try:
+        server = DevServer(args.root, args.host, args.port, args.events_file)
+    except ValueError as exc:
+        print(f"locksmith-update-server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"locksmith-update-server: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    print(server.update_url, flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""A simulated host: its own private system bus, an update engine, and a `locksmithd` subprocess.
+
+The host cannot really reboot, so its reboot command (``python -m harness.devtools.simhost
+reboot SOCKET``) asks the supervisor — this object, in the harness's event loop — to "reboot" it:
+stop the agent and the engine (SIGTERM, then SIGKILL: as a shutdown would), wait the simulated
+reboot time, and start both again as the next boot. An agent that dies on its own is restarted
+after a short pause, as systemd's Restart=on-failure would.
+
+As systemd kills what is left of a service's cgroup before restarting it, a reboot command left
+over from an agent that died (it runs in its own session, so a signal to the agent's process group
+misses it) is refused once the next agent was started: each agent start is a new generation, and
+the command says which generation ran it.
+
+The update engine is a part (`Engine`): the chaos harness uses the fake one that reports a
+pending update on the first boot and IDLE after; the demo plugs in the real engine with its disk
+image, whose next boot comes from the bootloader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# This module is also the reboot command's entry point: keep its imports light so a "reboot"
+# costs one small interpreter start.
+
+
+class Engine(Protocol):
+    """The update engine of a simulated host. `start` runs it for boot number `boot` (0 = the
+    first boot) on the bus at `bus_address`; `stop` ends it as a shutdown would."""
+
+    async def start(self, host: SimHost, boot: int) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class ProcessSpec:
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+
+
+async def start_process(spec: ProcessSpec) -> asyncio.subprocess.Process:
+    with spec.log.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            *spec.argv,
+            env=spec.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C to the harness must not reach it behind our back
+        )
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` (a stopped process gets SIGCONT so it can die)."""
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+class FakeEngine:
+    """The test update engine (harness.devtools.fake_update_engine's service) in its own process:
+    UPDATED_NEED_REBOOT on boot 0, IDLE afterwards. The status is set before the engine takes its
+    bus name, so the agent's first GetStatus already sees it (no signal to race with)."""
+
+    def __init__(self, new_version: str = "2.0.0") -> None:
+        self.new_version = new_version
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, host: SimHost, boot: int) -> None:
+        status = "UPDATE_STATUS_UPDATED_NEED_REBOOT" if boot == 0 else "UPDATE_STATUS_IDLE"
+        version = self.new_version if boot == 0 else "0.0.0.0"
+        argv = [sys.executable, "-m", "harness.devtools.simhost", "engine", status, version]
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": host.bus_address}
+        self.proc = await start_process(ProcessSpec(argv, env, host.dir / "engine.log"))
+        await host.wait_for_name("com.coreos.update1", self.proc)
+
+    async def stop(self) -> None:
+        await stop_process(self.proc)
+        self.proc = None
+
+
+class NullEngine:
+    """No update engine at all, for agents that do not use D-Bus (the chaos stand-in agent)."""
+
+    async def start(self, host: SimHost, boot: int) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+EventHook = Callable[["SimHost", str], Awaitable[None]]
+
+
+@dataclass
+class SimHost:
+    """One simulated host. `agent_env` adds LOCKSMITHD_* settings (endpoint, group, strategy)."""
+
+    name: str
+    dir: Path
+    engine: Engine
+    agent_env: Mapping[str, str] = field(default_factory=dict)
+    agent_argv: Sequence[str] = ("locksmithd",)
+    reboot_time: float = 0.2
+    restart_delay: float = 0.2
+    #: Called with "rebooting" when the reboot command ran and "booted" before the next boot's
+    #: agent starts (the chaos harness stamps these with an etcd revision).
+    on_event: EventHook | None = None
+
+    boot: int = 0
+    agent: asyncio.subprocess.Process | None = None
+    agent_restarts: int = 0
+    rebooting: bool = False
+    #: Reboot requests accepted (each is followed by a "rebooting" event, then a boot).
+    reboots: int = 0
+    #: Failures of `on_event` (a reboot goes on regardless; whoever records events must look here).
+    errors: list[str] = field(default_factory=list)
+    #: Bumped at every agent start: a reboot command of an earlier agent is refused.
+    agent_generation: int = 0
+    _bus: object | None = None
+    _server: asyncio.AbstractServer | None = None
+    _supervisor: asyncio.Task[None] | None = None
+    _reboot_task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+    _agent_started_at: float = 0.0
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "reboot.sock"
+
+    @property
+    def bus_address(self) -> str:
+        assert self._bus is not None, "host not started"
+        return self._bus.address  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def machine_id(self) -> str:
+        """A stable machine id (32 lowercase hex, like /etc/machine-id) derived from the name."""
+        import hashlib
+
+        return hashlib.md5(self.name.encode()).hexdigest()
+
+    @property
+    def coordinator_file(self) -> Path:
+        return self.dir / "coordinator.conf"
+
+    def agent_state(self) -> str:
+        """The agent's STATE= from its coordinator file ("down" when it is not running)."""
+        if self.agent is None or self.agent.returncode is not None:
+            return "down"
+        try:
+            for line in self.coordinator_file.read_text().splitlines():
+                if line.startswith("STATE="):
+                    return line.split("=", 1)[1]
+        except OSError:
+            pass
+        return "unknown"
+
+    def agent_phase(self) -> str:
+        """The agent's own state name (idle, acquiring, pre-reboot, rebooting, …) from the last
+        "state" record of its JSON log: finer than the coordinator file's four words. An agent
+        that logs no states (not locksmithd) is described by the coordinator file it wrote."""
+        if self.agent is None or self.agent.returncode is not None:
+            return "down"
+        try:
+            with (self.dir / "agent.log").open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return "unknown"
+        for line in reversed(tail):
+            if line.startswith("--- "):
+                break  # this agent has not logged a state (yet)
+            if '"event": "state"' in line or '"event":"state"' in line:
+                with contextlib.suppress(ValueError, AttributeError):
+                    return str(json.loads(line).get("state", "unknown"))
+        try:
+            written_by_this_agent = self.coordinator_file.stat().st_mtime >= self._agent_started_at
+        except OSError:
+            written_by_this_agent = False
+        return self.agent_state() if written_by_this_agent else "starting"
+
+    def reboot_command(self) -> str:
+        return f"{sys.executable} -m harness.devtools.simhost reboot {self.socket_path}"
+
+    async def start(self) -> None:
+        from harness.devtools.dbus import PrivateBus
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "machine-id").write_text(self.machine_id + "\n")
+        bus = PrivateBus(self.dir / "dbus")
+        await asyncio.to_thread(bus.start)
+        self._bus = bus
+        self._server = await asyncio.start_unix_server(self._on_reboot_request, path=str(self.socket_path))
+        await self.engine.start(self, self.boot)
+        await self._start_agent()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in (self._supervisor, self._reboot_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await stop_process(self.agent, grace=3.0)
+        await self.engine.stop()
+        if self._server:
+            self._server.close()
+        if self._bus is not None:
+            await asyncio.to_thread(self._bus.stop)  # type: ignore[attr-defined]
+
+    # --- fault hooks (the chaos injector's handles) ----------------------------------------
+
+    def signal_agent(self, sig: int) -> bool:
+        if self.agent is None or self.agent.returncode is not None:
+            return False
+        try:
+            os.killpg(self.agent.pid, sig)  # the agent and whatever command it is running
+        except ProcessLookupError:
+            return False
+        return True
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _agent_spec(self) -> ProcessSpec:
+        env = {
+            **os.environ,
+            "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
+            "LOCKSMITHD_MACHINE_ID_FILE": str(self.dir / "machine-id"),
+            "LOCKSMITHD_REBOOT_COMMAND": self.reboot_command(),
+            "LOCKSMITHD_LOGIN_CHECK": "false",
+            "LOCKSMITHD_COORDINATOR_FILE": str(self.coordinator_file),
+            "LOCKSMITHD_LOG_FORMAT": "json",
+            # Only the stand-in agent reads it; a real agent learns the boot from its engine.
+            "LOCKSMITH_SIMHOST_BOOT": str(self.boot),
+            # Inherited by the reboot command, which hands it to the supervisor.
+            "LOCKSMITH_SIMHOST_AGENT": str(self.agent_generation),
+            **self.agent_env,
+        }
+        env.pop("NOTIFY_SOCKET", None)
+        return ProcessSpec(list(self.agent_argv), env, self.dir / "agent.log")
+
+    async def _start_agent(self) -> None:
+        self.agent_generation += 1  # before any await: from now on the old agent's reboot is refused
+        self._agent_started_at = time.time()
+        with (self.dir / "agent.log").open("a") as log:
+            log.write(f"--- {self.name} boot {self.boot} agent start ---\n")
+        self.agent = await start_process(self._agent_spec())
+
+    async def _supervise(self) -> None:
+        """Restart an agent that died while the host was up (not one stopped by a reboot)."""
+        while not self._stopping:
+            agent = self.agent
+            if agent is None:
+                await asyncio.sleep(0.05)
+                continue
+            await agent.wait()
+            if self._stopping or self.rebooting or agent is not self.agent:
+                await asyncio.sleep(0.05)
+                continue
+            await asyncio.sleep(self.restart_delay)
+            if not self.rebooting and agent is self.agent and not self._stopping:
+                self.agent_restarts += 1
+                await self._start_agent()
+
+    async def _on_reboot_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            words = (await reader.readline()).decode("ascii", "replace").split()
+            generation = words[1] if len(words) > 1 else None
+            if self.rebooting or self._stopping:
+                answer = "busy"
+            elif generation is not None and generation != str(self.agent_generation):
+                answer = "stale"  # its agent died and was replaced: systemd would have killed it
+            else:
+                answer = "ok"
+                # Decided here, before any await: from now on the supervisor restarts no agent.
+                self.rebooting = True
+                self.reboots += 1
+                self._reboot_task = asyncio.create_task(self._reboot())
+            writer.write(f"{answer}\n".encode())
+            with contextlib.suppress(OSError):  # the asker may be gone; an accepted reboot goes on
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def _event(self, what: str) -> None:
+        if self.on_event is None:
+            return
+        try:
+            await self.on_event(self, what)
+        except Exception as exc:
+            self.errors.append(f"{self.name}: on_event({what!r}) failed: {type(exc).__name__}: {exc}")
+
+    async def _reboot(self) -> None:
+        try:
+            await self._event("rebooting")
+            await stop_process(self.agent)
+            await self.engine.stop()
+            await asyncio.sleep(self.reboot_time)
+            self.boot += 1
+            await self._event("booted")
+            if self._stopping:
+                return
+            await self.engine.start(self, self.boot)
+            await self._start_agent()
+        finally:
+            self.rebooting = False
+
+    async def wait_for_name(self, name: str, proc: asyncio.subprocess.Process | None, within: float = 15.0) -> None:
+        """Wait until `name` has an owner on this host's bus (a service finished starting)."""
+        from dbus_fast import BusType, Message
+        from dbus_fast.aio import MessageBus
+
+        bus = await MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + within
+            while True:
+                reply = await bus.call(
+                    Message(
+                        destination="org.freedesktop.DBus",
+                        path="/org/freedesktop/DBus",
+                        interface="org.freedesktop.DBus",
+                        member="NameHasOwner",
+                        signature="s",
+                        body=[name],
+                    )
+                )
+                if reply is not None and reply.body and reply.body[0]:
+                    return
+                if proc is not None and proc.returncode is not None:
+                    raise RuntimeError(f"{self.name}: the service for {name} exited; see its log in {self.dir}")
+                if loop.time() > deadline:
+                    raise RuntimeError(f"{self.name}: {name} did not appear on the bus within {within}s")
+                await asyncio.sleep(0.05)
+        finally:
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()
+
+
+def _reboot_main(socket_path: str) -> int:
+    """The host's reboot command: ask the supervisor to reboot; exit 0 once it accepted."""
+    import socket
+
+    generation = os.environ.get("LOCKSMITH_SIMHOST_AGENT", "")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(socket_path)
+            s.sendall(f"reboot {generation}".strip().encode() + b"\n")
+            answer = s.makefile().readline().strip()
+    except OSError as exc:
+        print(f"simhost reboot: cannot reach the host supervisor at {socket_path}: {exc}", file=sys.stderr)
+        return 1
+    if answer != "ok":
+        print(f"simhost reboot: the supervisor answered {answer!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _engine_main(operation: str, version: str) -> int:
+    """FakeEngine's process: own com.coreos.update1 with a fixed status until SIGTERM."""
+    from harness.devtools.fake_update_engine import FakeUpdateEngine
+    from locksmith.bus.update_engine import UpdateStatus
+
+    progress = 1.0 if operation == "UPDATE_STATUS_UPDATED_NEED_REBOOT" else 0.0
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        engine = await FakeUpdateEngine(UpdateStatus(0, progress, operation, version, 0)).start()
+        try:
+            await stop.wait()
+        finally:
+            await engine.stop()
+
+    try:
+        asyncio.run(serve())
+    except Exception as exc:
+        print(f"simhost engine: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+USAGE = "usage: python -m harness.devtools.simhost reboot SOCKET | engine OPERATION NEW_VERSION"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "reboot":
+        return _reboot_main(args[1])
+    if len(args) == 3 and args[0] == "engine":
+        return _engine_main(args[1], args[2])
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""locksmithctl: manage the cluster-wide reboot lock, with the Go tool's flags and output.
+
+Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error. Every error is one line
+on stderr (`Error locking: <cause>`, ...); a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import NoReturn, TextIO
+
+import structlog
+
+from locksmith import __version__
+from locksmith.kv import KVError, KVStore, open_store
+from locksmith.lockstore import LockStore, Status
+from locksmith.machineid import MachineIdError, read_machine_id
+from locksmith.protocol.semaphore import SemaphoreError, semaphore_key
+from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
+
+PROG = "locksmithctl"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_TIMEOUT = 10.0
+
+# What the Go tool printed before the cause, per command.
+_ERROR_PREFIX = {
+    "status": "Error getting status",
+    "lock": "Error locking",
+    "unlock": "Error unlocking",
+    "set-max": "Error setting max",
+    "reboot": "Error rebooting",
+    "send-need-reboot": "Error sending need-reboot",
+}
+
+
+class CommandFailed(Exception):
+    """Ends a command with exit 1; str() is the whole one-line message."""
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse's own format, minus the full usage block: one line, exit 2.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{PROG} --help')\n")
+
+
+def _max_value(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid maximum value {text!r}: use a whole number, 0 or more") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid maximum value {text!r}: it cannot be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use seconds between 0 and 3600, e.g. 10")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Manage the cluster wide reboot lock.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help="print debug information to stderr")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on an unreachable store after this long (default {DEFAULT_TIMEOUT:g})",
+    )
+    add_config_arguments(parser, "cli")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    status = commands.add_parser("status", help="show the semaphore: free slots, max and holders")
+    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    for name, verb in (("lock", "Lock"), ("unlock", "Unlock")):
+        p = commands.add_parser(name, help=f"{verb} this machine or a given machine id for reboot")
+        p.add_argument("id", nargs="?", metavar="MACHINE-ID", help="default: this machine's id")
+    set_max = commands.add_parser("set-max", help="set the maximum number of lock holders")
+    set_max.add_argument("max", type=_max_value, metavar="N")
+    commands.add_parser("reboot", help="take the lock, then reboot via logind (root only)")
+    commands.add_parser("send-need-reboot", help="tell locksmithd an update is installed and needs a reboot")
+    return parser
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def format_age(seconds: float | None) -> str:
+    """Go-duration-like, coarse enough to read at a glance: 45s, 3m12s, 2h05m, 3d04h."""
+    if seconds is None:
+        return "unknown"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def print_status(status: Status, now: datetime, out: TextIO) -> None:
+    sem = status.semaphore
+    print(f"Available: {sem.semaphore}", file=out)
+    print(f"Max: {sem.max}", file=out)
+    if status.holders:
+        width = max(len("MACHINE ID"), *(len(h.id) for h in status.holders)) + 3
+        print(file=out)
+        print(f"{'MACHINE ID':<{width}}HELD FOR", file=out)
+        for h in status.holders:
+            print(f"{h.id:<{width}}{format_age(h.held_for(now))}", file=out)
+
+
+def status_json(status: Status, now: datetime) -> dict[str, object]:
+    sem = status.semaphore
+    return {
+        "key": status.key,
+        "available": sem.semaphore,
+        "max": sem.max,
+        "holders": [
+            {
+                "id": h.id,
+                "since": None if h.since is None else h.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "held_for_seconds": None if h.since is None else int(h.held_for(now) or 0),
+            }
+            for h in status.holders
+        ],
+    }
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+async def cmd_status(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    status = await store.status()
+    now = datetime.now(UTC)
+    if status.ages_problem:
+        print(f"Warning: holder ages unknown: {status.ages_problem}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(status_json(status, now), indent=2))
+    else:
+        print_status(status, now, sys.stdout)
+
+
+def _holder_id(args: argparse.Namespace, config: Config) -> str:
+    if args.id is not None:
+        if not args.id.strip():
+            raise CommandFailed("the machine id given is empty")
+        return str(args.id)
+    return read_machine_id(config.machine_id_file)
+
+
+async def cmd_lock(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    await store.lock(_holder_id(args, config))
+
+
+async def cmd_unlock(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    await store.unlock(_holder_id(args, config))
+
+
+async def cmd_set_max(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    old, new = await store.set_max(args.max)
+    print(f"Old-Max: {old}")
+    print(f"Max: {new}")
+
+
+async def cmd_reboot(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    from locksmith.bus.logind import RebootRequestError, request_reboot
+    from locksmith.bus.system import BusUnavailableError, connect_system_bus
+
+    if os.geteuid() != 0:
+        raise CommandFailed("Error rebooting: reboot must be run as root (try sudo locksmithctl reboot)")
+    machine_id = read_machine_id(config.machine_id_file)
+    held_before = (await store.get()).semaphore.holds(machine_id)
+    try:
+        await store.lock(machine_id)
+    except (SemaphoreError, KVError) as exc:
+        raise CommandFailed(f"Error locking: {exc}") from None
+    try:
+        bus = await connect_system_bus()
+        try:
+            await request_reboot(bus)
+        finally:
+            bus.disconnect()
+    except (BusUnavailableError, RebootRequestError) as exc:
+        # The reboot will not happen: give the slot back so the fleet is not blocked by us.
+        released = ""
+        if not held_before:
+            try:
+                await store.unlock(machine_id)
+                released = "; the lock was released"
+            except (SemaphoreError, KVError) as unlock_exc:
+                released = f"; releasing the lock failed too ({unlock_exc}): run '{PROG} unlock'"
+        raise CommandFailed(f"Error rebooting: {exc}{released}") from None
+
+
+async def cmd_send_need_reboot(config: Config, args: argparse.Namespace) -> None:
+    from locksmith.bus.system import BusUnavailableError, connect_system_bus
+    from locksmith.bus.update_engine import SendNeedRebootError, UpdateEngineRunningError, send_need_reboot
+
+    try:
+        bus = await connect_system_bus()
+        try:
+            await send_need_reboot(bus)
+        finally:
+            bus.disconnect()
+    except (BusUnavailableError, SendNeedRebootError, UpdateEngineRunningError) as exc:
+        raise CommandFailed(f"{_ERROR_PREFIX['send-need-reboot']}: {_one_line(exc)}") from None
+
+
+_STORE_COMMANDS: dict[str, Callable[[LockStore, Config, argparse.Namespace], Awaitable[None]]] = {
+    "status": cmd_status,
+    "lock": cmd_lock,
+    "unlock": cmd_unlock,
+    "set-max": cmd_set_max,
+    "reboot": cmd_reboot,
+}
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def _configure_logging(debug: bool) -> None:
+    # Library warnings (e.g. holder ages not recorded) go to stderr, never into our stdout output.
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if debug else logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _debug(args: argparse.Namespace, message: str) -> None:
+    if args.debug:
+        print(f"debug: {message}", file=sys.stderr)
+
+
+async def _run(args: argparse.Namespace, config: Config) -> None:
+    if args.command == "send-need-reboot":
+        await cmd_send_need_reboot(config, args)
+        return
+    # One --timeout bounds both a single request and the retries across endpoints.
+    options = dataclasses.replace(
+        config.kv, retry_budget=args.timeout, request_timeout=min(config.kv.request_timeout, args.timeout)
+    )
+    kv: KVStore = open_store(options)
+    try:
+        store = LockStore(kv, config.lock_group)
+        _debug(args, f"backend={options.backend} endpoints={','.join(e.original for e in options.endpoints)}")
+        _debug(args, f"key={store.key}")
+        await _STORE_COMMANDS[args.command](store, config, args)
+    finally:
+        await kv.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"{PROG} version {__version__}")
+        return EXIT_OK
+    if args.command is None:
+        parser.error("a command is required: status, lock, unlock, set-max, reboot or send-need-reboot")
+    _configure_logging(args.debug)
+    try:
+        config = load_config("cli", flags=flags_from_args(args, "cli"))
+        semaphore_key(config.lock_group)  # refuses groups Go would map onto another key
+    except (ConfigError, ValueError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in config.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+
+    prefix = _ERROR_PREFIX[args.command]
+    try:
+        asyncio.run(_run(args, config))
+    except CommandFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    except (SemaphoreError, KVError, MachineIdError, OSError) as exc:
+        print(f"{prefix}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line for the user, the details under --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prefix}: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --debug)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`locksmith-bootloader`: the boot-time half of A/B for disk image files (GRUB gptprio stand-in).
+
+  choose --disk IMG [--boot-record PATH]            pick the slot to boot (consuming a try), record it
+  mark-successful --disk IMG [--slot NAME|--booted] after a good boot: the slot sticks
+  status --disk IMG                                 both slots' attributes
+
+Exit codes: 0 done, 1 the disk or its slots are unusable (one-line reason on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from locksmith.disk.gpt import GptError
+from locksmith.disk.slots import (
+    SLOT_NAMES,
+    Slot,
+    SlotError,
+    booted_slot,
+    choose_boot,
+    mark_successful,
+    read_slots,
+    write_boot_record,
+)
+
+
+def format_slot(slot: Slot, booted: bool = False) -> str:
+    mark = " (booted)" if booted else ""
+    return (
+        f"{slot.name} partition={slot.number} partuuid={slot.partuuid} priority={slot.priority} "
+        f"tries={slot.tries} successful={int(slot.successful)}{mark}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="locksmith-bootloader", description="A/B USR slot selection on a GPT disk.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    choose = sub.add_parser("choose", help="choose the slot to boot, like GRUB's gptprio.next, and record it")
+    choose.add_argument("--disk", required=True, type=Path)
+    choose.add_argument("--boot-record", type=Path, help="where to record the choice (default <disk>.boot)")
+    ok = sub.add_parser("mark-successful", help="mark a slot as booted successfully (default: the booted one)")
+    ok.add_argument("--disk", required=True, type=Path)
+    which = ok.add_mutually_exclusive_group()
+    which.add_argument("--slot", choices=SLOT_NAMES)
+    which.add_argument("--booted", action="store_true", help="the slot in the boot record (the default)")
+    ok.add_argument("--boot-record", type=Path)
+    status = sub.add_parser("status", help="print both slots' gptprio attributes")
+    status.add_argument("--disk", required=True, type=Path)
+    status.add_argument("--boot-record", type=Path)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    disk: Path = args.disk
+    if args.command == "choose":
+        slot = choose_boot(disk)
+        record = write_boot_record(disk, slot, args.boot_record)
+        print(format_slot(slot))
+        print(f"boot record: {record}")
+    elif args.command == "mark-successful":
+        if args.slot:
+            slot = next(s for s in read_slots(disk) if s.name == args.slot)
+        else:
+            slot = booted_slot(disk, args.boot_record)
+        print(format_slot(mark_successful(disk, slot)))
+    else:
+        try:
+            booted: int | None = booted_slot(disk, args.boot_record).number
+        except SlotError:
+            booted = None  # never "booted" yet: status still shows the attributes
+        for slot in read_slots(disk):
+            print(format_slot(slot, booted=slot.number == booted))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except (GptError, SlotError) as exc:
+        print(f"locksmith-bootloader: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"locksmith-bootloader: {exc.filename or args.disk}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
