@@ -98,7 +98,9 @@ class UpdateEngineWatcher:
         return self._latest
 
     async def start(self) -> None:
-        """Subscribe and look up the current owner; raises only if the bus itself fails."""
+        """Subscribe and look up the current owner. Raises only if the bus itself fails (CallError) or
+        the daemon does not say who owns the name within START_TIMEOUT (TimeoutError); call stop()
+        after either."""
         if self._started:
             return
         self._started = True
