@@ -17,7 +17,7 @@ idle            one agent (default REBOOT_STRATEGY=etcd-lock on the embedded sto
                 (utime+stime from /proc/PID/stat), and wake-ups = voluntary + involuntary
                 context switches summed over all its threads (/proc/PID/task/*/status).
 signal → reboot REBOOT_STRATEGY=reboot, engine IDLE at start. Once the agent is idle the fake
-                engine changes to UPDATE_STATUS_UPDATED_NEED_REBOOT and emits StatusUpdate
+                engine changes to need-reboot (update1.NEED_REBOOT) and emits StatusUpdate
                 (t0 = just before the signal is sent). Two reboot actions, --trials each:
                   logind   the production path: the agent calls login1 Manager.Reboot(false)
                            on the bus; stamped when the fake logind receives the call;
@@ -189,10 +189,10 @@ def stamping_logind() -> Any:
             self.stamps: list[int] = []
             self.arrived = asyncio.Event()
 
-        def _on_message(self, msg: Any) -> Any:
+        def _reboot(self, msg: Any) -> Any:
             stamp = now_ns()
-            reply = super()._on_message(msg)
-            if msg.member == "Reboot" and reply is not None and len(self.calls) > len(self.stamps):
+            reply = super()._reboot(msg)
+            if len(self.calls) > len(self.stamps):
                 self.stamps.append(stamp)
                 self.arrived.set()
             return reply
@@ -308,7 +308,7 @@ async def measure_idle(bench: Bench, strategy: str, seconds: float) -> dict[str,
 
 
 async def measure_reboots(bench: Bench, engine: Any, logind: Any, fifo: Fifo, trials: int) -> dict[str, list[float]]:
-    from locksmith.bus.update_engine import UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT
+    from locksmith.protocol.update1 import NEED_REBOOT, Operation
 
     out: dict[str, list[float]] = {"logind": [], "command": []}
     commands = {
@@ -317,13 +317,13 @@ async def measure_reboots(bench: Bench, engine: Any, logind: Any, fifo: Fifo, tr
     }
     for trial in range(trials):
         for path in ("logind", "command") if trial % 2 == 0 else ("command", "logind"):
-            await engine.set_status(UPDATE_STATUS_IDLE, emit=False)
+            await engine.set_status(Operation.IDLE, emit=False)
             agent = await bench.start("reboot", commands[path])
             try:
                 await asyncio.sleep(0.3)
                 logind.arrived.clear()
                 t0 = now_ns()
-                await engine.set_status(UPDATE_STATUS_UPDATED_NEED_REBOOT)
+                await engine.set_status(NEED_REBOOT.current_operation)
                 if path == "logind":
                     async with asyncio.timeout(30):
                         await logind.arrived.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import httpx
@@ -35,18 +34,9 @@ def test_three_member_cluster_survives_leader_loss(etcd_cluster3: EtcdCluster) -
 
 
 async def test_private_bus_answers(dbus_bus: PrivateBus) -> None:
-    from dbus_fast import BusType, Message
-    from dbus_fast.aio import MessageBus
+    from locksmith.bus.system import call_daemon, connect_system_bus, disconnect
 
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="ListNames",
-        )
-    )
+    bus = await connect_system_bus()
+    reply = await call_daemon(bus, "ListNames")
     assert "org.freedesktop.DBus" in reply.body[0]
-    bus.disconnect()
-    await asyncio.sleep(0)
+    await disconnect(bus)

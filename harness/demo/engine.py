@@ -92,7 +92,7 @@ class DiskEngine:
         with (host.dir / "engine.log").open("a") as log:
             log.write(f"--- boot {boot}: {self.slot.name} version {self.version} ---\n")
         self.proc = await start_process(ProcessSpec(argv, env, host.dir / "engine.log"))
-        await host.wait_for_name("com.coreos.update1", self.proc)
+        await host.wait_for_engine(self.proc)
 
     async def stop(self) -> None:
         from harness.devtools.simhost import stop_process

@@ -1,6 +1,6 @@
 """`update_engine` for a simulated host: the real daemon, with this host's own boot id.
 
-The daemon reads the kernel's boot id to tell a daemon restart (keep UPDATED_NEED_REBOOT) from a
+The daemon reads the kernel's boot id to tell a daemon restart (keep a pending need-reboot) from a
 reboot (forget it). Simulated hosts share the machine's kernel, so each host's "boot" writes a new id
 to a file and this wrapper points the daemon at it; everything else is `update_engine` unchanged.
 

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
 from harness.demo.engine import DiskEngine, EngineTiming
-from harness.demo.enginestatus import get_status
 from harness.demo.hoststate import AgentLogTail, HostState
 from harness.demo.release import Releases, prepare
 from harness.demo.semwatch import SemaphoreWatch
@@ -34,12 +32,15 @@ from harness.demo.tracks import (
 )
 from harness.devtools.omaha_server import DevServer
 from harness.devtools.simhost import SimHost
+from locksmith.bus.system import BusUnavailableError, CallError, connect_system_bus, disconnect
+from locksmith.bus.update_engine import UpdateEngineWatcher
 from locksmith.disk.layout import make_coreos_disk
 from locksmith.disk.slots import read_slots
 from locksmith.kv import KVError, KVOptions, open_store, parse_endpoints
 from locksmith.kv.base import KVStore
 from locksmith.lockstore import LockStore
 from locksmith.protocol.semaphore import NotHeld, SemaphoreError
+from locksmith.protocol.update1 import Status
 
 if TYPE_CHECKING:  # started only when asked for
     from harness.devtools.etcd import EtcdCluster
@@ -82,7 +83,8 @@ class Fleet:
         self.states: list[HostState] = []
         self.tracks: list[HostTrack] = []
         self._tails: list[AgentLogTail] = []
-        self._buses: dict[str, MessageBus] = {}
+        # Per host: a bus connection and the watcher following its engine (the live view's source).
+        self._watchers: dict[str, tuple[MessageBus, UpdateEngineWatcher]] = {}
 
     @property
     def new_version(self) -> str:
@@ -225,26 +227,29 @@ class Fleet:
             with contextlib.suppress(Exception):  # a disk being rewritten right now: keep the last reading
                 slots = await asyncio.to_thread(read_slots, engine.disk)
                 state.committed = next(s for s in slots if s.number == engine.slot.number).successful
-        status = None
-        bus = await self._bus(host)
-        if bus is not None:
-            status = await get_status(bus, within=1.0)
-            if status is None and not bus.connected:
-                self._buses.pop(host.name, None)
+        status = await self._engine_status(host)
         if status is None:
             state.engine = "down"
         else:
-            state.engine, state.progress = status.operation, status.progress
+            state.engine, state.progress = status.current_operation.short, status.progress
 
-    async def _bus(self, host: SimHost) -> MessageBus | None:
-        bus = self._buses.get(host.name)
-        if bus is None or not bus.connected:
+    async def _engine_status(self, host: SimHost) -> Status | None:
+        """The host engine's latest status as the watcher saw it; None while no engine owns the name."""
+        entry = self._watchers.get(host.name)
+        if entry is None or not entry[0].connected:
             try:
-                bus = await MessageBus(bus_address=host.bus_address, bus_type=BusType.SYSTEM).connect()
-            except (OSError, EOFError):
+                bus = await connect_system_bus(host.bus_address)
+            except BusUnavailableError:
                 return None
-            self._buses[host.name] = bus
-        return bus
+            watcher = UpdateEngineWatcher(bus)
+            try:
+                await watcher.start()
+            except (CallError, TimeoutError):
+                await disconnect(bus)
+                return None
+            entry = self._watchers[host.name] = (bus, watcher)
+        _bus, watcher = entry
+        return watcher.latest if watcher.owner is not None else None
 
     def _extend(self, s: HostState, t: HostTrack, now: float) -> None:
         rebooting = s.state in ("rebooting", "down")
@@ -275,9 +280,11 @@ class Fleet:
 
     async def stop(self) -> list[str]:
         """Stop everything started; give back any lock a demo host still holds. Returns what it freed."""
-        for bus in self._buses.values():
-            bus.disconnect()
-        self._buses.clear()
+        for bus, watcher in self._watchers.values():
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+            await disconnect(bus)
+        self._watchers.clear()
         await asyncio.gather(*(h.stop() for h in self.hosts), return_exceptions=True)
         freed = await self._free_locks()
         if self.semwatch is not None:

@@ -18,9 +18,11 @@ import os
 import sys
 from pathlib import Path
 
-from harness.demo.enginestatus import get_status
+from locksmith.bus.system import BusUnavailableError, CallError, connect_system_bus, disconnect
+from locksmith.bus.update_engine import get_status
 from locksmith.disk.gpt import GptError
 from locksmith.disk.slots import SlotError, booted_slot, mark_successful
+from locksmith.protocol.update1 import MalformedStatus, Operation
 from locksmith.updateengine.pack import PackError, read_release_from_slot
 
 
@@ -29,22 +31,19 @@ class Unhealthy(Exception):
 
 
 async def _engine_answers() -> str:
-    from dbus_fast import BusType
-    from dbus_fast.aio import MessageBus
-
     try:
-        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    except Exception as exc:
+        bus = await connect_system_bus()
+    except BusUnavailableError as exc:
         raise Unhealthy(f"no system bus: {exc}") from None
     try:
-        status = await get_status(bus)
+        status = await get_status(bus, within=2.0)
+    except (CallError, MalformedStatus) as exc:
+        raise Unhealthy(f"update engine does not answer GetStatus: {exc}") from None
     finally:
-        bus.disconnect()
-    if status is None:
-        raise Unhealthy("update engine does not answer GetStatus")
-    if status.operation == "reporting-error-event":
+        await disconnect(bus)
+    if status.current_operation is Operation.REPORTING_ERROR_EVENT:
         raise Unhealthy("update engine is reporting an error")
-    return status.operation
+    return status.current_operation.short
 
 
 def check(disk: Path, broken_version: str | None) -> str:

@@ -15,17 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dbus_fast import Message, MessageType, NameFlag, RequestNameReply
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message
 
+from harness.devtools.fake_service import FakeService, serve_until_stopped
 from locksmith.bus.logind import LOGIND_INTERFACE, LOGIND_NAME, LOGIND_PATH
-from locksmith.bus.system import connect_system_bus
+from locksmith.bus.system import Method, MethodError
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +51,10 @@ class FakeSession:
         return f"{LOGIND_PATH}/session/_{self.session_id}"
 
 
-class FakeLogind:
+class FakeLogind(FakeService):
     """Owns org.freedesktop.login1 on its own connection to the system bus (DBUS_SYSTEM_BUS_ADDRESS)."""
+
+    name, path, interface = LOGIND_NAME, LOGIND_PATH, LOGIND_INTERFACE
 
     def __init__(
         self,
@@ -65,57 +67,31 @@ class FakeLogind:
         self.sessions = list(sessions)
         self.refuse_reboot = refuse_reboot
         self.calls: list[RebootCall] = []
-        self._bus: MessageBus | None = None
         self._rebooted = asyncio.Event()
-
-    async def start(self) -> FakeLogind:
-        bus = await connect_system_bus()
-        reply = await bus.request_name(LOGIND_NAME, NameFlag.DO_NOT_QUEUE)
-        if reply is not RequestNameReply.PRIMARY_OWNER:
-            bus.disconnect()
-            raise RuntimeError(f"{LOGIND_NAME} is already owned on this bus; is a real logind running there?")
-        bus.add_message_handler(self._on_message)
-        self._bus = bus
-        return self
-
-    async def stop(self) -> None:
-        if self._bus is not None:
-            self._bus.disconnect()
-            await self._bus.wait_for_disconnect()
-            self._bus = None
 
     async def wait_for_reboot(self) -> RebootCall:
         """The first recorded Reboot call, waiting for it if needed."""
         await self._rebooted.wait()
         return self.calls[0]
 
-    async def __aenter__(self) -> FakeLogind:
-        return await self.start()
+    def methods(self) -> Mapping[str, Method]:
+        return {"Reboot": self._reboot, "ListSessions": self._list_sessions}
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _reboot(self, msg: Message) -> tuple[str, list[Any]]:
+        if msg.signature != "b":
+            raise MethodError("org.freedesktop.DBus.Error.InvalidArgs", "Reboot takes (b)")
+        if self.refuse_reboot is not None:
+            raise MethodError("org.freedesktop.DBus.Error.AccessDenied", self.refuse_reboot)
+        call = RebootCall(interactive=bool(msg.body[0]), sender=msg.sender)
+        self.calls.append(call)
+        if self.record_file is not None:
+            with self.record_file.open("a") as f:
+                f.write(json.dumps({"interactive": call.interactive, "sender": call.sender}) + "\n")
+        self._rebooted.set()
+        return "", []
 
-    def _on_message(self, msg: Message) -> Message | None:
-        if msg.message_type is not MessageType.METHOD_CALL or msg.path != LOGIND_PATH:
-            return None
-        if msg.interface not in (LOGIND_INTERFACE, None):
-            return None
-        if msg.member == "Reboot":
-            if msg.signature != "b":
-                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "Reboot takes (b)")
-            if self.refuse_reboot is not None:
-                return Message.new_error(msg, "org.freedesktop.DBus.Error.AccessDenied", self.refuse_reboot)
-            call = RebootCall(interactive=bool(msg.body[0]), sender=msg.sender)
-            self.calls.append(call)
-            if self.record_file is not None:
-                with self.record_file.open("a") as f:
-                    f.write(json.dumps({"interactive": call.interactive, "sender": call.sender}) + "\n")
-            self._rebooted.set()
-            return Message.new_method_return(msg)
-        if msg.member == "ListSessions":
-            body = [[s.session_id, s.uid, s.user, s.seat, s.object_path] for s in self.sessions]
-            return Message.new_method_return(msg, "a(susso)", [body])
-        return None
+    def _list_sessions(self, _msg: Message) -> tuple[str, list[Any]]:
+        return "a(susso)", [[[s.session_id, s.uid, s.user, s.seat, s.object_path] for s in self.sessions]]
 
 
 def read_recorded_calls(record_file: Path) -> list[RebootCall]:
@@ -134,30 +110,16 @@ def _parse_session(index: int, text: str) -> FakeSession:
     return FakeSession(session_id=str(index + 1), uid=int(uid or 1000), user=user, tty=tty)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    sessions = [_parse_session(i, s) for i, s in enumerate(args.session)]
-    logind = await FakeLogind(record_file=args.record, sessions=sessions, refuse_reboot=args.refuse).start()
-    print("ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await logind.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fake_logind", description=__doc__.splitlines()[0])
     parser.add_argument("--record", type=Path, help="append each Reboot call to this JSON-lines file")
     parser.add_argument("--session", action="append", default=[], help="USER:UID:TTY listed by ListSessions")
     parser.add_argument("--refuse", metavar="TEXT", help="refuse Reboot with AccessDenied and this text")
     args = parser.parse_args(argv)
-    try:
-        asyncio.run(_serve(args))
-    except Exception as exc:
-        print(f"fake_logind: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    sessions = [_parse_session(i, s) for i, s in enumerate(args.session)]
+    return serve_until_stopped(
+        "fake_logind", FakeLogind(record_file=args.record, sessions=sessions, refuse_reboot=args.refuse)
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,8 @@ async def stop_process(proc: asyncio.subprocess.Process | None, grace: float = 5
 
 
 class FakeEngine:
-    """The test update engine (harness.devtools.fake_update_engine's service) in its own process:
-    UPDATED_NEED_REBOOT on boot 0, IDLE afterwards. The status is set before the engine takes its
+    """The test update engine (harness.devtools.fake_update_engine) in its own process: an
+    installed update (need reboot) on boot 0, IDLE afterwards. The status is set before the engine takes its
     bus name, so the agent's first GetStatus already sees it (no signal to race with)."""
 
     def __init__(self, new_version: str = "2.0.0") -> None:
@@ -87,12 +87,14 @@ class FakeEngine:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, host: SimHost, boot: int) -> None:
-        status = "UPDATE_STATUS_UPDATED_NEED_REBOOT" if boot == 0 else "UPDATE_STATUS_IDLE"
-        version = self.new_version if boot == 0 else "0.0.0.0"
-        argv = [sys.executable, "-m", "harness.devtools.simhost", "engine", status, version]
+        from locksmith.protocol.update1 import NEED_REBOOT, NO_VERSION, Operation
+
+        status = NEED_REBOOT.current_operation if boot == 0 else Operation.IDLE
+        version = self.new_version if boot == 0 else NO_VERSION
+        argv = [sys.executable, "-m", "harness.devtools.fake_update_engine", "--status", status.value]
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": host.bus_address}
-        self.proc = await start_process(ProcessSpec(argv, env, host.dir / "engine.log"))
-        await host.wait_for_name("com.coreos.update1", self.proc)
+        self.proc = await start_process(ProcessSpec([*argv, "--new-version", version], env, host.dir / "engine.log"))
+        await host.wait_for_engine(self.proc)
 
     async def stop(self) -> None:
         await stop_process(self.proc)
@@ -328,37 +330,28 @@ class SimHost:
         finally:
             self.rebooting = False
 
+    async def wait_for_engine(self, proc: asyncio.subprocess.Process | None) -> None:
+        """Wait until the update engine owns its name on this host's bus."""
+        from locksmith.protocol import update1
+
+        await self.wait_for_name(update1.SERVICE, proc)
+
     async def wait_for_name(self, name: str, proc: asyncio.subprocess.Process | None, within: float = 15.0) -> None:
         """Wait until `name` has an owner on this host's bus (a service finished starting)."""
-        from dbus_fast import BusType, Message
-        from dbus_fast.aio import MessageBus
+        from locksmith.bus.system import connect_system_bus, disconnect, name_has_owner
 
-        bus = await MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect()
+        bus = await connect_system_bus(self.bus_address)
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + within
-            while True:
-                reply = await bus.call(
-                    Message(
-                        destination="org.freedesktop.DBus",
-                        path="/org/freedesktop/DBus",
-                        interface="org.freedesktop.DBus",
-                        member="NameHasOwner",
-                        signature="s",
-                        body=[name],
-                    )
-                )
-                if reply is not None and reply.body and reply.body[0]:
-                    return
+            while not await name_has_owner(bus, name):
                 if proc is not None and proc.returncode is not None:
                     raise RuntimeError(f"{self.name}: the service for {name} exited; see its log in {self.dir}")
                 if loop.time() > deadline:
                     raise RuntimeError(f"{self.name}: {name} did not appear on the bus within {within}s")
                 await asyncio.sleep(0.05)
         finally:
-            bus.disconnect()
-            with contextlib.suppress(Exception):
-                await bus.wait_for_disconnect()
+            await disconnect(bus)
 
 
 def _reboot_main(socket_path: str) -> int:
@@ -381,41 +374,13 @@ def _reboot_main(socket_path: str) -> int:
     return 0
 
 
-def _engine_main(operation: str, version: str) -> int:
-    """FakeEngine's process: own com.coreos.update1 with a fixed status until SIGTERM."""
-    from harness.devtools.fake_update_engine import FakeUpdateEngine
-    from locksmith.bus.update_engine import UpdateStatus
-
-    progress = 1.0 if operation == "UPDATE_STATUS_UPDATED_NEED_REBOOT" else 0.0
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        engine = await FakeUpdateEngine(UpdateStatus(0, progress, operation, version, 0)).start()
-        try:
-            await stop.wait()
-        finally:
-            await engine.stop()
-
-    try:
-        asyncio.run(serve())
-    except Exception as exc:
-        print(f"simhost engine: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-USAGE = "usage: python -m harness.devtools.simhost reboot SOCKET | engine OPERATION NEW_VERSION"
+USAGE = "usage: python -m harness.devtools.simhost reboot SOCKET"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 2 and args[0] == "reboot":
         return _reboot_main(args[1])
-    if len(args) == 3 and args[0] == "engine":
-        return _engine_main(args[1], args[2])
     print(USAGE, file=sys.stderr)
     return 2
 

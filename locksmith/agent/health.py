@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from locksmith.agent.hooks import run_command
+from locksmith.bus.system import CallError, call
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
@@ -80,33 +80,16 @@ async def unit_active_state(bus: MessageBus, unit: str, limit: float) -> str:
     """systemd's ActiveState of `unit` ("active", "failed", …), or a short reason it is unknown."""
     try:
         async with asyncio.timeout(limit):
-            reply = await bus.call(
-                Message(
-                    destination=SYSTEMD,
-                    path=SYSTEMD_PATH,
-                    interface=SYSTEMD_MANAGER,
-                    member="GetUnit",
-                    signature="s",
-                    body=[unit],
-                )
-            )
-            if reply is None or reply.message_type == MessageType.ERROR:
-                name = reply.error_name if reply is not None else "no reply"
-                return "not loaded" if name == f"{SYSTEMD}.NoSuchUnit" else f"unknown ({name})"
-            reply = await bus.call(
-                Message(
-                    destination=SYSTEMD,
-                    path=reply.body[0],
-                    interface="org.freedesktop.DBus.Properties",
-                    member="Get",
-                    signature="ss",
-                    body=[SYSTEMD_UNIT, "ActiveState"],
-                )
+            unit_path = (await call(bus, SYSTEMD, SYSTEMD_PATH, SYSTEMD_MANAGER, "GetUnit", "s", [unit])).body[0]
+            reply = await call(
+                bus, SYSTEMD, unit_path, "org.freedesktop.DBus.Properties", "Get", "ss", [SYSTEMD_UNIT, "ActiveState"]
             )
     except TimeoutError:
         return f"unknown (systemd did not answer in {limit:g}s)"
-    if reply is None or reply.message_type == MessageType.ERROR:
-        return f"unknown ({reply.error_name if reply else 'no reply'})"
+    except CallError as exc:
+        if exc.error_name == f"{SYSTEMD}.NoSuchUnit":
+            return "not loaded"
+        return f"unknown ({exc.error_name or exc.detail or 'no reply'})"
     value = reply.body[0].value if reply.body else None
     return value if isinstance(value, str) else "unknown (bad ActiveState)"
 

@@ -21,8 +21,11 @@ from locksmith.agent.health import HealthGate
 from locksmith.agent.machine import Agent
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
 from locksmith.agent.settings import AgentSettings
-from locksmith.agent.wiring import LazyBus, observers_for, session_checks, update_statuses
+from locksmith.agent.wiring import observers_for, session_checks
+from locksmith.bus.system import LazyBus
+from locksmith.bus.update_engine import update_statuses
 from locksmith.machineid import MachineIdError, read_machine_id
+from locksmith.protocol import update1
 from locksmith.settings.config import (
     DEFAULT_PATHS,
     Config,
@@ -34,8 +37,8 @@ from locksmith.settings.config import (
 from locksmith.settings.duration import parse_duration
 from locksmith.strategy import StrategyContext, StrategyError, load_strategy
 
-DESCRIPTION = """\
-Reboot this host when the update engine reports UPDATE_STATUS_UPDATED_NEED_REBOOT, as the reboot
+DESCRIPTION = f"""\
+Reboot this host when the update engine reports {update1.NEED_REBOOT.current_operation.value}, as the reboot
 strategy allows: at once (reboot), holding a slot of the semaphore in etcd or the embedded store
 (etcd-lock), etcd-lock when the store answers else reboot (best-effort, the default), through a
 FleetLock server (fleetlock), or never (off: locksmithd exits 0 at once, as CoreOS's did).

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Final, Literal
 
 import structlog
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from locksmith.bus.logind import LOGIND_INTERFACE, LOGIND_NAME, LOGIND_PATH
+from locksmith.bus.logind import list_session_rows
+from locksmith.bus.system import CallError
 
 DEFAULT_UTMP: Final = Path("/var/run/utmp")
 USER_PROCESS: Final = 7
@@ -72,17 +72,12 @@ async def list_sessions(bus: MessageBus | None, *, utmp_path: Path = DEFAULT_UTM
     """Current logins: from logind when it answers on `bus`, else from utmp."""
     if bus is not None and bus.connected:
         try:
-            reply = await bus.call(
-                Message(destination=LOGIND_NAME, path=LOGIND_PATH, interface=LOGIND_INTERFACE, member="ListSessions")
-            )
-        except Exception as exc:
+            rows = await list_session_rows(bus)
+        except (CallError, ValueError) as exc:
             _log.info("logind-unavailable", error=str(exc), fallback="utmp")
         else:
-            if reply is not None and reply.message_type is MessageType.METHOD_RETURN and reply.signature == "a(susso)":
-                # (session id, uid, user name, seat, object path); the tty is not part of this call.
-                return [Session(user=str(row[2]), tty="", source="logind") for row in reply.body[0] if row[2]]
-            detail = reply.error_name if reply is not None else "no reply"
-            _log.info("logind-unavailable", error=detail, fallback="utmp")
+            # The tty is not part of this call.
+            return [Session(user=str(row[2]), tty="", source="logind") for row in rows if row[2]]
     return read_utmp(utmp_path)
 
 

@@ -5,70 +5,18 @@ hands over to the module that does the job."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
-from dbus_fast.aio import MessageBus
 
 from locksmith.agent.machine import Observer
 from locksmith.agent.states import COORDINATOR_STATE, State
-from locksmith.bus.system import BusUnavailableError, connect_system_bus
-from locksmith.bus.update_engine import UpdateEngineWatcher, UpdateStatus
+from locksmith.bus.system import LazyBus
 from locksmith.settings.config import Config
 
 log = structlog.get_logger("locksmith.agent")
-
-BUS_RETRY_MAX = 30.0
-
-
-class LazyBus:
-    """One system-bus connection, made on first use and remade if it drops; waits (with a capped
-    back-off) while the bus is absent instead of crash-looping."""
-
-    def __init__(self) -> None:
-        self._bus: MessageBus | None = None
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> MessageBus:
-        async with self._lock:
-            if self._bus is not None and self._bus.connected:
-                return self._bus
-            delay = 0.5
-            while True:
-                try:
-                    self._bus = await connect_system_bus()
-                    return self._bus
-                except BusUnavailableError as exc:
-                    log.warning("bus.unavailable", reason=str(exc), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, BUS_RETRY_MAX)
-
-    async def close(self) -> None:
-        if self._bus is not None:
-            self._bus.disconnect()
-            with contextlib.suppress(Exception):
-                await self._bus.wait_for_disconnect()
-            self._bus = None
-
-
-async def update_statuses(bus: LazyBus) -> AsyncIterator[UpdateStatus]:
-    """Every status the update engine reports (the watcher trusts only the name's owner, and
-    re-asks GetStatus whenever the engine (re)appears). Reconnects if the bus drops."""
-    while True:
-        connection = await bus.get()
-        watcher = UpdateEngineWatcher(connection)
-        try:
-            await watcher.start()
-            async for status in watcher:
-                yield status
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        log.warning("update-engine.watch-ended", detail="reconnecting to the bus")
-        await asyncio.sleep(1.0)
 
 
 def observers_for(

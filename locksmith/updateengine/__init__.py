@@ -1,1 +1,1 @@
-"""Our update engine: the com.coreos.update1 D-Bus service, Omaha updates, A/B USR install."""
+"""Our update engine: the `update1.SERVICE` D-Bus service, Omaha updates, A/B USR install."""

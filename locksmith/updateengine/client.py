@@ -1,27 +1,27 @@
-"""`update_engine_client`: CoreOS's flags (`-flag` or `--flag`) over com.coreos.update1."""
+"""`update_engine_client`: CoreOS's flags (`-flag` or `--flag`) over the engine's D-Bus interface.
+
+`-update` and `-watch_for_updates` follow the engine through the same watcher as locksmithd: a
+StatusUpdate counts only when it comes from the owner of `update1.SERVICE`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
+from typing import TextIO
 
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from locksmith.updateengine.busutil import (
-    INTERFACE,
-    OBJECT_PATH,
-    SERVICE_NAME,
-    BusUnavailable,
-    connect_system_bus,
-)
-from locksmith.updateengine.status import Operation, Status
+from locksmith.bus.system import NO_OWNER_ERRORS, BusUnavailableError, CallError, connect_system_bus
+from locksmith.bus.update_engine import UpdateEngineWatcher, call_engine, get_status
+from locksmith.logging import configure_logging
+from locksmith.protocol import update1
+from locksmith.protocol.update1 import MalformedStatus, Operation, Status
 
-MATCH_RULE = f"type='signal',interface='{INTERFACE}',member='StatusUpdate',path='{OBJECT_PATH}'"
 # Signals carry the news; this poll only guards against a lost signal.
 POLL_SECONDS = 5.0
+NOT_RUNNING = f"{update1.SERVICE} is not running on the system bus; start update-engine.service"
 
 
 class ClientError(Exception):
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     actions = {
         "check_for_update": "ask the engine to check for an update now (AttemptUpdate) and return",
         "status": "print the engine's status as KEY=VALUE lines",
-        "reset_status": "reset an UPDATED_NEED_REBOOT engine to IDLE (ResetStatus)",
+        "reset_status": "reset an engine that waits for a reboot to IDLE (ResetStatus)",
         "update": "check for an update and follow it; exit 0 once a reboot is needed, 1 otherwise",
         "watch_for_updates": "print every StatusUpdate signal until interrupted",
     }
@@ -44,49 +44,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _call(bus: MessageBus, member: str) -> list[object]:
-    reply = await bus.call(Message(destination=SERVICE_NAME, path=OBJECT_PATH, interface=INTERFACE, member=member))
-    assert reply is not None
-    if reply.message_type == MessageType.ERROR:
-        if reply.error_name in (
-            "org.freedesktop.DBus.Error.ServiceUnknown",
-            "org.freedesktop.DBus.Error.NameHasNoOwner",
-        ):
-            raise ClientError(f"{SERVICE_NAME} is not running on the system bus; start update-engine.service")
-        detail = reply.body[0] if reply.body else ""
-        raise ClientError(f"{member} failed: {reply.error_name}: {detail}")
-    return list(reply.body)
+def _client_error(exc: CallError) -> ClientError:
+    if exc.error_name in NO_OWNER_ERRORS:
+        return ClientError(NOT_RUNNING)
+    return ClientError(f"{exc.member} failed: {exc.error_name or 'no answer'}: {exc.detail}")
+
+
+async def _call(bus: MessageBus, member: str) -> None:
+    try:
+        await call_engine(bus, member)
+    except CallError as exc:
+        raise _client_error(exc) from None
 
 
 async def _status(bus: MessageBus) -> Status:
     try:
-        return Status.from_dbus(await _call(bus, "GetStatus"))
-    except ValueError as exc:
+        return await get_status(bus)
+    except CallError as exc:
+        raise _client_error(exc) from None
+    except MalformedStatus as exc:
         raise ClientError(f"GetStatus returned an unexpected reply: {exc}") from None
 
 
-async def _subscribe(bus: MessageBus) -> asyncio.Queue[Status]:
+async def _follow(bus: MessageBus) -> asyncio.Queue[Status]:
+    """Every status the engine's owner reports from now on, its GetStatus answer first."""
     queue: asyncio.Queue[Status] = asyncio.Queue()
-
-    def handler(msg: Message) -> None:
-        if msg.message_type == MessageType.SIGNAL and msg.interface == INTERFACE and msg.member == "StatusUpdate":
-            # A malformed signal is not ours to crash on.
-            with contextlib.suppress(ValueError):
-                queue.put_nowait(Status.from_dbus(list(msg.body)))
-
-    bus.add_message_handler(handler)
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[MATCH_RULE],
-        )
-    )
-    if reply is None or reply.message_type == MessageType.ERROR:
-        raise ClientError("cannot subscribe to StatusUpdate signals on the system bus")
+    watcher = UpdateEngineWatcher(bus, on_status=queue.put_nowait)
+    try:
+        await watcher.start()
+    except (CallError, TimeoutError) as exc:
+        raise ClientError(f"cannot follow the update engine's status: {exc}") from None
+    if watcher.owner is None:
+        raise ClientError(NOT_RUNNING)
     return queue
 
 
@@ -98,9 +87,9 @@ async def _next(bus: MessageBus, queue: asyncio.Queue[Status]) -> Status:
 
 
 async def _update(bus: MessageBus) -> int:
-    queue = await _subscribe(bus)
-    before = await _status(bus)
-    if before.current_operation is Operation.UPDATED_NEED_REBOOT:
+    queue = await _follow(bus)
+    before = await _next(bus, queue)
+    if before.needs_reboot:
         print("Update already applied; reboot to use it.")
         return 0
     await _call(bus, "AttemptUpdate")
@@ -110,7 +99,7 @@ async def _update(bus: MessageBus) -> int:
     while True:
         status = await _next(bus, queue)
         op = status.current_operation
-        if op is Operation.UPDATED_NEED_REBOOT:
+        if status.needs_reboot:
             print(f"Update installed: {status.new_version}; reboot needed.")
             return 0
         if op is Operation.REPORTING_ERROR_EVENT:
@@ -124,14 +113,14 @@ async def _update(bus: MessageBus) -> int:
                 print(f"Downloading: {status.progress * 100:.0f}%")
 
 
-async def _watch(bus: MessageBus) -> int:
-    queue = await _subscribe(bus)
-    sys.stdout.write((await _status(bus)).as_lines())
-    sys.stdout.flush()
+async def _watch(bus: MessageBus, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    queue = await _follow(bus)
+    status = await _next(bus, queue)  # the current status first
     while True:
+        out.write(status.as_lines())
+        out.flush()
         status = await queue.get()
-        sys.stdout.write(status.as_lines())
-        sys.stdout.flush()
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -154,9 +143,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Our stdout is the status lines: the watcher's warnings (a spoofed signal, …) go to stderr.
+    configure_logging(level="warning")
     try:
         return asyncio.run(_run(args))
-    except (ClientError, BusUnavailable) as exc:
+    except (ClientError, BusUnavailableError) as exc:
         print(f"update_engine_client: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""`update_engine`: the com.coreos.update1 service on the system bus (DBUS_SYSTEM_BUS_ADDRESS honoured)."""
+"""`update_engine`: the `update1.SERVICE` D-Bus service on the system bus (DBUS_SYSTEM_BUS_ADDRESS honoured)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import structlog
 
+from locksmith.bus.system import BusUnavailableError, NameTakenError, connect_system_bus
 from locksmith.machineid import DEFAULT_MACHINE_ID_PATH, MachineIdError, read_machine_id
+from locksmith.protocol import update1
 from locksmith.updateengine import engineconfig
-from locksmith.updateengine.busutil import BusUnavailable, connect_system_bus
 from locksmith.updateengine.engine import Identity, UpdateEngine
 from locksmith.updateengine.scheduler import Scheduler
-from locksmith.updateengine.service import ManagerInterface, NameTaken, export
+from locksmith.updateengine.service import ManagerInterface, export
 from locksmith.updateengine.target import SlotTarget
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
@@ -25,7 +26,7 @@ BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="update_engine", description="The com.coreos.update1 update engine (Omaha client, A/B USR installer)."
+        prog="update_engine", description=f"The {update1.SERVICE} update engine (Omaha client, A/B USR installer)."
     )
     files = engineconfig.DEFAULT_FILES
     p.add_argument("--update-conf", type=Path, default=files[0], help=f"admin config (default {files[0]})")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return asyncio.run(_serve(args))
-    except (engineconfig.ConfigError, MachineIdError, BusUnavailable, NameTaken) as exc:
+    except (engineconfig.ConfigError, MachineIdError, BusUnavailableError, NameTakenError) as exc:
         print(f"update_engine: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """The update state machine, independent of D-Bus:
 
 IDLE → CHECKING_FOR_UPDATE → (noupdate → IDLE) | UPDATE_AVAILABLE → DOWNLOADING → VERIFYING → FINALIZING →
-UPDATED_NEED_REBOOT (sticky until reboot). Any failure → REPORTING_ERROR_EVENT → IDLE, with the inactive
-slot left unbootable and the active slot untouched (we never open it for writing).
+need-reboot (`update1.NEED_REBOOT`'s operation, sticky until reboot). Any failure → REPORTING_ERROR_EVENT →
+IDLE, with the inactive slot left unbootable and the active slot untouched (we never open it for writing).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import structlog
 
 from locksmith.protocol import omaha
 from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
+from locksmith.protocol.update1 import NEED_REBOOT, NO_VERSION, Operation, Status
 from locksmith.updateengine.engineconfig import EngineConfig
-from locksmith.updateengine.status import NO_VERSION, Operation, Status
 from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
 
 log = structlog.get_logger("update_engine")
@@ -185,20 +185,18 @@ class UpdateEngine:
         except (OSError, ValueError):
             return
         if isinstance(saved, dict) and saved.get("boot_id") == self.identity.boot_id:
-            self._status = Status(
+            self._status = NEED_REBOOT.evolve(
                 last_checked_time=int(saved.get("last_checked_time", 0)),
-                progress=1.0,
-                current_operation=Operation.UPDATED_NEED_REBOOT,
                 new_version=str(saved.get("new_version", NO_VERSION)),
                 new_size=int(saved.get("new_size", 0)),
             )
 
     def reset_status(self) -> None:
-        """CoreOS semantics: allowed from IDLE (no-op) and UPDATED_NEED_REBOOT (forget the update)."""
+        """CoreOS semantics: allowed from IDLE (no-op) and need-reboot (forget the update)."""
         op = self._status.current_operation
         if op is Operation.IDLE:
             return
-        if op is not Operation.UPDATED_NEED_REBOOT:
+        if not self._status.needs_reboot:
             raise ValueError(f"ResetStatus is not allowed while {op.value}; wait for IDLE or NEED_REBOOT")
         # Forgetting the update means the next boot must not pick it up.
         self.target.discard()
@@ -287,7 +285,7 @@ class UpdateEngine:
                 }
             ),
         )
-        self._enter(Operation.UPDATED_NEED_REBOOT)
+        self._enter(NEED_REBOOT.current_operation)
         await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.SUCCESS))
 
     async def _download(self, codebase: str, offer: UpdateOffer) -> None:

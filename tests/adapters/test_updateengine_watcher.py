@@ -1,4 +1,4 @@
-"""The update-engine watcher on a real dbus-daemon: trust only the owner of com.coreos.update1."""
+"""The update-engine watcher on a real dbus-daemon: trust only the owner of the engine's name."""
 
 from __future__ import annotations
 
@@ -14,29 +14,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.devtools.fake_update_engine import FakeUpdateEngine
-from locksmith.bus.system import DBUS_INTERFACE, DBUS_PATH
+from locksmith.bus.system import DBUS_INTERFACE, DBUS_PATH, get_name_owner
 from locksmith.bus.update_engine import (
-    STATUS_SIGNAL,
-    STATUS_SIGNATURE,
-    UPDATE_ENGINE_INTERFACE,
-    UPDATE_ENGINE_NAME,
-    UPDATE_ENGINE_PATH,
-    UPDATE_STATUS_DOWNLOADING,
-    UPDATE_STATUS_IDLE,
-    UPDATE_STATUS_UPDATED_NEED_REBOOT,
-    UPDATE_STATUSES,
-    MalformedStatusError,
     UpdateEngineRunningError,
     UpdateEngineWatcher,
-    UpdateStatus,
-    get_name_owner,
     send_need_reboot,
 )
+from locksmith.protocol import update1
+from locksmith.protocol.update1 import STATUS_SIGNAL, STATUS_SIGNATURE, MalformedStatus, Operation, Status
 
-NEED_REBOOT = UpdateStatus(1700000000, 1.0, UPDATE_STATUS_UPDATED_NEED_REBOOT, "3815.2.0", 123456)
+UPDATE_ENGINE_NAME = update1.SERVICE
+UPDATE_ENGINE_PATH = update1.OBJECT_PATH
+UPDATE_ENGINE_INTERFACE = update1.INTERFACE
+UPDATE_STATUSES = [op.value for op in Operation]
+UPDATE_STATUS_IDLE = Operation.IDLE.value
+UPDATE_STATUS_UPDATED_NEED_REBOOT = Operation.UPDATED_NEED_REBOOT.value
+NEED_REBOOT = Status(1700000000, 1.0, Operation.UPDATED_NEED_REBOOT, "3815.2.0", 123456)
 
 
-async def next_status(it: AsyncIterator[UpdateStatus]) -> UpdateStatus:
+async def next_status(it: AsyncIterator[Status]) -> Status:
     # The timeout only guards against a hang; no test depends on timing.
     return await asyncio.wait_for(anext(it), 20)
 
@@ -86,8 +82,8 @@ def test_constants_match_the_coreos_interface() -> None:
     ],
 )
 def test_parser_rejects_with_a_reason(signature: str, body: list[object], reason: str) -> None:
-    with pytest.raises(MalformedStatusError, match=reason):
-        UpdateStatus.from_dbus(signature, body)
+    with pytest.raises(MalformedStatus, match=reason):
+        Status.from_dbus(signature, body)
 
 
 @given(
@@ -98,22 +94,22 @@ def test_parser_rejects_with_a_reason(signature: str, body: list[object], reason
     st.integers(0, 2**63 - 1),
 )
 def test_parser_round_trips_every_valid_status(checked: int, progress: float, op: str, version: str, size: int) -> None:
-    status = UpdateStatus(checked, progress, op, version, size)
-    assert UpdateStatus.from_dbus(STATUS_SIGNATURE, status.to_dbus()) == status
+    status = Status(checked, progress, Operation(op), version, size)
+    assert Status.from_dbus(STATUS_SIGNATURE, status.to_dbus()) == status
     assert status.needs_reboot == (op == UPDATE_STATUS_UPDATED_NEED_REBOOT)
 
 
 @given(st.lists(st.one_of(st.integers(), st.floats(), st.text(), st.booleans(), st.none()), max_size=7))
 def test_parser_never_raises_anything_but_malformed(body: list[object]) -> None:
-    with contextlib.suppress(MalformedStatusError):
-        UpdateStatus.from_dbus(STATUS_SIGNATURE, body)
+    with contextlib.suppress(MalformedStatus):
+        Status.from_dbus(STATUS_SIGNATURE, body)
 
 
 async def test_get_status_then_signals_from_the_owner(engine: FakeUpdateEngine, watcher: UpdateEngineWatcher) -> None:
     await watcher.start()
     assert watcher.owner == engine.unique_name
     it = watcher.statuses()
-    assert (await next_status(it)).current_operation == UPDATE_STATUS_IDLE
+    assert (await next_status(it)).current_operation is Operation.IDLE
     assert engine.get_status_calls == 1
     await engine.set_status(NEED_REBOOT)
     assert await next_status(it) == NEED_REBOOT
@@ -125,7 +121,7 @@ async def test_spoofed_status_update_from_another_peer_is_ignored(
 ) -> None:
     await watcher.start()
     it = watcher.statuses()
-    assert (await next_status(it)).current_operation == UPDATE_STATUS_IDLE
+    assert (await next_status(it)).current_operation is Operation.IDLE
     with structlog.testing.capture_logs() as logs:
         # Right path, interface, member and body — only the sender is wrong.
         await other_peer.send(
@@ -134,9 +130,9 @@ async def test_spoofed_status_update_from_another_peer_is_ignored(
             )
         )
         await flushed(other_peer)
-        await engine.set_status(UPDATE_STATUS_DOWNLOADING)
+        await engine.set_status(Operation.DOWNLOADING)
         # The spoofed NEED_REBOOT reached the watcher first, yet the next accepted status is the engine's.
-        assert (await next_status(it)).current_operation == UPDATE_STATUS_DOWNLOADING
+        assert (await next_status(it)).current_operation is Operation.DOWNLOADING
     assert watcher.latest is not None and not watcher.latest.needs_reboot
     ignored = [e for e in logs if e["event"] == "ignored-status-update-from-non-owner"]
     assert ignored and ignored[0]["sender"] == other_peer.unique_name
@@ -166,8 +162,8 @@ async def test_spoofed_name_owner_change_cannot_hand_over_trust(
             )
         )
         await flushed(other_peer)
-        await engine.set_status(UPDATE_STATUS_DOWNLOADING)
-        assert (await next_status(it)).current_operation == UPDATE_STATUS_DOWNLOADING
+        await engine.set_status(Operation.DOWNLOADING)
+        assert (await next_status(it)).current_operation is Operation.DOWNLOADING
     assert watcher.owner == engine.unique_name
     assert any(e["event"] == "ignored-spoofed-name-owner-changed" for e in logs)
 
@@ -190,8 +186,8 @@ async def test_malformed_signals_from_the_owner_are_ignored(
         await engine.emit_raw(STATUS_SIGNATURE, [0, 7.0, UPDATE_STATUS_UPDATED_NEED_REBOOT, "1", 0])
         await engine.emit_raw(STATUS_SIGNATURE, [0, 1.0, "UPDATE_STATUS_REBOOT_NOW", "1", 0])
         await engine.emit_raw(STATUS_SIGNATURE, NEED_REBOOT.to_dbus(), path="/elsewhere")
-        await engine.set_status(UPDATE_STATUS_DOWNLOADING)
-        assert (await next_status(it)).current_operation == UPDATE_STATUS_DOWNLOADING
+        await engine.set_status(Operation.DOWNLOADING)
+        assert (await next_status(it)).current_operation is Operation.DOWNLOADING
     reasons = [e for e in logs if e["event"] in ("ignored-malformed-status", "ignored-status-update-wrong-path")]
     assert len(reasons) == 5
 
@@ -213,19 +209,19 @@ async def test_engine_restart_is_followed_and_get_status_called_again(
     first = await FakeUpdateEngine().start()
     await watcher.start()
     it = watcher.statuses()
-    assert (await next_status(it)).current_operation == UPDATE_STATUS_IDLE
+    assert (await next_status(it)).current_operation is Operation.IDLE
     old_owner = first.unique_name
     await first.stop()
     async with FakeUpdateEngine(NEED_REBOOT) as second:
         assert await next_status(it) == NEED_REBOOT
         assert second.get_status_calls == 1
         assert watcher.owner == second.unique_name != old_owner
-        await second.set_status(UPDATE_STATUS_IDLE)
-        assert (await next_status(it)).current_operation == UPDATE_STATUS_IDLE
+        await second.set_status(Operation.IDLE)
+        assert (await next_status(it)).current_operation is Operation.IDLE
 
 
 async def test_callback_and_stop_end_the_iteration(engine: FakeUpdateEngine, system_bus: MessageBus) -> None:
-    seen: list[UpdateStatus] = []
+    seen: list[Status] = []
     watcher = UpdateEngineWatcher(system_bus, on_status=seen.append)
     await watcher.start()
     it = watcher.statuses()
@@ -233,7 +229,7 @@ async def test_callback_and_stop_end_the_iteration(engine: FakeUpdateEngine, sys
     await watcher.stop()
     with pytest.raises(StopAsyncIteration):
         await next_status(it)
-    assert [s.current_operation for s in seen] == [UPDATE_STATUS_IDLE]
+    assert [s.current_operation for s in seen] == [Operation.IDLE]
 
 
 async def test_send_need_reboot_without_an_engine_reaches_the_watcher(
@@ -244,7 +240,7 @@ async def test_send_need_reboot_without_an_engine_reaches_the_watcher(
     pending = asyncio.ensure_future(next_status(it))
     await send_need_reboot(other_peer)
     assert (await pending).needs_reboot
-    assert await get_name_owner(other_peer) is None  # the name was released
+    assert await get_name_owner(other_peer, UPDATE_ENGINE_NAME) is None  # the name was released
 
 
 async def test_send_need_reboot_is_refused_while_an_engine_runs(
@@ -254,4 +250,4 @@ async def test_send_need_reboot_is_refused_while_an_engine_runs(
         await send_need_reboot(other_peer)
     assert engine.unique_name in str(err.value)
     assert "\n" not in str(err.value)
-    assert await get_name_owner(other_peer) == engine.unique_name
+    assert await get_name_owner(other_peer, UPDATE_ENGINE_NAME) == engine.unique_name

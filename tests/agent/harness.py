@@ -20,27 +20,27 @@ from locksmith.agent.machine import Agent
 from locksmith.agent.reboot import CommandRebooter
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
-from locksmith.bus.update_engine import UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT, UpdateStatus
 from locksmith.kv import KVOptions, open_store, parse_endpoints
 from locksmith.lockstore import LockStore
+from locksmith.protocol.update1 import Operation, Status
 from locksmith.strategy import Strategy, StrategyContext
 
-IDLE = UpdateStatus(0, 0.0, UPDATE_STATUS_IDLE, "0.0.0.0", 0)
-NEED_REBOOT = UpdateStatus(0, 1.0, UPDATE_STATUS_UPDATED_NEED_REBOOT, "2.0.0", 1000)
+IDLE = Status(0, 0.0, Operation.IDLE, "0.0.0.0", 0)
+NEED_REBOOT = Status(0, 1.0, Operation.UPDATED_NEED_REBOOT, "2.0.0", 1000)
 
 
 class Statuses:
     """What the update engine watcher would yield."""
 
-    def __init__(self, *initial: UpdateStatus) -> None:
-        self.queue: asyncio.Queue[UpdateStatus] = asyncio.Queue()
+    def __init__(self, *initial: Status) -> None:
+        self.queue: asyncio.Queue[Status] = asyncio.Queue()
         for status in initial:
             self.queue.put_nowait(status)
 
-    def send(self, status: UpdateStatus) -> None:
+    def send(self, status: Status) -> None:
         self.queue.put_nowait(status)
 
-    async def __aiter__(self) -> AsyncIterator[UpdateStatus]:
+    async def __aiter__(self) -> AsyncIterator[Status]:
         while True:
             yield await self.queue.get()
 

@@ -10,7 +10,7 @@ import structlog
 from agent.harness import IDLE, NEED_REBOOT
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
-from locksmith.bus.update_engine import UPDATE_STATUS_UPDATED_NEED_REBOOT, UPDATE_STATUSES, UpdateStatus
+from locksmith.protocol.update1 import Operation, Status
 
 ME, OTHER = "a" * 32, "b" * 32
 
@@ -39,9 +39,9 @@ async def test_only_need_reboot_leads_to_a_reboot(harness) -> None:  # type: ign
     h = harness()
     h.start()
     await h.wait_state(State.IDLE)
-    others = [op for op in UPDATE_STATUSES if op != UPDATE_STATUS_UPDATED_NEED_REBOOT]
+    others = [op for op in Operation if op is not Operation.UPDATED_NEED_REBOOT]
     for op in others:
-        h.statuses.send(UpdateStatus(0, 0.5, op, "2.0.0", 10))
+        h.statuses.send(Status(0, 0.5, op, "2.0.0", 10))
     await h.wait_for(lambda: h.agent.status is not None and h.agent.status.current_operation == others[-1])
     assert h.agent.state is State.IDLE
     assert State.NEED_REBOOT not in h.states()

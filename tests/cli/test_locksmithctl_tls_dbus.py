@@ -20,7 +20,8 @@ from dbus_fast.aio import MessageBus
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.etcd import EtcdCluster, EtcdTLS
 from harness.devtools.fake_logind import FakeLogind
-from locksmith.bus.update_engine import STATUS_UPDATE_MATCH_RULE, UPDATE_STATUS_UPDATED_NEED_REBOOT
+from locksmith.bus.system import call_daemon
+from locksmith.bus.update_engine import STATUS_UPDATE_MATCH_RULE
 
 from .test_locksmithctl import LOCKSMITHCTL, MACHINE_ID, Ctl, clean_env
 
@@ -144,16 +145,7 @@ async def test_send_need_reboot_emits_status_update(bus_ctl: Ctl) -> None:
     listener = await MessageBus(bus_address=bus_ctl.env["DBUS_SYSTEM_BUS_ADDRESS"]).connect()
     seen: list[Message] = []
     listener.add_message_handler(lambda m: seen.append(m) if m.message_type is MessageType.SIGNAL else None)
-    await listener.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[STATUS_UPDATE_MATCH_RULE],
-        )
-    )
+    await call_daemon(listener, "AddMatch", "s", [STATUS_UPDATE_MATCH_RULE])
     try:
         code, _out, err = await run_ctl(bus_ctl, "send-need-reboot")
         assert code == 0, err
@@ -164,7 +156,7 @@ async def test_send_need_reboot_emits_status_update(bus_ctl: Ctl) -> None:
     finally:
         listener.disconnect()
     updates = [m for m in seen if m.member == "StatusUpdate"]
-    assert updates and updates[0].body[2] == UPDATE_STATUS_UPDATED_NEED_REBOOT
+    assert updates and updates[0].body[2] == "UPDATE_STATUS_UPDATED_NEED_REBOOT"
 
 
 async def test_send_need_reboot_without_a_bus_is_one_line(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ import pytest
 
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.omaha_server import DevServer
+from locksmith.protocol import update1
 from locksmith.protocol.omaha import ErrorCode
+from locksmith.protocol.update1 import Operation
 from locksmith.updateengine.payload import generate_keypair, load_private_key, sign_digest
-from locksmith.updateengine.status import Operation
 
 from .ue_support import (
     World,
@@ -81,8 +82,7 @@ async def test_need_reboot_is_sticky_and_reset_forgets(world: World, server: Dev
         await rec.call("AttemptUpdate")
         await asyncio.sleep(0.2)
         assert server.requests == requests and engine.status.current_operation is Operation.UPDATED_NEED_REBOOT
-        reply = await rec.call("ResetStatus")
-        assert reply.error_name is None
+        assert await rec.error_of("ResetStatus") is None
         await rec.wait_for(lambda o: o[-1] is Operation.IDLE)
     assert not world.slot("USR-B").bootable
 
@@ -193,11 +193,10 @@ async def test_unwritable_target(world: World, server: DevServer, dbus_bus: Priv
 async def test_reset_not_allowed_while_busy_is_a_dbus_error(world: World, dbus_bus: PrivateBus) -> None:
     async with running_service(world.config("http://127.0.0.1:9/v1/update/")) as (engine, rec):
         engine._status = engine.status.evolve(current_operation=Operation.DOWNLOADING)
-        reply = await rec.call("ResetStatus")
-        assert reply.error_name == "com.coreos.update1.Error.ResetNotAllowed"
-        reply = await rec.call("ResetStatus")
+        assert await rec.error_of("ResetStatus") == "com.coreos.update1.Error.ResetNotAllowed"
+        assert await rec.error_of("ResetStatus") == update1.RESET_NOT_ALLOWED
         engine._status = engine.status.evolve(current_operation=Operation.IDLE)
-        assert (await rec.call("ResetStatus")).error_name is None
+        assert await rec.error_of("ResetStatus") is None
 
 
 async def test_missing_target_disk_is_an_error_event(world: World, server: DevServer, dbus_bus: PrivateBus) -> None:

@@ -17,17 +17,19 @@ from pathlib import Path
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from locksmith.bus.system import CallError, call, call_daemon, connect_system_bus
+from locksmith.bus.update_engine import STATUS_UPDATE_MATCH_RULE
 from locksmith.disk import slots
 from locksmith.disk.layout import make_coreos_disk
+from locksmith.protocol import update1
+from locksmith.protocol.update1 import Operation, Status
 from locksmith.updateengine import engineconfig
-from locksmith.updateengine.busutil import INTERFACE, OBJECT_PATH, SERVICE_NAME, connect_system_bus
 from locksmith.updateengine.engine import Identity, UpdateEngine
 from locksmith.updateengine.engineconfig import EngineConfig
 from locksmith.updateengine.pack import make_usr_image, pack_release
 from locksmith.updateengine.payload import generate_keypair
 from locksmith.updateengine.scheduler import Scheduler
 from locksmith.updateengine.service import ManagerInterface, export
-from locksmith.updateengine.status import Operation, Status
 from locksmith.updateengine.target import SlotTarget
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
@@ -124,22 +126,13 @@ class Recorder:
         self.bus = await connect_system_bus()
 
         def handler(msg: Message) -> None:
-            if msg.message_type == MessageType.SIGNAL and msg.member == "StatusUpdate" and msg.interface == INTERFACE:
-                self.statuses.append(Status.from_dbus(list(msg.body)))
+            # Every signal, not only the owner's (as the watcher would): these tests check what the engine sent.
+            if msg.message_type == MessageType.SIGNAL and msg.member == update1.STATUS_SIGNAL:
+                self.statuses.append(Status.from_dbus(msg.signature, list(msg.body)))
                 self._changed.set()
 
         self.bus.add_message_handler(handler)
-        rule = f"type='signal',interface='{INTERFACE}',member='StatusUpdate'"
-        await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
+        await call_daemon(self.bus, "AddMatch", "s", [STATUS_UPDATE_MATCH_RULE])
         return self
 
     @property
@@ -158,12 +151,17 @@ class Recorder:
         return self.ops
 
     async def call(self, member: str) -> Message:
+        """The engine's method return for `member` (CallError if it answers with an error)."""
         assert self.bus is not None
-        reply = await self.bus.call(
-            Message(destination=SERVICE_NAME, path=OBJECT_PATH, interface=INTERFACE, member=member)
-        )
-        assert reply is not None
-        return reply
+        return await call(self.bus, update1.SERVICE, update1.OBJECT_PATH, update1.INTERFACE, member)
+
+    async def error_of(self, member: str) -> str | None:
+        """The D-Bus error name the engine answers `member` with, None if it succeeds."""
+        try:
+            await self.call(member)
+        except CallError as exc:
+            return exc.error_name
+        return None
 
     def stop(self) -> None:
         if self.bus:
