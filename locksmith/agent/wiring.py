@@ -104,7 +104,7 @@ def observers_for(config: Config, strategy: str) -> tuple[list[Observer], list[C
 
     agent = config.agent
     assert agent is not None
-    observers: list[Observer] = [_systemd_observer(strategy), CoordinatorPublisher(agent.coordinator_file, strategy)]
+    observers: list[Observer] = [systemd_observer(strategy), CoordinatorPublisher(agent.coordinator_file, strategy)]
     background: list[Coroutine[Any, Any, None]] = []
     if agent.metrics is not None:
         registry = metrics.Metrics(states=[s.value for s in State])
@@ -122,7 +122,7 @@ def observers_for(config: Config, strategy: str) -> tuple[list[Observer], list[C
     return observers, background
 
 
-def _systemd_observer(strategy: str) -> Observer:
+def systemd_observer(strategy: str) -> Observer:
     from locksmith.agent import sdnotify
 
     def publish_status(event: Event) -> None:
