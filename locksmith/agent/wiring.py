@@ -85,16 +85,12 @@ async def update_statuses(bus: LazyBus) -> AsyncIterator[UpdateStatus]:
         await asyncio.sleep(1.0)
 
 
-def statuses(stream: AsyncIterable[Any]) -> AsyncIterator[Status]:
+async def statuses(stream: AsyncIterable[Any]) -> AsyncIterator[Status]:
     """The watcher's statuses as the update1 model the machine's port speaks. (Once the watcher
     yields update1.Status itself this is the identity: Operation.parse accepts a member.)"""
-
-    async def convert() -> AsyncIterator[Status]:
-        async for s in stream:
-            op = Operation.parse(s.current_operation)
-            yield Status(s.last_checked_time, s.progress, op, s.new_version, s.new_size)
-
-    return convert()
+    async for s in stream:
+        op = Operation.parse(s.current_operation)
+        yield Status(s.last_checked_time, s.progress, op, s.new_version, s.new_size)
 
 
 def observers_for(config: Config, strategy: str) -> tuple[list[Observer], list[Coroutine[Any, Any, None]]]:
