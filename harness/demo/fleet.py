@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from dbus_fast.aio import MessageBus
 
 from harness.demo.engine import DiskEngine, EngineTiming
-from harness.demo.hoststate import AgentLogTail, HostState
+from harness.demo.hoststate import HostState
 from harness.demo.release import Releases, prepare
 from harness.demo.semwatch import SemaphoreWatch
 from harness.demo.tracks import (
@@ -32,6 +32,7 @@ from harness.demo.tracks import (
 )
 from harness.devtools.omaha_server import DevServer
 from harness.devtools.simhost import SimHost
+from locksmith.agent.coordinator import read_agent_state
 from locksmith.bus.system import BusUnavailableError, CallError, connect_system_bus, disconnect
 from locksmith.bus.update_engine import UpdateEngineWatcher
 from locksmith.disk.layout import make_coreos_disk
@@ -49,6 +50,11 @@ if TYPE_CHECKING:  # started only when asked for
 # USR partitions of the demo's disks: the images are ~1-2 MiB; the files are sparse anyway.
 USR_SIZE_MIB = 8
 ENGINE_BUSY = ("update-available", "downloading", "verifying", "finalizing")
+# The agent's LOCKSMITHD_LOCK_KEPT= causes, as the summary says them.
+KEPT_BECAUSE = {
+    "health-gate": "failed its health gate and kept its lock",
+    "post-boot-hook": "failed its post-boot hook and kept its lock",
+}
 AGENT_WAITING = ("need-reboot", "waiting-for-window", "acquiring", "pre-reboot")
 
 
@@ -82,7 +88,6 @@ class Fleet:
         self.engines: list[DiskEngine] = []
         self.states: list[HostState] = []
         self.tracks: list[HostTrack] = []
-        self._tails: list[AgentLogTail] = []
         # Per host: a bus connection and the watcher following its engine (the live view's source).
         self._watchers: dict[str, tuple[MessageBus, UpdateEngineWatcher]] = {}
 
@@ -186,7 +191,6 @@ class Fleet:
         self.engines.append(engine)
         self.states.append(HostState(name, host.machine_id))
         self.tracks.append(HostTrack(name))
-        self._tails.append(AgentLogTail(host_dir / "agent.log"))
 
     async def boot(self) -> None:
         assert self.store is not None
@@ -214,13 +218,12 @@ class Fleet:
 
     async def _sample_host(self, i: int, holders: set[str]) -> None:
         host, engine, state = self.hosts[i], self.engines[i], self.states[i]
-        agent = self._tails[i].poll()
         state.boot = host.boot
         state.lock = state.machine_id in holders
         if host.rebooting or host.agent is None:
             state.state, state.engine = "rebooting", "-"
             return
-        state.state = agent or "starting"
+        state.state = host.agent_phase()
         if engine.slot is not None:
             state.version = engine.version or "?"
             state.slot = engine.slot.name
@@ -270,10 +273,10 @@ class Fleet:
         """Why the rollout can go no further, if it cannot: a host that booted the new release but
         whose health gate gave up keeps its lock (by design), so nobody else may reboot."""
         for h in self.hosts:
-            log = h.dir / "agent.log"
-            with contextlib.suppress(OSError):
-                if b"after-boot.keeping-lock" in log.read_bytes():
-                    return f"{h.name} failed its health gate and kept its lock: the rollout stops there (by design)"
+            published = read_agent_state(h.coordinator_file)
+            if published is not None and published.lock_kept is not None:
+                why = KEPT_BECAUSE.get(published.lock_kept, f"kept its lock ({published.lock_kept})")
+                return f"{h.name} {why}: the rollout stops there (by design)"
         return None
 
     # --- stop ------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import Protocol
 
 # This module is also the reboot command's entry point: keep its imports light so a "reboot"
-# costs one small interpreter start.
+# costs one small interpreter start (the coordinator module needs only the standard library).
+from locksmith.agent.coordinator import read_agent_state
 
 
 class Engine(Protocol):
@@ -166,42 +166,18 @@ class SimHost:
     def coordinator_file(self) -> Path:
         return self.dir / "coordinator.conf"
 
-    def agent_state(self) -> str:
-        """The agent's STATE= from its coordinator file ("down" when it is not running)."""
-        if self.agent is None or self.agent.returncode is not None:
-            return "down"
-        try:
-            for line in self.coordinator_file.read_text().splitlines():
-                if line.startswith("STATE="):
-                    return line.split("=", 1)[1]
-        except OSError:
-            pass
-        return "unknown"
-
     def agent_phase(self) -> str:
-        """The agent's own state name (idle, acquiring, pre-reboot, rebooting, …) from the last
-        "state" record of its JSON log: finer than the coordinator file's four words. An agent
-        that logs no states (not locksmithd) is described by the coordinator file it wrote."""
+        """The agent's own state (idle, acquiring, …) from its coordinator file, by the agent's one reader;
+        "starting" while the file is still the previous agent's, "down" when none runs."""
         if self.agent is None or self.agent.returncode is not None:
             return "down"
-        try:
-            with (self.dir / "agent.log").open("rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 16384))
-                tail = f.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return "unknown"
-        for line in reversed(tail):
-            if line.startswith("--- "):
-                break  # this agent has not logged a state (yet)
-            if '"event": "state"' in line or '"event":"state"' in line:
-                with contextlib.suppress(ValueError, AttributeError):
-                    return str(json.loads(line).get("state", "unknown"))
-        try:
-            written_by_this_agent = self.coordinator_file.stat().st_mtime >= self._agent_started_at
-        except OSError:
-            written_by_this_agent = False
-        return self.agent_state() if written_by_this_agent else "starting"
+        if (published := read_agent_state(self.coordinator_file)) is None:
+            return "starting"
+        if published.pid is not None:
+            return published.phase if published.pid == self.agent.pid else "starting"
+        # No pid (the stand-in writes STATE= only): when the file was written tells whose it is.
+        fresh = self.coordinator_file.stat().st_mtime >= self._agent_started_at
+        return published.phase if fresh else "starting"
 
     def reboot_command(self) -> str:
         return f"{sys.executable} -m harness.devtools.simhost reboot {self.socket_path}"

@@ -1,11 +1,18 @@
-"""The coordinator file the update engine reads: which agent coordinates reboots, and in what state.
+"""The coordinator file: which agent coordinates reboots, and in what state — the one channel
+through which the agent's state is published, and `read_agent_state`, its one reader.
 
     NAME=locksmithd
     STRATEGY=etcd-lock
-    STATE=running
+    STATE=reboot-planned            the Go agent's four words, for the update engine and old tools
+    LOCKSMITHD_STATE=acquiring      ours: the machine's state (locksmith.agent.states.State)
+    LOCKSMITHD_SINCE=1733112000     Unix time the agent entered that state
+    LOCKSMITHD_PID=4242             which process wrote it (a reader can tell a stale file)
+    LOCKSMITHD_LOCK_KEPT=health-gate  only while a lock is kept on purpose after boot
 
-Written atomically (temp file in the same directory, fsync, rename, fsync of the directory), so a
-reader never sees a half-written file and a crash leaves either the old or the new content.
+The Go-era readers take KEY=value lines and look only at the first three keys, so the extra lines
+are harmless to them. Written atomically (temp file in the same directory, fsync, rename, fsync of
+the directory), so a reader never sees a half-written file and a crash leaves either the old or
+the new content; `CoordinatorFile` skips the write when the content would not change.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, get_args
 
@@ -27,19 +35,79 @@ class CoordinatorFileError(Exception):
     """The coordinator file could not be written; str() is one line naming the path."""
 
 
-def render(strategy: str, state: CoordinatorState) -> str:
-    """The file's content. Raises ValueError for an unknown state or a strategy that would break the format."""
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """What the coordinator file says. `phase` is the fine-grained state: LOCKSMITHD_STATE when
+    the writer gave it, else the STATE word (a Go agent, a stand-in)."""
+
+    name: str
+    strategy: str
+    state: str
+    phase: str
+    since: float | None = None
+    pid: int | None = None
+    lock_kept: str | None = None
+
+
+def render(
+    strategy: str,
+    state: CoordinatorState,
+    *,
+    phase: str | None = None,
+    since: float | None = None,
+    pid: int | None = None,
+    lock_kept: str | None = None,
+) -> str:
+    """The file's content. Raises ValueError for an unknown state or a value that would break the format."""
     if state not in COORDINATOR_STATES:
         raise ValueError(f"coordinator state {state!r} is not one of {', '.join(COORDINATOR_STATES)}")
-    if not strategy or any(c in strategy for c in "\n\r\0=") or strategy != strategy.strip():
-        raise ValueError(f"strategy name {strategy!r} cannot be written to the coordinator file")
-    return f"NAME={COORDINATOR_NAME}\nSTRATEGY={strategy}\nSTATE={state}\n"
+    lines = [f"NAME={COORDINATOR_NAME}", f"STRATEGY={_word('strategy name', strategy)}", f"STATE={state}"]
+    if phase is not None:
+        lines.append(f"LOCKSMITHD_STATE={_word('agent state', phase)}")
+    if since is not None:
+        lines.append(f"LOCKSMITHD_SINCE={int(since)}")
+    if pid is not None:
+        lines.append(f"LOCKSMITHD_PID={int(pid)}")
+    if lock_kept is not None:
+        lines.append(f"LOCKSMITHD_LOCK_KEPT={_word('lock-kept cause', lock_kept)}")
+    return "\n".join(lines) + "\n"
 
 
-def write_coordinator(strategy: str, state: CoordinatorState, path: Path = DEFAULT_PATH) -> None:
-    """Atomically replace `path` (creating its directory, mode 0755) with the coordinator content."""
-    content = render(strategy, state).encode()
-    path = Path(path)
+def _word(what: str, value: str) -> str:
+    if not value or any(c in value for c in "\n\r\0=") or value != value.strip():
+        raise ValueError(f"{what} {value!r} cannot be written to the coordinator file")
+    return value
+
+
+def write_coordinator(
+    strategy: str,
+    state: CoordinatorState,
+    path: Path = DEFAULT_PATH,
+) -> None:
+    """Atomically replace `path` (creating its directory, mode 0755) with the Go agent's three lines."""
+    _replace(Path(path), render(strategy, state).encode())
+
+
+class CoordinatorFile:
+    """The agent's writer: remembers what it last wrote and does not rewrite identical content
+    (the write is on the signal → reboot path, and fsyncs)."""
+
+    def __init__(self, path: Path, strategy: str) -> None:
+        self.path = Path(path)
+        self.strategy = strategy
+        self._written: bytes | None = None
+
+    def publish(self, state: CoordinatorState, *, phase: str, since: float, lock_kept: str | None = None) -> bool:
+        """Write if the content changed; True if it was written. CoordinatorFileError on failure."""
+        content = render(self.strategy, state, phase=phase, since=since, pid=os.getpid(), lock_kept=lock_kept).encode()
+        if content == self._written:
+            return False
+        _replace(self.path, content)
+        self._written = content
+        return True
+
+
+def _replace(path: Path, content: bytes) -> None:
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -74,3 +142,30 @@ def read_coordinator(path: Path = DEFAULT_PATH) -> dict[str, str]:
         return {}
     pairs = (line.partition("=") for line in text.splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def read_agent_state(path: Path = DEFAULT_PATH) -> AgentState | None:
+    """The agent's published state; None if there is no file or no STATE= in it (not written yet)."""
+    try:
+        pairs = read_coordinator(path)
+    except OSError:
+        return None
+    state = pairs.get("STATE")
+    if not state:
+        return None
+    return AgentState(
+        name=pairs.get("NAME", ""),
+        strategy=pairs.get("STRATEGY", ""),
+        state=state,
+        phase=pairs.get("LOCKSMITHD_STATE") or state,
+        since=_number(pairs.get("LOCKSMITHD_SINCE"), float),
+        pid=int(pid) if (pid := _number(pairs.get("LOCKSMITHD_PID"), int)) is not None else None,
+        lock_kept=pairs.get("LOCKSMITHD_LOCK_KEPT") or None,
+    )
+
+
+def _number(text: str | None, kind: type[int] | type[float]) -> float | None:
+    try:
+        return kind(text) if text else None
+    except ValueError:
+        return None

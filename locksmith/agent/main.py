@@ -19,9 +19,10 @@ import structlog
 
 from locksmith.agent.health import HealthGate
 from locksmith.agent.machine import Agent
+from locksmith.agent.ports import Ports
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
 from locksmith.agent.settings import AgentSettings
-from locksmith.agent.wiring import observers_for, session_checks
+from locksmith.agent.wiring import BusHealthGate, LoginSessions, observers_for
 from locksmith.bus.system import LazyBus
 from locksmith.bus.update_engine import update_statuses
 from locksmith.machineid import MachineIdError, read_machine_id
@@ -203,21 +204,16 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
         config=config,
         log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
     )
-    observers, on_ready, background = observers_for(config, strategy.name)
-    logged_in_users, broadcast = session_checks(bus)
-
-    agent = Agent(
-        settings_from(config, args),
-        strategy,
-        ctx,
-        update_statuses(bus),
-        rebooter,
+    observers, background = observers_for(config, strategy.name)
+    settings = settings_from(config, args)
+    ports = Ports(
+        updates=update_statuses(bus),
+        rebooter=rebooter,
+        sessions=LoginSessions(bus),
+        health=BusHealthGate(settings.health, bus) if settings.health is not None else None,
         observers=observers,
-        on_ready=on_ready,
-        logged_in_users=logged_in_users,
-        broadcast=broadcast,
-        bus=bus.get,
     )
+    agent = Agent(settings, strategy, ctx, ports)
     tasks = [asyncio.create_task(job) for job in background]
     try:
         return await agent.run(stop)

@@ -1,17 +1,30 @@
-"""Adapters between the state machine and the outside world: the bus, the update engine, systemd
-notifications, the coordinator file, metrics and logged-in users. Thin on purpose: each line
-hands over to the module that does the job."""
+"""Adapters between the state machine's ports (ports.py) and the outside world: the bus, the
+update engine, systemd notifications, the coordinator file, metrics, the health gate and logged-in
+users. Observers dispatch on event types. Thin on purpose: each line hands over to the module that
+does the job."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from locksmith.agent.machine import Observer
+from locksmith.agent.coordinator import CoordinatorFile, CoordinatorFileError
+from locksmith.agent.health import HealthGate
+from locksmith.agent.ports import (
+    Event,
+    LockAttempt,
+    LockFailure,
+    LockKept,
+    LockReleased,
+    Observer,
+    Ready,
+    StateEntered,
+)
 from locksmith.agent.states import COORDINATOR_STATE, State
 from locksmith.bus.system import LazyBus
 from locksmith.settings.config import Config
@@ -19,64 +32,95 @@ from locksmith.settings.config import Config
 log = structlog.get_logger("locksmith.agent")
 
 
-def observers_for(
-    config: Config, strategy: str
-) -> tuple[list[Observer], Callable[[], None], list[Coroutine[Any, Any, None]]]:
-    """The transition observers (systemd STATUS=, coordinator file, metrics), the READY=1 callback
-    and the background jobs (watchdog pings, metrics endpoint) for this configuration."""
-    from locksmith.agent import coordinator, metrics, sdnotify
+def observers_for(config: Config, strategy: str) -> tuple[list[Observer], list[Coroutine[Any, Any, None]]]:
+    """The event observers (systemd READY=1 and STATUS=, the coordinator file, metrics) and the
+    background jobs (watchdog pings, metrics endpoint) for this configuration."""
+    from locksmith.agent import metrics
 
     agent = config.agent
     assert agent is not None
-    observers: list[Observer] = []
+    observers: list[Observer] = [systemd_observer(strategy), CoordinatorPublisher(agent.coordinator_file, strategy)]
     background: list[Coroutine[Any, Any, None]] = []
-
-    def publish_status(name: str, state: State, fields: dict[str, Any]) -> None:
-        if name == "state":
-            sdnotify.status(_status_line(state, fields))
-            if state is State.STOPPING:
-                sdnotify.stopping()
-
-    observers.append(publish_status)
-
-    def write_coordinator(name: str, state: State, fields: dict[str, Any]) -> None:
-        if name == "state":
-            try:
-                coordinator.write_coordinator(strategy, COORDINATOR_STATE[state], agent.coordinator_file)  # type: ignore[arg-type]
-            except coordinator.CoordinatorFileError as exc:
-                log.warning("coordinator.write-failed", reason=str(exc))
-
-    observers.append(write_coordinator)
-
     if agent.metrics is not None:
         registry = metrics.Metrics(states=[s.value for s in State])
         registry.set_strategy(strategy)
-        observers.append(_metrics_observer(registry))
+        observers.append(metrics_observer(registry))
         address = agent.metrics
         listen = metrics.ListenAddress(host=address.host, port=address.port, unix_path=address.path)
         background.append(_serve_metrics(metrics.MetricsServer(registry, listen)))
 
+    from locksmith.agent import sdnotify
+
     interval = sdnotify.watchdog_interval()
     if interval is not None:
         background.append(_watchdog(interval))
+    return observers, background
 
-    return observers, lambda: sdnotify.ready(f"started ({strategy})"), background
+
+def systemd_observer(strategy: str) -> Observer:
+    from locksmith.agent import sdnotify
+
+    def publish_status(event: Event) -> None:
+        match event:
+            case Ready():
+                sdnotify.ready(f"started ({strategy})")
+            case StateEntered(state=state):
+                sdnotify.status(status_line(event))
+                if state is State.STOPPING:
+                    sdnotify.stopping()
+
+    return publish_status
 
 
-def _metrics_observer(registry: Any) -> Observer:
+class CoordinatorPublisher:
+    """Observer writing the coordinator file: the Go words, our state since it was entered (a
+    re-entry, e.g. ACQUIRING after a back-off, keeps its time and rewrites nothing), and whether a
+    lock is kept on purpose after boot (until it is released or taken again for a new reboot)."""
+
+    def __init__(self, path: Path, strategy: str) -> None:
+        self.file = CoordinatorFile(path, strategy)
+        self.state: State | None = None
+        self.since = 0.0
+        self.lock_kept: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case StateEntered(state=state, at=at):
+                if state is State.ACQUIRING:
+                    self.lock_kept = None
+                if state is not self.state:
+                    self.state, self.since = state, at.timestamp()
+            case LockKept(cause=cause):
+                self.lock_kept = cause
+            case LockReleased():
+                self.lock_kept = None
+            case _:
+                return
+        if self.state is None:
+            return
+        try:
+            self.file.publish(
+                COORDINATOR_STATE[self.state], phase=self.state.value, since=self.since, lock_kept=self.lock_kept
+            )
+        except CoordinatorFileError as exc:
+            log.warning("coordinator.write-failed", reason=str(exc))
+
+
+def metrics_observer(registry: Any) -> Observer:
     waiting_since: list[float] = []
 
-    def observe(name: str, state: State, fields: dict[str, Any]) -> None:
-        if name == "state":
-            registry.set_state(state.value)
-            if waiting_since and state is not State.ACQUIRING:
-                registry.add_lock_wait(time.monotonic() - waiting_since.pop())
-            elif state is State.ACQUIRING and not waiting_since:
-                waiting_since.append(time.monotonic())
-        elif name == "lock.attempt":
-            registry.lock_attempt()
-        elif name == "lock.failure":
-            registry.lock_failure()
+    def observe(event: Event) -> None:
+        match event:
+            case StateEntered(state=state):
+                registry.set_state(state.value)
+                if waiting_since and state is not State.ACQUIRING:
+                    registry.add_lock_wait(time.monotonic() - waiting_since.pop())
+                elif state is State.ACQUIRING and not waiting_since:
+                    waiting_since.append(time.monotonic())
+            case LockAttempt():
+                registry.lock_attempt()
+            case LockFailure():
+                registry.lock_failure()
 
     return observe
 
@@ -93,9 +137,10 @@ async def _serve_metrics(server: Any) -> None:
         await server.close()
 
 
-def _status_line(state: State, fields: dict[str, Any]) -> str:
-    extra = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "previous" and v is not None)
-    return f"{state.value} ({extra})" if extra else state.value
+def status_line(event: StateEntered) -> str:
+    """systemd's STATUS=: the state and its details, e.g. "waiting-for-window (next_open=…)"."""
+    extra = ", ".join(f"{k}={v}" for k, v in event.detail.items())
+    return f"{event.state.value} ({extra})" if extra else event.state.value
 
 
 async def _watchdog(interval: float) -> None:
@@ -107,21 +152,38 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval / 2)
 
 
-def session_checks(
-    bus: LazyBus,
-) -> tuple[Callable[[], Coroutine[Any, Any, list[str]]], Callable[[str], Coroutine[Any, Any, None]]]:
-    """Who is logged in (logind over the bus, else utmp) and how to warn them (wall)."""
-    from locksmith.agent import sessions
+class BusHealthGate:
+    """The configured health gate with the agent's bus for its systemd-unit check."""
 
-    async def logged_in_users() -> list[str]:
+    def __init__(self, gate: HealthGate, bus: LazyBus) -> None:
+        self.gate = gate
+        self.bus = bus
+
+    @property
+    def timeout(self) -> float:
+        return self.gate.timeout
+
+    async def wait_healthy(self, log: Any) -> bool:
+        return await self.gate.wait_healthy(log, self.bus.get)
+
+
+class LoginSessions:
+    """Who is logged in (logind over the bus, else utmp) and how to warn them (wall)."""
+
+    def __init__(self, bus: LazyBus) -> None:
+        self.bus = bus
+
+    async def users(self) -> list[str]:
+        from locksmith.agent import sessions
+
         try:
-            connection = await asyncio.wait_for(bus.get(), 5.0)
+            connection = await asyncio.wait_for(self.bus.get(), 5.0)
         except TimeoutError:
             connection = None
         return sorted({s.user for s in await sessions.list_sessions(connection)})
 
-    async def broadcast(message: str) -> None:
+    async def broadcast(self, message: str) -> None:
+        from locksmith.agent import sessions
+
         result = await sessions.broadcast(message)
         log.info("login.warned", method=result.method, terminals=result.terminals)
-
-    return logged_in_users, broadcast

@@ -1,14 +1,26 @@
-"""The coordinator file: exact content, atomic replacement, directory creation, clear errors."""
+"""The coordinator file: exact content, atomic replacement, directory creation, clear errors, our
+fine-grained lines after the Go agent's, the one reader, and no rewrite of identical content."""
 
 from __future__ import annotations
 
 import os
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from locksmith.agent.coordinator import CoordinatorFileError, read_coordinator, write_coordinator
+from locksmith.agent.coordinator import (
+    AgentState,
+    CoordinatorFile,
+    CoordinatorFileError,
+    read_agent_state,
+    read_coordinator,
+    write_coordinator,
+)
+from locksmith.agent.ports import LockFailure, LockKept, LockReleased, StateEntered
+from locksmith.agent.states import State
+from locksmith.agent.wiring import CoordinatorPublisher
 
 
 def test_content_and_directory_creation(tmp_path: Path) -> None:
@@ -52,3 +64,65 @@ def test_unwritable_location_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_missing_file_reads_empty(tmp_path: Path) -> None:
     assert read_coordinator(tmp_path / "nope") == {}
+
+
+def test_our_lines_follow_the_go_agents_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.conf"
+    file = CoordinatorFile(path, "etcd-lock")
+    assert file.publish("reboot-planned", phase="acquiring", since=1733112000.7, lock_kept=None)
+    lines = path.read_text().splitlines()
+    # The Go agent's three lines first and unchanged: its readers look only at these keys.
+    assert lines[:3] == ["NAME=locksmithd", "STRATEGY=etcd-lock", "STATE=reboot-planned"]
+    assert lines[3:] == ["LOCKSMITHD_STATE=acquiring", "LOCKSMITHD_SINCE=1733112000", f"LOCKSMITHD_PID={os.getpid()}"]
+    assert read_agent_state(path) == AgentState(
+        name="locksmithd",
+        strategy="etcd-lock",
+        state="reboot-planned",
+        phase="acquiring",
+        since=1733112000.0,
+        pid=os.getpid(),
+    )
+
+
+def test_identical_content_is_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.conf"
+    file = CoordinatorFile(path, "reboot")
+    assert file.publish("running", phase="idle", since=5.0)
+    inode = path.stat().st_ino
+    assert not file.publish("running", phase="idle", since=5.0)
+    assert path.stat().st_ino == inode  # not replaced
+    assert file.publish("running", phase="idle", since=5.0, lock_kept="health-gate")
+    assert read_agent_state(path).lock_kept == "health-gate"  # type: ignore[union-attr]
+
+
+def test_a_go_era_file_reads_with_its_state_word_as_the_phase(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.conf"
+    write_coordinator("etcd-lock", "rebooting", path)
+    state = read_agent_state(path)
+    assert state is not None and state.phase == "rebooting" and state.pid is None and state.since is None
+    assert read_agent_state(tmp_path / "nope") is None
+    (tmp_path / "garbled").write_text("NAME=x\nLOCKSMITHD_PID=abc\n")
+    assert read_agent_state(tmp_path / "garbled") is None  # no STATE=: nothing published yet
+
+
+def test_the_observer_publishes_each_state_once_with_the_time_it_was_entered(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.conf"
+    publish = CoordinatorPublisher(path, "etcd-lock")
+    t0 = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
+    publish(StateEntered(State.STARTING, None, t0))
+    assert read_agent_state(path).phase == "starting"  # type: ignore[union-attr]
+    publish(StateEntered(State.ACQUIRING, State.NEED_REBOOT, t0 + timedelta(seconds=5)))
+    inode = path.stat().st_ino
+    publish(LockFailure("store unreachable"))  # not a state: nothing to write
+    publish(StateEntered(State.ACQUIRING, State.ACQUIRING, t0 + timedelta(seconds=9)))  # after a back-off
+    assert path.stat().st_ino == inode
+    state = read_agent_state(path)
+    assert (
+        state is not None and state.state == "reboot-planned" and state.since == (t0 + timedelta(seconds=5)).timestamp()
+    )
+
+    publish(StateEntered(State.IDLE, State.RELEASING_AFTER_BOOT, t0 + timedelta(seconds=20)))
+    publish(LockKept("health-gate", "the health gate did not pass within 5s"))
+    assert read_agent_state(path).lock_kept == "health-gate"  # type: ignore[union-attr]
+    publish(LockReleased("after boot"))
+    assert read_agent_state(path).lock_kept is None  # type: ignore[union-attr]

@@ -91,3 +91,24 @@ def test_parse_listen(spec: str, expected: ListenAddress) -> None:
 def test_parse_listen_rejects(spec: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_listen(spec)
+
+
+def test_the_agents_observer_counts_attempts_failures_and_follows_the_state() -> None:
+    from datetime import UTC, datetime
+
+    from locksmith.agent.ports import LockAttempt, LockFailure, LockReleased, StateEntered
+    from locksmith.agent.states import State
+    from locksmith.agent.wiring import metrics_observer
+
+    m = Metrics(states=[s.value for s in State])
+    observe = metrics_observer(m)
+    now = datetime(2024, 1, 10, tzinfo=UTC)
+    observe(StateEntered(State.ACQUIRING, State.NEED_REBOOT, now))
+    observe(LockAttempt())
+    observe(LockFailure("busy"))
+    observe(LockAttempt())
+    observe(LockReleased("dropped"))  # not counted
+    observe(StateEntered(State.PRE_REBOOT, State.ACQUIRING, now))
+    values = samples(m.render())
+    assert values["locksmith_lock_attempts_total"] == 2 and values["locksmith_lock_failures_total"] == 1
+    assert values['locksmith_state{state="pre-reboot"}'] == 1 and values['locksmith_state{state="acquiring"}'] == 0

@@ -74,3 +74,22 @@ def test_watchdog_interval(
         else:
             monkeypatch.setenv(name, value)
     assert sdnotify.watchdog_interval() == expected
+
+
+def test_the_agents_observer_sends_ready_then_a_status_per_state(receiver: socket.socket) -> None:
+    from datetime import UTC, datetime
+
+    from locksmith.agent.ports import LockAttempt, Ready, StateEntered
+    from locksmith.agent.states import State
+    from locksmith.agent.wiring import systemd_observer
+
+    observe = systemd_observer("etcd-lock")
+    now = datetime(2024, 1, 10, tzinfo=UTC)
+    observe(Ready())
+    assert receiver.recv(4096) == b"READY=1\nSTATUS=started (etcd-lock)"
+    observe(LockAttempt())  # not a state: systemd is not told
+    observe(StateEntered(State.WAITING_FOR_WINDOW, State.NEED_REBOOT, now, {"next_open": "03:00"}))
+    assert receiver.recv(4096) == b"STATUS=waiting-for-window (next_open=03:00)"
+    observe(StateEntered(State.STOPPING, State.IDLE, now, {"was": "idle"}))
+    assert receiver.recv(4096) == b"STATUS=stopping (was=idle)"
+    assert receiver.recv(4096) == b"STOPPING=1"

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from locksmith.agent.machine import Agent
+from locksmith.agent.ports import Event, Ports, StateEntered, SystemClock
 from locksmith.agent.reboot import CommandRebooter
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
@@ -24,6 +25,8 @@ from locksmith.kv import KVOptions, open_store, parse_endpoints
 from locksmith.lockstore import LockStore
 from locksmith.protocol.update1 import Operation, Status
 from locksmith.strategy import Strategy, StrategyContext
+
+E = TypeVar("E")
 
 IDLE = Status(0, 0.0, Operation.IDLE, "0.0.0.0", 0)
 NEED_REBOOT = Status(0, 1.0, Operation.UPDATED_NEED_REBOOT, "2.0.0", 1000)
@@ -45,17 +48,20 @@ class Statuses:
             yield await self.queue.get()
 
 
-class FakeClock:
-    """An injected wall clock (the agent also works under freezegun; see test_windows)."""
+class FakeClock(SystemClock):
+    """An injected wall clock that really sleeps (the agent also works under freezegun; see test_windows)."""
 
     def __init__(self, now: datetime) -> None:
-        self.now = now
+        self._now = now
 
-    def __call__(self) -> datetime:
-        return self.now
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, now: datetime) -> None:
+        self._now = now
 
     def advance(self, delta: timedelta) -> None:
-        self.now += delta
+        self._now += delta
 
 
 @dataclass
@@ -67,8 +73,9 @@ class Harness:
     group: str = field(default_factory=lambda: f"agent-{uuid.uuid4().hex[:8]}")
     settings: AgentSettings = field(default_factory=lambda: AgentSettings(login_check=False, retry_interval=30))
     clock: Any = None
-    transitions: list[tuple[str, State, dict[str, Any]]] = field(default_factory=list)
+    seen: list[Event] = field(default_factory=list)
     reboot_command: str | None = None
+    sessions: Any = None
 
     def __post_init__(self) -> None:
         self.options = KVOptions(endpoints=parse_endpoints(self.endpoints), retry_budget=2.0, request_timeout=2.0)
@@ -81,11 +88,15 @@ class Harness:
 
     def make_agent(self) -> Agent:
         ctx = StrategyContext(machine_id=self.machine_id, group=self.group, config=SimpleNamespace(kv=self.options))
-        kwargs: dict[str, Any] = {"observers": [self._observe]}
-        if self.clock is not None:
-            kwargs["clock"] = self.clock
         command = self.reboot_command or f"echo {self.machine_id} >> {self.reboots}"
-        self.agent = Agent(self.settings, self.strategy, ctx, self.statuses, CommandRebooter(command), **kwargs)
+        ports = Ports(
+            updates=self.statuses,
+            rebooter=CommandRebooter(command),
+            sessions=self.sessions,
+            clock=self.clock or SystemClock(),
+            observers=[self.seen.append],
+        )
+        self.agent = Agent(self.settings, self.strategy, ctx, ports)
         return self.agent
 
     def start(self) -> None:
@@ -96,14 +107,11 @@ class Harness:
         assert self.task is not None
         return await asyncio.wait_for(self.task, 15)
 
-    def _observe(self, name: str, state: State, fields: dict[str, Any]) -> None:
-        self.transitions.append((name, state, fields))
-
     def states(self) -> list[State]:
-        return [s for n, s, _ in self.transitions if n == "state"]
+        return [e.state for e in self.seen if isinstance(e, StateEntered)]
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [f for n, _, f in self.transitions if n == name]
+    def events(self, kind: type[E]) -> list[E]:
+        return [e for e in self.seen if isinstance(e, kind)]
 
     async def wait_state(self, state: State, limit: float = 15.0) -> None:
         async with asyncio.timeout(limit):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import structlog
 
-from agent.harness import IDLE, NEED_REBOOT, utc
+from agent.harness import IDLE, NEED_REBOOT, FakeClock, utc
 from locksmith.agent.health import HealthGate
+from locksmith.agent.ports import LockReleased
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
 from locksmith.settings.windows import RebootWindow, WindowSchedule
@@ -25,7 +26,7 @@ async def test_holder_releases_after_boot(harness) -> None:  # type: ignore[no-u
     h.start()
     await h.wait_state(State.IDLE)
     assert await h.holders() == ()
-    assert [e["reason"] for e in h.events("lock.released")] == ["after boot"]
+    assert [e.reason for e in h.events(LockReleased)] == ["after boot"]
     assert await h.finish() == 0
     assert h.reboot_count() == 0
 
@@ -34,7 +35,7 @@ async def test_releases_even_with_an_update_already_pending(harness) -> None:  #
     # A window that is closed "now" (injected clock at 12:00, window 03:00-04:00), so the agent
     # cannot immediately take the lock again: what we see is the release itself.
     window = WindowSchedule((RebootWindow(None, time(3, 0), timedelta(hours=1)),), tz=utc(2024, 1, 1).tzinfo)
-    clock = lambda: utc(2024, 1, 10, 12, 0)  # noqa: E731
+    clock = FakeClock(utc(2024, 1, 10, 12, 0))
     h = harness(settings=AgentSettings(login_check=False, window=window), clock=clock)
     await h.locks.lock(ME)
     await h.locks.set_max(2)
@@ -54,7 +55,7 @@ async def test_not_holding_touches_nothing(harness) -> None:  # type: ignore[no-
     h.start()
     await h.wait_state(State.IDLE)
     assert await h.holders() == (OTHER,)
-    assert h.events("lock.released") == []
+    assert h.events(LockReleased) == []
     await h.finish()
 
 

@@ -182,3 +182,24 @@ def test_bad_config_is_one_line_and_exit_1(env: dict[str, str], needle: str, tmp
 
 def test_module_runs_as_console_script() -> None:
     assert Path(sys.executable).with_name("locksmithd").exists()
+
+
+def test_the_agent_publishes_its_state_in_the_coordinator_file(host: Host) -> None:
+    from locksmith.agent.coordinator import read_agent_state
+
+    path = host.dir / "coordinator.conf"
+    host.start_engine()
+    host.start_agent()
+    assert host.agent is not None
+    wait_until(lambda: (s := read_agent_state(path)) is not None and s.phase == "idle", what="idle in the file")
+    state = read_agent_state(path)
+    assert state is not None and state.pid == host.agent.pid
+    assert (state.name, state.strategy, state.state) == ("locksmithd", "etcd-lock", "running")
+    assert state.since is not None and abs(state.since - time.time()) < 60
+    host.need_reboot()
+    wait_until(lambda: reboot_lines(host.reboots) == ["solo"], what="the reboot")
+    wait_until(lambda: read_agent_state(path).phase == "rebooting", what="rebooting in the file")  # type: ignore[union-attr]
+    assert read_agent_state(path).state == "rebooting"  # type: ignore[union-attr]
+    assert host.stop_agent() == 0
+    final = read_agent_state(path)
+    assert final is not None and (final.phase, final.state) == ("stopping", "running")

@@ -8,6 +8,7 @@ from pathlib import Path
 import structlog
 
 from agent.harness import IDLE, NEED_REBOOT
+from locksmith.agent.ports import LockReleased
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
 from locksmith.protocol.update1 import Operation, Status
@@ -72,8 +73,8 @@ async def test_failing_pre_reboot_hook_gives_the_lock_back_and_undoes(harness, t
     h = harness(settings=settings)
     h.statuses.send(NEED_REBOOT)
     h.start()
-    await h.wait_for(lambda: h.events("lock.released"))
-    assert h.events("lock.released")[-1]["reason"] == "pre-reboot hook failed"
+    await h.wait_for(lambda: h.events(LockReleased))
+    assert h.events(LockReleased)[-1].reason == "pre-reboot hook failed"
     assert await h.holders() == ()
     assert h.reboot_count() == 0
     assert undo.read_text() == "x\nx\n"  # once at start, once to undo the failed pre-reboot hook
@@ -86,7 +87,7 @@ async def test_pre_reboot_hook_timeout_counts_as_failure(harness) -> None:  # ty
     h.statuses.send(NEED_REBOOT)
     with structlog.testing.capture_logs() as logs:
         h.start()
-        await h.wait_for(lambda: h.events("lock.released"))
+        await h.wait_for(lambda: h.events(LockReleased))
     assert any(e["event"] == "hook.pre-reboot" and "timed out" in e["result"] for e in logs)
     assert h.reboot_count() == 0 and await h.holders() == ()
     await h.finish()
@@ -100,9 +101,9 @@ async def test_failed_reboot_call_gives_the_lock_back_and_retries(harness, tmp_p
     )
     h.statuses.send(NEED_REBOOT)
     h.start()
-    await h.wait_for(lambda: len(h.events("lock.released")) >= 2)
+    await h.wait_for(lambda: len(h.events(LockReleased)) >= 2)
     assert len(attempts.read_text().split()) >= 2
-    released = [e["reason"] for e in h.events("lock.released")]
+    released = [e.reason for e in h.events(LockReleased)]
     assert released[:2] == ["reboot failed", "reboot failed"]
     h.statuses.send(IDLE)  # the admin reset the update engine: the agent settles, holding nothing
     await h.wait_state(State.IDLE)
@@ -114,8 +115,8 @@ async def test_reboot_that_never_happens_gives_the_lock_back(harness) -> None:  
     h = harness(settings=AgentSettings(login_check=False, reboot_grace=0.2, retry_interval=30))
     h.statuses.send(NEED_REBOOT)
     h.start()
-    await h.wait_for(lambda: h.events("lock.released"))
-    assert h.events("lock.released")[0]["reason"] == "reboot never happened"
+    await h.wait_for(lambda: h.events(LockReleased))
+    assert h.events(LockReleased)[0].reason == "reboot never happened"
     assert await h.holders() == ()
     await h.finish()
 
@@ -150,17 +151,16 @@ async def test_update_withdrawn_while_waiting_stops_waiting(harness) -> None:  #
 async def test_logged_in_users_are_warned_and_waited_for(harness) -> None:  # type: ignore[no-untyped-def]
     told: list[str] = []
 
-    async def users() -> list[str]:
-        return ["alice"]
+    class Alice:
+        async def users(self) -> list[str]:
+            return ["alice"]
 
-    async def broadcast(message: str) -> None:
-        told.append(message)
+        async def broadcast(self, message: str) -> None:
+            told.append(message)
 
-    h = harness(settings=AgentSettings(login_check=True, login_delay=0.3))
+    h = harness(settings=AgentSettings(login_check=True, login_delay=0.3), sessions=Alice())
     h.statuses.send(NEED_REBOOT)
-    agent = h.make_agent()
-    agent.logged_in_users, agent.broadcast = users, broadcast
-    h.task = asyncio.create_task(agent.run(h.stop))
+    h.start()
     await h.wait_for(lambda: h.reboot_count() == 1)
     assert len(told) == 1 and "reboot" in told[0]
     await h.finish()

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from freezegun import freeze_time
 
 from agent.harness import NEED_REBOOT, FakeClock, utc
+from locksmith.agent.ports import LockReleased
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
 from locksmith.settings.windows import RebootWindow, WindowSchedule, parse_windows
@@ -30,7 +31,7 @@ async def test_waits_for_the_window_across_midnight_before_locking(harness) -> N
     h.start()
     await h.wait_state(State.WAITING_FOR_WINDOW)
     assert await h.holders() == ()  # no lock taken outside the window
-    clock.now = utc(2024, 1, 11, 0, 10)  # after midnight, still inside
+    clock.set(utc(2024, 1, 11, 0, 10))  # after midnight, still inside
     await h.wait_for(lambda: h.reboot_count() == 1)
     assert await h.holders() == (ME,)
     await h.finish()
@@ -44,14 +45,14 @@ async def test_window_closing_while_waiting_for_the_lock(harness) -> None:  # ty
     h.statuses.send(NEED_REBOOT)
     h.start()
     await h.wait_state(State.ACQUIRING)
-    clock.now = utc(2024, 1, 10, 4, 5)  # the window closed while we waited for OTHER
+    clock.set(utc(2024, 1, 10, 4, 5))  # the window closed while we waited for OTHER
     await h.wait_state(State.WAITING_FOR_WINDOW)
     await h.locks.unlock(OTHER)  # the slot frees up outside our window…
     await asyncio.sleep(0.3)
     assert await h.holders() == ()  # …and we do not take it
     assert h.reboot_count() == 0
-    assert [e["reason"] for e in h.events("lock.released")] == []
-    clock.now = utc(2024, 1, 11, 3, 1)  # next day's window
+    assert [e.reason for e in h.events(LockReleased)] == []
+    clock.set(utc(2024, 1, 11, 3, 1))  # next day's window
     await h.wait_for(lambda: h.reboot_count() == 1)
     assert await h.holders() == (ME,)
     await h.finish()
@@ -64,7 +65,7 @@ async def test_weekly_window_wraps_the_week(harness) -> None:  # type: ignore[no
     h.statuses.send(NEED_REBOOT)
     h.start()
     await h.wait_state(State.WAITING_FOR_WINDOW)
-    clock.now = utc(2024, 1, 15, 0, 30)  # Monday 00:30: inside Sunday's window
+    clock.set(utc(2024, 1, 15, 0, 30))  # Monday 00:30: inside Sunday's window
     await h.wait_for(lambda: h.reboot_count() == 1)
     await h.finish()
 

@@ -12,10 +12,13 @@ from pathlib import Path
 
 from harness.devtools.simhost import NullEngine, SimHost
 
-# An "agent" that logs one state record the way locksmithd's JSON log does, then waits.
+# An "agent" that publishes one state through the coordinator file as locksmithd does, then waits.
 AGENT = (
-    "import json, time\n"
-    "print(json.dumps({'state': 'acquiring', 'event': 'state', 'logger': 'locksmith.agent'}), flush=True)\n"
+    "import os, time\n"
+    "from pathlib import Path\n"
+    "from locksmith.agent.coordinator import CoordinatorFile\n"
+    "file = CoordinatorFile(Path(os.environ['LOCKSMITHD_COORDINATOR_FILE']), 'etcd-lock')\n"
+    "file.publish('reboot-planned', phase='acquiring', since=time.time())\n"
     "time.sleep(600)\n"
 )
 
@@ -85,3 +88,30 @@ async def test_an_event_hook_failure_is_kept_and_the_reboot_goes_on(tmp_path: Pa
     finally:
         await host.stop()
     assert len(host.errors) == 2 and all("disk full" in e for e in host.errors)
+
+
+def test_agent_phase_reads_the_coordinator_file_and_ignores_the_previous_agents(tmp_path: Path) -> None:
+    """What the demo's view and the chaos faults see: the agent's own state word, never the last
+    word of the agent before it (the file outlives its writer across a restart or a reboot)."""
+    import time
+    from types import SimpleNamespace
+
+    from locksmith.agent.coordinator import CoordinatorFile, write_coordinator
+
+    host = SimHost("h", tmp_path, NullEngine())
+    tmp_path.mkdir(exist_ok=True)
+    assert host.agent_phase() == "down"  # no agent running
+    host.agent = SimpleNamespace(pid=os.getpid(), returncode=None)  # type: ignore[assignment]
+    assert host.agent_phase() == "starting"  # nothing published yet
+    CoordinatorFile(host.coordinator_file, "etcd-lock").publish("reboot-planned", phase="pre-reboot", since=1.0)
+    assert host.agent_phase() == "pre-reboot"
+    host.agent = SimpleNamespace(pid=os.getpid() + 1, returncode=None)  # type: ignore[assignment]
+    assert host.agent_phase() == "starting"  # the file is the previous process's
+    # A writer without our lines (the stand-in, a Go agent): its STATE word, if written since it started.
+    write_coordinator("etcd-lock", "rebooting", host.coordinator_file)
+    host._agent_started_at = time.time() + 60
+    assert host.agent_phase() == "starting"
+    host._agent_started_at = 0.0
+    assert host.agent_phase() == "rebooting"
+    host.agent = SimpleNamespace(pid=os.getpid(), returncode=0)  # type: ignore[assignment]
+    assert host.agent_phase() == "down"

@@ -1,16 +1,15 @@
-"""The demo's pure parts: spans and their overlap, a host's progress steps, the agent log tail, the
-live view in a pipe, and the timeline picture."""
+"""The demo's pure parts: spans and their overlap, a host's progress steps, the live view in a pipe,
+and the timeline picture. (The agent's state comes from its coordinator file: tests/chaos/test_simhost.py.)"""
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.demo.hoststate import AgentLogTail, HostState
+from harness.demo.hoststate import HostState
 from harness.demo.picture import render
 from harness.demo.tracks import LOCK, REBOOTING, HostTrack, Span, max_overlap
 from harness.demo.view import LiveView, progress_bar
@@ -50,22 +49,6 @@ def test_steps_never_go_back_while_a_host_reboots_into_the_update() -> None:
     assert h.steps("2.0.0") == 2
     h.state, h.committed, h.lock = "idle", True, False
     assert h.steps("2.0.0") == 3
-
-
-def test_log_tail_follows_states_and_forgets_them_at_a_new_boot(tmp_path: Path) -> None:
-    log = tmp_path / "agent.log"
-    tail = AgentLogTail(log)
-    assert tail.poll() is None  # no log yet
-    with log.open("a") as f:
-        f.write(json.dumps({"event": "state", "state": "idle"}) + "\n")
-        f.write('{"event": "state", "state": "acq')  # half a line, as a writer may leave it: not yet
-    assert tail.poll() == "idle"
-    with log.open("a") as f:
-        f.write('uiring"}\nnot json\n{"event": "lock.wait"}\n')
-    assert tail.poll() == "acquiring"
-    with log.open("a") as f:
-        f.write("--- host-1 boot 1 agent start ---\n")
-    assert tail.poll() is None  # the previous agent's last word is not this one's state
 
 
 def test_view_in_a_pipe_appends_only_changes() -> None:

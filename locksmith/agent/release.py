@@ -1,0 +1,140 @@
+"""Giving the reboot permission back: after boot (post-boot hook, then the health gate) and
+whenever a reboot is abandoned. While the strategy's service is unreachable it keeps trying in the
+background, so a lock is never left held with nobody going to reboot.
+
+The machine (machine.py) decides *when*; this module only knows *how*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from locksmith.agent.hooks import run_hook
+from locksmith.agent.ports import Clock, Event, HealthCheck, HealthGateStarted, LockKept, LockReleased
+from locksmith.agent.settings import AgentSettings
+from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
+
+
+class Releaser:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        strategy: Strategy,
+        ctx: StrategyContext,
+        *,
+        health: HealthCheck | None,
+        clock: Clock,
+        emit: Callable[[Event], None],
+        log: Any,
+        update_pending: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.strategy = strategy
+        self.ctx = ctx
+        self.health = health
+        self.clock = clock
+        self.emit = emit
+        self.log = log
+        self.update_pending = update_pending
+        self._deferred: asyncio.Task[None] | None = None
+
+    async def after_boot(self) -> None:
+        """RELEASING_AFTER_BOOT: give back a lock held from before this boot, unless the post-boot
+        hook or the health gate fails (then it is kept on purpose, and the log says so)."""
+        hook_ok = await self.post_boot_hook()
+        try:
+            held = await self.strategy.holds(self.ctx)
+        except StrategyUnavailable as exc:
+            self.log.warning("after-boot.deferred", reason=str(exc), detail="will release once reachable")
+            self._deferred = asyncio.create_task(self._release_when_reachable(gate=hook_ok))
+            return
+        except StrategyError as exc:
+            self.log.error("after-boot.unknown", reason=str(exc), detail="left untouched; not releasing")
+            return
+        if not held:
+            self.log.info("after-boot.not-held")
+            return
+        if not hook_ok:
+            self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
+            return
+        await self._gate_and_release()
+
+    async def post_boot_hook(self) -> bool:
+        # Runs on every start, not only after our reboots: it must be idempotent (e.g. uncordon),
+        # which also makes it undo a pre-reboot hook whose reboot a crash interrupted.
+        if not self.settings.post_boot_hook:
+            return True
+        result = await run_hook("post-boot", self.settings.post_boot_hook, self.settings.post_boot_timeout)
+        level = self.log.info if result.ok else self.log.error
+        level("hook.post-boot", ok=result.ok, result=result.detail, output=result.output.strip()[-500:] or None)
+        return result.ok
+
+    async def give_back(self, reason: str, background: bool = True) -> None:
+        """Release the permission if we hold it; if the service is unreachable, keep trying in
+        the background (unless `background` is False: stopping, the next start releases it)."""
+        try:
+            if await self.strategy.holds(self.ctx):
+                await self.strategy.release(self.ctx)
+                self.emit(LockReleased(reason))
+        except StrategyError as exc:
+            self.log.warning("release.deferred", reason=reason, error=str(exc))
+            if background:
+                self.cancel_deferred()
+                self._deferred = asyncio.create_task(self._release_when_reachable(gate=False))
+
+    def cancel_deferred(self) -> None:
+        # A deferred release must not run after we take the lock again for a new reboot: the
+        # idempotent lock would hand us our old slot, and the release would then drop it.
+        if self._deferred is not None and not self._deferred.done():
+            self.log.info("release.deferred-cancelled", detail="taking the lock again for a new reboot")
+            self._deferred.cancel()
+        self._deferred = None
+
+    async def aclose(self) -> None:
+        if self._deferred is not None and not self._deferred.done():
+            self._deferred.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._deferred
+
+    async def _gate_and_release(self) -> None:
+        if self.health is not None:
+            self.emit(HealthGateStarted(self.health.timeout))
+            if not await self.health.wait_healthy(self.log):
+                self._keep(
+                    "health-gate",
+                    f"the health gate did not pass within {self.health.timeout:g}s",
+                    detail="no other host reboots until this one is fixed; then run "
+                    f"`locksmithctl unlock {self.ctx.machine_id}` or restart locksmithd",
+                )
+                return
+        if self.update_pending():
+            # Flatcar#408: the Go agent kept the lock here and blocked the whole group.
+            self.log.info("after-boot.update-pending", detail="releasing anyway; the new update queues in turn")
+        await self.give_back("after boot")
+
+    def _keep(self, cause: Any, reason: str, **fields: str) -> None:
+        self.log.error("after-boot.keeping-lock", reason=reason, **fields)
+        self.emit(LockKept(cause, reason))
+
+    async def _release_when_reachable(self, gate: bool) -> None:
+        delay = 1.0
+        while True:
+            try:
+                if await self.strategy.holds(self.ctx):
+                    if gate:
+                        await self._gate_and_release()
+                    else:
+                        await self.strategy.release(self.ctx)
+                        self.emit(LockReleased("deferred release"))
+                else:
+                    self.log.info("after-boot.not-held")
+                return
+            except StrategyUnavailable as exc:
+                self.log.warning("release.retry", reason=str(exc), in_seconds=delay)
+            except StrategyError as exc:
+                self.log.error("release.failed", reason=str(exc), in_seconds=delay)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, self.settings.unavailable_backoff_max)
