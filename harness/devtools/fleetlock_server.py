@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from locksmith.fleetlock import GROUP_PATTERN, PRE_REBOOT, STEADY_STATE
+from locksmith.logging import configure_logging
 
 _MAX_BODY = 64 * 1024
 
@@ -173,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     parser.add_argument("--max", type=int, default=1, help="reboot slots per group (default 1)")
     args = parser.parse_args(argv)
+    configure_logging(level="warning")
     try:
         server = FleetLockServer(max_slots=args.max, port=args.port).start()
     except OSError as exc:

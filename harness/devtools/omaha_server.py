@@ -21,8 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
+from locksmith.cli import fail
+from locksmith.logging import configure_logging, scrub
 from locksmith.protocol import omaha
 
+PROG = "locksmith-update-server"
 UPDATE_PATH = "/v1/update/"
 MAX_REQUEST_BYTES = omaha.MAX_DOCUMENT_BYTES
 
@@ -50,10 +53,10 @@ def _load_release(directory: Path, channel: str) -> Release | None:
             channel, str(meta["version"]), str(meta["name"]), int(meta["size"]), str(meta["sha256"]), directory
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"locksmith-update-server: skipping {directory}: bad release.json ({exc})", file=sys.stderr)
+        print(scrub(f"{PROG}: skipping {directory}: bad release.json ({exc})"), file=sys.stderr)
         return None
     if not (directory / release.name).is_file():
-        print(f"locksmith-update-server: skipping {directory}: payload {release.name} missing", file=sys.stderr)
+        print(scrub(f"{PROG}: skipping {directory}: payload {release.name} missing"), file=sys.stderr)
         return None
     return release
 
@@ -138,7 +141,7 @@ class DevServer:
 
     def write_log(self, line: str) -> None:
         out = self.log or sys.stderr
-        out.write(f"locksmith-update-server: {line}\n")
+        out.write(scrub(f"{PROG}: {line}\n"))
         out.flush()
 
     def answer(self, body: bytes) -> bytes:
@@ -239,23 +242,21 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="locksmith-update-server", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, required=True, help="directory of <channel>/<version>/ releases")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     p.add_argument("--events-file", type=Path, help="append the events clients report here, one JSON per line")
     args = p.parse_args(argv)
+    configure_logging(level="warning")
     if not args.root.is_dir():
-        print(f"locksmith-update-server: --root {args.root} is not a directory; pack a release first", file=sys.stderr)
-        return 1
+        return fail(PROG, f"--root {args.root} is not a directory; pack a release first", 1)
     try:
         server = DevServer(args.root, args.host, args.port, args.events_file)
     except ValueError as exc:
-        print(f"locksmith-update-server: {exc}", file=sys.stderr)
-        return 1
+        return fail(PROG, str(exc), 1)
     except OSError as exc:
-        print(f"locksmith-update-server: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc.strerror}", 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -10,6 +10,8 @@ import sys
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from locksmith.cli import Expected, run_main
+from locksmith.logging import configure_logging
 from locksmith.updateengine.busutil import (
     INTERFACE,
     OBJECT_PATH,
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in actions.items():
         p.add_argument(f"-{name}", f"--{name}", dest=name, action="store_true", help=text)
+    p.add_argument("--debug", action="store_true", help="log debug lines; show the traceback of an unexpected error")
     return p
 
 
@@ -154,13 +157,13 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return asyncio.run(_run(args))
-    except (ClientError, BusUnavailable) as exc:
-        print(f"update_engine_client: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    configure_logging(level="debug" if args.debug else "warning")
+    return run_main(
+        "update_engine_client",
+        lambda: asyncio.run(_run(args)),
+        Expected((ClientError, BusUnavailable)),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from locksmith.cli import Expected, file_error, run_main
 from locksmith.disk.slots import Slot
+from locksmith.logging import configure_logging
 from locksmith.updateengine.payload import PayloadError, generate_keypair, load_private_key, sign_digest
 
 RELEASE_FILE = "release.json"
@@ -208,33 +210,38 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--version", required=True)
     image.add_argument("--board", default="amd64-usr")
     image.add_argument("--filler-mib", type=int, default=0, help="add this much incompressible data")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "keygen":
-            for p in (args.private, args.public):
-                if p.exists():
-                    raise PackError(f"{p} already exists; refusing to overwrite a key")
-            generate_keypair(args.private, args.public)
-            print(f"private key: {args.private}\npublic key: {args.public}")
-        elif args.command == "make-image":
-            if args.filler_mib < 0:
-                raise PackError("--filler-mib must be 0 or more")
-            make_usr_image(args.output, args.version, args.board, filler_bytes=args.filler_mib * 1024 * 1024)
-            print(args.output)
-        else:
-            out = args.out or args.root / check_version(args.channel) / check_version(args.version)
-            release = pack_release(args.image, args.version, args.key, out, args.name)
-            print(f"{out}: {release.name} {release.size} bytes sha256={release.sha256} version={release.version}")
-    except (PackError, PayloadError) as exc:
-        print(f"locksmith-pack-release: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"locksmith-pack-release: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
-        return 1
+    configure_logging(level="debug" if args.debug else "warning")
+    return run_main(
+        "locksmith-pack-release",
+        lambda: _run(args),
+        Expected((PackError, PayloadError)),
+        Expected(OSError, detail=file_error()),
+        debug=args.debug,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        for p in (args.private, args.public):
+            if p.exists():
+                raise PackError(f"{p} already exists; refusing to overwrite a key")
+        generate_keypair(args.private, args.public)
+        print(f"private key: {args.private}\npublic key: {args.public}")
+    elif args.command == "make-image":
+        if args.filler_mib < 0:
+            raise PackError("--filler-mib must be 0 or more")
+        make_usr_image(args.output, args.version, args.board, filler_bytes=args.filler_mib * 1024 * 1024)
+        print(args.output)
+    else:
+        out = args.out or args.root / check_version(args.channel) / check_version(args.version)
+        release = pack_release(args.image, args.version, args.key, out, args.name)
+        print(f"{out}: {release.name} {release.size} bytes sha256={release.sha256} version={release.version}")
     return 0
 
 
