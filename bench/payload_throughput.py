@@ -25,8 +25,10 @@ from pathlib import Path
 from bench._common import load_average, write_result
 from locksmith.disk.layout import make_coreos_disk
 from locksmith.disk.slots import read_slots
+from locksmith.protocol.release import signature_name
+from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import pack_release
-from locksmith.updateengine.payload import PayloadInstaller, generate_keypair
+from locksmith.updateengine.payload import PayloadInstaller
 
 RESULTS = Path(__file__).parent / "results" / "payload_throughput.json"
 MIB = 1024 * 1024
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_keypair(work / "key.pem", work / "key.pub")
         release = pack_release(image, "9999.0.0", work / "key.pem", work / "release")
         payload = work / "release" / release.name
-        signature = (work / "release" / f"{release.name}.sig").read_bytes()
+        signature = (work / "release" / signature_name(release.name)).read_bytes()
         times: dict[str, list[float]] = {"installer": [], "no-readback": [], "dd": []}
         for run in range(args.runs):
             order = list(times) if run % 2 == 0 else list(reversed(times))

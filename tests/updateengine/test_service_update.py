@@ -10,7 +10,8 @@ import pytest
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.omaha_server import DevServer
 from locksmith.protocol.omaha import ErrorCode
-from locksmith.updateengine.payload import generate_keypair, load_private_key, sign_digest
+from locksmith.protocol.release import sign_digest
+from locksmith.updateengine.keys import generate_keypair, load_private_key
 from locksmith.updateengine.status import Operation
 
 from .ue_support import (
