@@ -183,6 +183,14 @@ def configure_logging(
     )
 
 
+def reset_logging() -> None:
+    """Undo configure_logging (tests that configure logging restore the defaults after them)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+    structlog.reset_defaults()
+
+
 def add_secret(value: str) -> None:
     """Never print `value` (e.g. a password read from the config) from now on, in any log line."""
     _redactor.add(value)

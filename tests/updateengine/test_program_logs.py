@@ -21,7 +21,7 @@ import pytest
 import structlog
 
 from harness.devtools.dbus import PrivateBus
-from locksmith.logging import REDACTED
+from locksmith.logging import REDACTED, reset_logging
 from locksmith.settings.config import load_config
 
 from .ue_support import MACHINE_ID, make_world
@@ -35,10 +35,7 @@ URL = f"http://root:{SECRET}@127.0.0.1:9"
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_locksmith_handler", False)]:
-        root.removeHandler(handler)
-    structlog.reset_defaults()
+    reset_logging()
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
