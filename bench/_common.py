@@ -64,10 +64,24 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def write_result(path: Path, result: dict[str, Any]) -> None:
+def write_result(
+    path: Path, benchmark: str, measured: str, figures: dict[str, Any], load_before: list[float]
+) -> dict[str, Any]:
+    """Write one benchmark's results JSON, every file in the same envelope: its name, what it measured,
+    its parameters and figures, then the host and the load average before and after (other work on
+    the machine skews the figures; the load says how much). Returns what was written."""
+    result = {
+        "benchmark": benchmark,
+        "measured": measured,
+        **figures,
+        "host": host_info(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
+    return result
 
 
 def quiet_logs() -> None:

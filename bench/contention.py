@@ -56,7 +56,6 @@ from bench._common import (
     RESULTS_DIR,
     InstrumentedKV,
     KVCounters,
-    host_info,
     load_average,
     now_ns,
     percentile,
@@ -485,10 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(result, args)
     write_result(
         args.output,
+        "contention",
+        "agents running EtcdLockStrategy.acquire/release on one etcd v3 semaphore; wait = "
+        "acquire() duration; conflicts = create/CAS answered 'changed' (LockStore retries them)",
         {
-            "benchmark": "contention",
-            "measured": "agents running EtcdLockStrategy.acquire/release on one etcd v3 semaphore; wait = "
-            "acquire() duration; conflicts = create/CAS answered 'changed' (LockStore retries them)",
             "agents": args.agents,
             "max": args.max,
             "rounds": args.rounds,
@@ -496,10 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             "processes": args.processes,
             **result,
             "wall_seconds_including_setup": round(time.monotonic() - started, 1),
-            "host": host_info(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
         },
+        load_before,
     )
     return 0
 

@@ -44,7 +44,6 @@ from typing import Any
 from bench._common import (
     RESULTS_DIR,
     console_script,
-    host_info,
     load_average,
     now_ns,
     quiet_logs,
@@ -428,15 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(result, args)
     write_result(
         args.output,
-        {
-            "benchmark": "footprint",
-            "measured": "real locksmithd console script on a private dbus-daemon with a fake update engine and fake "
-            "logind served by the benchmark; sd_notify on a socket the benchmark bound",
-            **result,
-            "host": host_info(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "footprint",
+        "real locksmithd console script on a private dbus-daemon with a fake update engine and fake "
+        "logind served by the benchmark; sd_notify on a socket the benchmark bound",
+        result,
+        load_before,
     )
     return 0
 

@@ -53,7 +53,6 @@ from bench._common import (
     RESULTS_DIR,
     InstrumentedKV,
     KVCounters,
-    host_info,
     load_average,
     now_ns,
     percentile,
@@ -376,10 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, args)
     write_result(
         args.output,
+        "handoff_latency",
+        "unlock() called by the holder → the waiter's semaphore compare-and-swap acknowledged "
+        "(it holds); the waiter is a separate process waiting with EtcdLockStrategy.acquire (KV watch)",
         {
-            "benchmark": "handoff_latency",
-            "measured": "unlock() called by the holder → the waiter's semaphore compare-and-swap acknowledged "
-            "(it holds); the waiter is a separate process waiting with EtcdLockStrategy.acquire (KV watch)",
             "rounds_per_backend": args.rounds,
             "warmup_rounds": args.warmup,
             "backends": results,
@@ -393,11 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"per measured release (seed {args.seed})",
                 "computed_not_slept": True,
             },
-            "host": host_info(),
-            # Other work on the machine skews our side; the Go side is dominated by its schedule.
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
         },
+        # Other work on the machine skews our side; the Go side is dominated by its schedule.
+        load_before,
     )
     return 0
 

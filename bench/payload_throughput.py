@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,10 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._common import load_average, write_result
 from locksmith.disk.layout import make_coreos_disk
 from locksmith.disk.slots import read_slots
+from locksmith.protocol.release import signature_name
+from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import pack_release
-from locksmith.updateengine.payload import PayloadInstaller, generate_keypair
+from locksmith.updateengine.payload import PayloadInstaller
 
 RESULTS = Path(__file__).parent / "results" / "payload_throughput.json"
 MIB = 1024 * 1024
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size_mib < 1 or args.runs < 1:
         parser.error("--size-mib and --runs must be at least 1")
+    load_before = load_average()
 
     with tempfile.TemporaryDirectory(prefix="bench-payload-", dir=args.workdir) as tmp:
         work = Path(tmp)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_keypair(work / "key.pem", work / "key.pub")
         release = pack_release(image, "9999.0.0", work / "key.pem", work / "release")
         payload = work / "release" / release.name
-        signature = (work / "release" / f"{release.name}.sig").read_bytes()
+        signature = (work / "release" / signature_name(release.name)).read_bytes()
         times: dict[str, list[float]] = {"installer": [], "no-readback": [], "dd": []}
         for run in range(args.runs):
             order = list(times) if run % 2 == 0 else list(reversed(times))
@@ -102,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = release.image_size / 1e6
     inst_mbs, dd_mbs = mb / statistics.median(installer_s), mb / statistics.median(dd_s)
     nrb_mbs = mb / statistics.median(no_readback_s)
-    result = {
-        "benchmark": "payload_throughput",
+    figures = {
         "image_bytes": release.image_size,
         "payload_bytes": release.size,
         "compression_ratio": round(release.size / release.image_size, 3),
@@ -120,19 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         "+ ECDSA-P256 verify + GPT attribute update",
         "dd_work": "dd bs=1M conv=notrunc,fsync of the decompressed image",
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
-        # Other work on the machine skews both sides; the ratio is the figure to compare.
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(f"payload throughput: {args.size_mib} MiB image, {release.size / MIB:.1f} MiB payload, {args.runs} runs")
     print(f"{'writer':<28}{'median s':>10}{'MB/s':>10}")
     print(f"{'PayloadInstaller (+verify)':<28}{statistics.median(installer_s):>10.2f}{inst_mbs:>10.1f}")
     print(f"{'  same, without read-back':<28}{statistics.median(no_readback_s):>10.2f}{nrb_mbs:>10.1f}")
     print(f"{'dd bs=1M conv=fsync':<28}{statistics.median(dd_s):>10.2f}{dd_mbs:>10.1f}")
-    print(f"ratio installer/dd: {result['ratio_installer_to_dd']:.3f}   peak RSS {result['peak_rss_mib']} MiB")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    print(f"ratio installer/dd: {figures['ratio_installer_to_dd']:.3f}   peak RSS {figures['peak_rss_mib']} MiB")
+    # Other work on the machine skews both sides; the ratio is the figure to compare.
+    measured = "image bytes (decompressed) per second written and verified by PayloadInstaller, beside dd"
+    write_result(args.output, "payload_throughput", measured, figures, load_before)
     return 0
 
 

@@ -10,19 +10,17 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import NoReturn, TextIO
 
-import structlog
-
 from locksmith import __version__
+from locksmith.cli import Expected, fail, one_line, run_main
 from locksmith.kv import KVError, KVStore, open_store
 from locksmith.lockstore import LockStore, Status
+from locksmith.logging import add_secret, configure_logging, scrub
 from locksmith.machineid import MachineIdError, read_machine_id
 from locksmith.protocol.semaphore import SemaphoreError, semaphore_key
 from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
@@ -223,7 +221,7 @@ async def cmd_send_need_reboot(config: Config, args: argparse.Namespace) -> None
         finally:
             bus.disconnect()
     except (BusUnavailableError, SendNeedRebootError, UpdateEngineRunningError) as exc:
-        raise CommandFailed(f"{_ERROR_PREFIX['send-need-reboot']}: {_one_line(exc)}") from None
+        raise CommandFailed(f"{_ERROR_PREFIX['send-need-reboot']}: {one_line(exc)}") from None
 
 
 _STORE_COMMANDS: dict[str, Callable[[LockStore, Config, argparse.Namespace], Awaitable[None]]] = {
@@ -238,19 +236,9 @@ _STORE_COMMANDS: dict[str, Callable[[LockStore, Config, argparse.Namespace], Awa
 # --- main ---------------------------------------------------------------------------------------
 
 
-def _configure_logging(debug: bool) -> None:
-    # Library warnings (e.g. holder ages not recorded) go to stderr, never into our stdout output.
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if debug else logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
 def _debug(args: argparse.Namespace, message: str) -> None:
     if args.debug:
-        print(f"debug: {message}", file=sys.stderr)
+        print(scrub(f"debug: {message}"), file=sys.stderr)
 
 
 async def _run(args: argparse.Namespace, config: Config) -> None:
@@ -279,39 +267,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command is None:
         parser.error("a command is required: status, lock, unlock, set-max, reboot or send-need-reboot")
-    _configure_logging(args.debug)
+    # Library warnings (e.g. holder ages not recorded) go to stderr, never into our stdout output.
+    configure_logging(level="debug" if args.debug else "warning")
     try:
         config = load_config("cli", flags=flags_from_args(args, "cli"))
         semaphore_key(config.lock_group)  # refuses groups Go would map onto another key
     except (ConfigError, ValueError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("Error", str(exc), EXIT_USAGE)
+    if config.kv.password:
+        add_secret(config.kv.password)
     for warning in config.warnings:
-        print(f"Warning: {warning}", file=sys.stderr)
+        print(scrub(f"Warning: {warning}"), file=sys.stderr)
 
-    prefix = _ERROR_PREFIX[args.command]
-    try:
-        asyncio.run(_run(args, config))
-    except CommandFailed as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAILED
-    except (SemaphoreError, KVError, MachineIdError, OSError) as exc:
-        print(f"{prefix}: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: still one line for the user, the details under --debug
-        if args.debug:
-            traceback.print_exc()
-        print(f"{prefix}: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --debug)", file=sys.stderr)
-        return EXIT_FAILED
+    return run_main(
+        _ERROR_PREFIX[args.command],
+        lambda: _command(args, config),
+        Expected(CommandFailed, detail=str, label=""),
+        Expected((SemaphoreError, KVError, MachineIdError, OSError)),
+        debug=args.debug,
+        interrupted_detail="interrupted",
+    )
+
+
+def _command(args: argparse.Namespace, config: Config) -> int:
+    asyncio.run(_run(args, config))
     return EXIT_OK
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
 
 
 if __name__ == "__main__":

@@ -1,31 +1,28 @@
 """FleetLock client (the HTTP reboot-lock protocol of Fedora CoreOS / Zincati).
 
-    POST {base}/v1/pre-reboot    take a reboot slot for (id, group)
-    POST {base}/v1/steady-state  give it back
-    header `fleet-lock-protocol: true`, body {"client_params": {"id": ID, "group": GROUP}}
-
-200 means done, and both calls are idempotent, so retrying is always safe. Other replies carry
-{"kind": …, "value": …} and become FleetLockError, one line. Only connection failures (the request
-never reached a server) are retried here, with jittered exponential back-off and a bound; a busy
-lock is an answer, not a failure, and the caller decides when to ask again.
+The wire format (paths, header, bodies, group names) is locksmith.protocol.fleetlock. 200 means done,
+and both calls are idempotent, so retrying is always safe. Other replies carry {"kind": …, "value": …}
+and become FleetLockError, one line. Only connection failures (the request never reached a server)
+are retried here, with jittered exponential back-off and a bound; a busy lock is an answer, not a
+failure, and the caller decides when to ask again.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Final, Literal
-
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-GROUP_PATTERN: Final = re.compile(r"^[a-zA-Z0-9.-]+$")
-DEFAULT_GROUP: Final = "default"
-PROTOCOL_HEADER: Final = {"fleet-lock-protocol": "true"}
-PRE_REBOOT: Final = "/v1/pre-reboot"
-STEADY_STATE: Final = "/v1/steady-state"
-
-Operation = Literal["pre-reboot", "steady-state"]
+from locksmith.protocol.fleetlock import (
+    DEFAULT_GROUP,
+    PATHS,
+    PROTOCOL_HEADER,
+    ClientParams,
+    Operation,
+    one_line,
+    parse_error_body,
+    request_body,
+    validate_group,
+)
 
 
 class FleetLockError(Exception):
@@ -41,13 +38,6 @@ class FleetLockError(Exception):
 
 class FleetLockUnavailableError(Exception):
     """The server could not be reached (after retries) or broke off the exchange; str() is one line."""
-
-
-def validate_group(group: str) -> str:
-    """`group` if it is a valid FleetLock group name, else ValueError with one line."""
-    if not GROUP_PATTERN.match(group):
-        raise ValueError(f"FleetLock group {group!r} is invalid: use letters, digits, '.' and '-' only")
-    return group
 
 
 class FleetLockClient:
@@ -80,11 +70,11 @@ class FleetLockClient:
 
     async def pre_reboot(self) -> None:
         """Take a reboot slot (or confirm we hold one). Raises FleetLockError if refused (e.g. slots full)."""
-        await self._post("pre-reboot", PRE_REBOOT)
+        await self._post("pre-reboot")
 
     async def steady_state(self) -> None:
         """Release our slot (a no-op on the server if we hold none)."""
-        await self._post("steady-state", STEADY_STATE)
+        await self._post("steady-state")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -95,9 +85,9 @@ class FleetLockClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _post(self, operation: Operation, path: str) -> None:
-        url = self.base_url + path
-        body = {"client_params": {"id": self.node_id, "group": self.group}}
+    async def _post(self, operation: Operation) -> None:
+        url = self.base_url + PATHS[operation]
+        body = request_body(ClientParams(self.node_id, self.group))
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
@@ -110,11 +100,11 @@ class FleetLockClient:
                     response = await self._http.post(url, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise FleetLockUnavailableError(
-                f"cannot reach the FleetLock server at {url} after {self._attempts} attempts: {_one_line(str(exc))}"
+                f"cannot reach the FleetLock server at {url} after {self._attempts} attempts: {one_line(str(exc))}"
             ) from None
         except httpx.HTTPError as exc:
             raise FleetLockUnavailableError(
-                f"FleetLock {operation} to {url} failed: {exc.__class__.__name__}: {_one_line(str(exc))}"
+                f"FleetLock {operation} to {url} failed: {exc.__class__.__name__}: {one_line(str(exc))}"
             ) from None
         if response.status_code == 200:
             return
@@ -122,15 +112,8 @@ class FleetLockClient:
 
 
 def _error_from(operation: Operation, response: httpx.Response) -> FleetLockError:
-    try:
-        data = json.loads(response.content)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("kind"), str) and isinstance(data.get("value"), str):
-        return FleetLockError(operation, response.status_code, _one_line(data["kind"]), _one_line(data["value"]))
-    text = _one_line(response.text)[:200] or "(empty body)"
+    parsed = parse_error_body(response.content)
+    if parsed is not None:
+        return FleetLockError(operation, response.status_code, *parsed)
+    text = one_line(response.text)[:200] or "(empty body)"
     return FleetLockError(operation, response.status_code, "not_fleetlock", f"unexpected reply: {text}")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

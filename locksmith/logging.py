@@ -102,6 +102,7 @@ class _Renderer:
 
 
 _redactor = SecretRedactor()
+_CHATTY_LIBRARIES = ("httpx", "httpcore", "asyncio")
 _HANDLER_MARK = "_locksmith_handler"
 
 
@@ -161,6 +162,10 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level.lower()])
+    # httpx logs every request at info and httpcore every socket step at debug: noise even when
+    # debugging (an etcd watch polls forever); our own KV layer logs what matters.
+    for chatty in _CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     structlog.configure(
         processors=[
@@ -178,9 +183,28 @@ def configure_logging(
     )
 
 
+def reset_logging() -> None:
+    """Undo configure_logging (tests that configure logging restore the defaults after them)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+    structlog.reset_defaults()
+
+
 def add_secret(value: str) -> None:
     """Never print `value` (e.g. a password read from the config) from now on, in any log line."""
     _redactor.add(value)
+
+
+def debug_enabled() -> bool:
+    """True when the process logs at debug level (then an unexpected error shows its traceback)."""
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def scrub(text: str) -> str:
+    """`text` without the registered secrets, PEM private keys and URL passwords: for what a program
+    prints itself (an error line on stderr) rather than logs."""
+    return _redactor.scrub(text)
 
 
 def get_logger(name: str) -> Any:

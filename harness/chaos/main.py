@@ -34,6 +34,8 @@ from harness.chaos.history import History, Recorder
 from harness.chaos.observer import Observer, read_key, read_revision
 from harness.devtools.etcd import EtcdCluster
 from harness.devtools.simhost import Engine, FakeEngine, NullEngine, SimHost
+from locksmith.cli import fail
+from locksmith.logging import configure_logging
 from locksmith.protocol.semaphore import SemaphoreCorrupt, decode, semaphore_key
 
 HISTORY = "history.jsonl"
@@ -352,6 +354,7 @@ def _workdir(keep: Path | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     s = parse_args(argv)
+    configure_logging(level="warning")  # the run's own report is printed; libraries only warn
     s.workdir = _workdir(s.keep_history)
     print(f"locksmith-chaos: seed {s.seed}, agent {s.agent}, work dir {s.workdir}", flush=True)
     started = time.monotonic()
@@ -361,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
     except RuntimeError as exc:
-        print(f"locksmith-chaos: {exc}", file=sys.stderr)
-        return 1
+        return fail("locksmith-chaos", str(exc), 1)
     finally:
         if s.keep_history is None:
             shutil.rmtree(s.workdir, ignore_errors=True)  # failing runs were copied out already

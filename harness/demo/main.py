@@ -21,7 +21,9 @@ from harness.demo.fleet import Fleet, FleetOptions
 from harness.demo.picture import render
 from harness.demo.tracks import LOCK, REBOOTING, max_overlap
 from harness.demo.view import LiveView
+from locksmith.cli import fail
 from locksmith.kv import parse_endpoint
+from locksmith.logging import configure_logging
 from locksmith.settings.duration import parse_duration
 from locksmith.settings.windows import parse_windows
 
@@ -216,6 +218,8 @@ def print_summary(args: argparse.Namespace, fleet: Fleet, o: Outcome, picture: P
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Library warnings only: the live view owns the terminal, and each host's programs log to files.
+    configure_logging(level="warning")
     view = LiveView()
     try:
         outcome = asyncio.run(run(args, view))
@@ -223,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nlocksmith-demo: interrupted; every process it started was stopped", file=sys.stderr)
         return 130
     except Exception as exc:  # a set-up failure: one line, the logs say more
-        print(f"locksmith-demo: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return fail("locksmith-demo", f"{type(exc).__name__}: {exc}", 1)
     if succeeded(args, outcome):
         return 0
     return 1

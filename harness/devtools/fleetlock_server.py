@@ -11,7 +11,8 @@ both sync and asyncio tests can use it::
 
     python -m harness.devtools.fleetlock_server --port 8080 --max 2   # prints its URL, serves until killed
 
-Error replies follow the protocol: a 4xx/5xx status with {"kind": …, "value": …}.
+Error replies follow the protocol: a 4xx/5xx status with {"kind": …, "value": …}. The wire format
+itself (paths, header, bodies) is locksmith.protocol.fleetlock, shared with the client.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from locksmith.fleetlock import GROUP_PATTERN, PRE_REBOOT, STEADY_STATE
+from locksmith.logging import configure_logging
+from locksmith.protocol import fleetlock
 
 _MAX_BODY = 64 * 1024
 
@@ -95,34 +97,28 @@ class FleetLockServer:
 
     def handle(self, path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, str]]:
         """Process one request; returns (status, JSON body). Thread-safe."""
-        if path not in (PRE_REBOOT, STEADY_STATE):
-            return 404, {"kind": "not_found", "value": f"no such endpoint {path}"}
-        action = path.rsplit("/", 1)[1]
+        action = fleetlock.operation_of(path)
+        if action is None:
+            return 404, fleetlock.error_body("not_found", f"no such endpoint {path}")
         status, reply, node_id, group = self._decide(action, headers, raw)
         with self._lock:
             self.operations.append(RecordedOperation(action, node_id, group, status))
         return status, reply
 
-    def _decide(self, action: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, str], str, str]:
+    def _decide(
+        self, action: fleetlock.Operation, headers: Mapping[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], str, str]:
         if self.fail_with is not None:
             status, kind, value = self.fail_with
-            return status, {"kind": kind, "value": value}, "", ""
-        if headers.get("fleet-lock-protocol", "").lower() != "true":
-            return 400, {"kind": "missing_header", "value": "header fleet-lock-protocol: true is required"}, "", ""
+            return status, fleetlock.error_body(kind, value), "", ""
+        if not fleetlock.has_protocol_header(dict(headers)):
+            value = f"header {fleetlock.HEADER_NAME}: true is required"
+            return 400, fleetlock.error_body("missing_header", value), "", ""
         try:
-            params = json.loads(raw)["client_params"]
-            node_id, group = params["id"], params["group"]
-        except (ValueError, KeyError, TypeError):
-            return 400, {"kind": "bad_request", "value": 'body must be {"client_params":{"id":..,"group":..}}'}, "", ""
-        if not isinstance(node_id, str) or not node_id:
-            return 400, {"kind": "bad_request", "value": "client_params.id must be a non-empty string"}, "", ""
-        if not isinstance(group, str) or not GROUP_PATTERN.match(group):
-            return (
-                400,
-                {"kind": "bad_group", "value": f"group {group!r} must match {GROUP_PATTERN.pattern}"},
-                node_id,
-                "",
-            )
+            params = fleetlock.parse_request_body(raw)
+        except fleetlock.FleetLockFormatError as exc:
+            return 400, fleetlock.error_body(exc.kind, str(exc)), exc.node_id, ""
+        node_id, group = params.id, params.group
         with self._lock:
             holders = self._holders.setdefault(group, [])
             if action == "steady-state":
@@ -134,7 +130,7 @@ class FleetLockServer:
                 return 200, {}, node_id, group
             if len(holders) >= limit:
                 value = f"all {limit} reboot slots of group {group} are taken (by {', '.join(holders)})"
-                return 409, {"kind": "failed_lock", "value": value}, node_id, group
+                return 409, fleetlock.error_body("failed_lock", value), node_id, group
             holders.append(node_id)
             return 200, {}, node_id, group
 
@@ -146,13 +142,13 @@ def _handler_for(server: FleetLockServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length > _MAX_BODY:
-                self._reply(413, {"kind": "bad_request", "value": "body too large"})
+                self._reply(413, fleetlock.error_body("bad_request", "body too large"))
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
             self._reply(*server.handle(self.path, headers, self.rfile.read(length)))
 
         def do_GET(self) -> None:
-            self._reply(405, {"kind": "method_not_allowed", "value": "FleetLock uses POST"})
+            self._reply(405, fleetlock.error_body("method_not_allowed", "FleetLock uses POST"))
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             payload = json.dumps(body).encode()
@@ -173,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     parser.add_argument("--max", type=int, default=1, help="reboot slots per group (default 1)")
     args = parser.parse_args(argv)
+    configure_logging(level="warning")
     try:
         server = FleetLockServer(max_slots=args.max, port=args.port).start()
     except OSError as exc:

@@ -1,7 +1,7 @@
 """`locksmith-update-server`: an Omaha server for development, tests and the demo, on loopback only.
 
-Releases live in `<root>/<channel>/<version>/` (written by `locksmith-pack-release`): `release.json`
-(`version`, `name`, `size`, `sha256`), the payload `<name>` and its detached signature `<name>.sig`.
+Releases live in `<root>/<channel>/<version>/`, written by `locksmith-pack-release` in the format of
+locksmith.protocol.release: `release.json`, the payload and its detached signature.
 A request's `track` picks the channel; the newest version there is offered unless the client has it.
 Events the clients report are kept in memory (GET /events) and appended to `--events-file` as JSON lines.
 """
@@ -21,8 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
+from locksmith.cli import fail
+from locksmith.logging import configure_logging, scrub
 from locksmith.protocol import omaha
+from locksmith.protocol import release as release_format
 
+PROG = "locksmith-update-server"
 UPDATE_PATH = "/v1/update/"
 MAX_REQUEST_BYTES = omaha.MAX_DOCUMENT_BYTES
 
@@ -34,31 +38,31 @@ def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
 
 
 @dataclass(frozen=True)
-class Release:
+class Published:
+    """A release as the server offers it: where it lives, and its release.json."""
+
     channel: str
-    version: str
-    name: str
-    size: int
-    sha256: str
     directory: Path
+    release: release_format.Release
+
+    @property
+    def version(self) -> str:
+        return self.release.version
 
 
-def _load_release(directory: Path, channel: str) -> Release | None:
+def _load_release(directory: Path, channel: str) -> Published | None:
     try:
-        meta = json.loads((directory / "release.json").read_text())
-        release = Release(
-            channel, str(meta["version"]), str(meta["name"]), int(meta["size"]), str(meta["sha256"]), directory
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"locksmith-update-server: skipping {directory}: bad release.json ({exc})", file=sys.stderr)
+        meta = release_format.parse_release((directory / release_format.RELEASE_FILE).read_text())
+    except (OSError, release_format.ReleaseFormatError) as exc:
+        print(scrub(f"{PROG}: skipping {directory}: bad {release_format.RELEASE_FILE} ({exc})"), file=sys.stderr)
         return None
-    if not (directory / release.name).is_file():
-        print(f"locksmith-update-server: skipping {directory}: payload {release.name} missing", file=sys.stderr)
+    if not (directory / meta.name).is_file():
+        print(scrub(f"{PROG}: skipping {directory}: payload {meta.name} missing"), file=sys.stderr)
         return None
-    return release
+    return Published(channel, directory, meta)
 
 
-def newest_release(root: Path, channel: str) -> Release | None:
+def newest_release(root: Path, channel: str) -> Published | None:
     channel_dir = root / channel
     if not re.fullmatch(r"[A-Za-z0-9._-]+", channel) or channel.startswith(".") or not channel_dir.is_dir():
         return None
@@ -138,7 +142,7 @@ class DevServer:
 
     def write_log(self, line: str) -> None:
         out = self.log or sys.stderr
-        out.write(f"locksmith-update-server: {line}\n")
+        out.write(scrub(f"{PROG}: {line}\n"))
         out.flush()
 
     def answer(self, body: bytes) -> bytes:
@@ -157,9 +161,9 @@ class DevServer:
         offer = omaha.UpdateOffer(
             version=release.version,
             codebases=(f"{self.base_url}/{release.channel}/{release.version}/",),
-            package_name=release.name,
-            size=release.size,
-            sha256_b64=release.sha256,
+            package_name=release.release.name,
+            size=release.release.size,
+            sha256_b64=release.release.sha256,
         )
         return omaha.build_response(request.appid, offer)
 
@@ -220,7 +224,7 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"not found\n", "text/plain")
                 return
             data = file.read_bytes()
-            is_payload = not parts[2].endswith((".sig", ".json"))
+            is_payload = release_format.is_payload_file(parts[2])
             if is_payload and server.take_truncation():
                 # Promise the whole file, send half, hang up: what a dying mirror does.
                 self.send_response(200)
@@ -239,23 +243,21 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="locksmith-update-server", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, required=True, help="directory of <channel>/<version>/ releases")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     p.add_argument("--events-file", type=Path, help="append the events clients report here, one JSON per line")
     args = p.parse_args(argv)
+    configure_logging(level="warning")
     if not args.root.is_dir():
-        print(f"locksmith-update-server: --root {args.root} is not a directory; pack a release first", file=sys.stderr)
-        return 1
+        return fail(PROG, f"--root {args.root} is not a directory; pack a release first", 1)
     try:
         server = DevServer(args.root, args.host, args.port, args.events_file)
     except ValueError as exc:
-        print(f"locksmith-update-server: {exc}", file=sys.stderr)
-        return 1
+        return fail(PROG, str(exc), 1)
     except OSError as exc:
-        print(f"locksmith-update-server: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc.strerror}", 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

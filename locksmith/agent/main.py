@@ -25,6 +25,8 @@ from locksmith.agent.settings import AgentSettings
 from locksmith.agent.wiring import BusHealthGate, LoginSessions, observers_for
 from locksmith.bus.system import LazyBus
 from locksmith.bus.update_engine import update_statuses
+from locksmith.cli import Expected, run_main
+from locksmith.logging import configure_logging, debug_enabled
 from locksmith.machineid import MachineIdError, read_machine_id
 from locksmith.protocol import update1
 from locksmith.settings.config import (
@@ -153,33 +155,35 @@ def _seconds(value: timedelta) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(
-            "agent",
-            flags_from_args(args, "agent"),
-            os.environ,
-            tuple(args.config_files) if args.config_files else DEFAULT_PATHS,
-        )
-        strategy = load_strategy(config.strategy)
-        machine_id = read_machine_id(config.machine_id_file)
-    except (ConfigError, StrategyError, MachineIdError) as exc:
-        print(f"locksmithd: {exc}", file=sys.stderr)
-        return 1
+    return run_main(
+        "locksmithd",
+        lambda: _main(args),
+        Expected((ConfigError, StrategyError, MachineIdError)),
+        debug=debug_enabled,
+        hint="LOCKSMITHD_LOG_LEVEL=debug shows the traceback",
+        interrupted=0,  # a second Ctrl-C while stopping
+    )
+
+
+def _main(args: argparse.Namespace) -> int:
+    config = load_config(
+        "agent",
+        flags_from_args(args, "agent"),
+        os.environ,
+        tuple(args.config_files) if args.config_files else DEFAULT_PATHS,
+    )
+    strategy = load_strategy(config.strategy)
+    machine_id = read_machine_id(config.machine_id_file)
     _setup_logging(config)
     log = structlog.get_logger("locksmith.agent")
     for warning in config.warnings:
         log.warning("config.warning", detail=warning)
-    try:
-        return asyncio.run(_serve(config, args, strategy, machine_id))
-    except KeyboardInterrupt:  # a second Ctrl-C while stopping
-        return 0
+    return asyncio.run(_serve(config, args, strategy, machine_id))
 
 
 def _setup_logging(config: Config) -> None:
     agent = config.agent
     assert agent is not None
-    from locksmith.logging import configure_logging
-
     secrets = [config.kv.password] if config.kv.password else []
     configure_logging(fmt=agent.log_format, level=agent.log_level, secrets=secrets)
 

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from locksmith.cli import Expected, file_error, run_main
 from locksmith.disk.gpt import GptError
 from locksmith.disk.slots import (
     SLOT_NAMES,
@@ -24,6 +25,7 @@ from locksmith.disk.slots import (
     read_slots,
     write_boot_record,
 )
+from locksmith.logging import configure_logging
 
 
 def format_slot(slot: Slot, booted: bool = False) -> str:
@@ -49,10 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print both slots' gptprio attributes")
     status.add_argument("--disk", required=True, type=Path)
     status.add_argument("--boot-record", type=Path)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
     disk: Path = args.disk
     if args.command == "choose":
         slot = choose_boot(disk)
@@ -72,19 +75,19 @@ def _run(args: argparse.Namespace) -> None:
             booted = None  # never "booted" yet: status still shows the attributes
         for slot in read_slots(disk):
             print(format_slot(slot, booted=slot.number == booted))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        _run(args)
-    except (GptError, SlotError) as exc:
-        print(f"locksmith-bootloader: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"locksmith-bootloader: {exc.filename or args.disk}: {exc.strerror}", file=sys.stderr)
-        return 1
-    return 0
+    configure_logging(level="debug" if args.debug else "warning")
+    return run_main(
+        "locksmith-bootloader",
+        lambda: _run(args),
+        Expected((GptError, SlotError)),
+        Expected(OSError, detail=file_error(args.disk)),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,6 @@ key the Go tool stores.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +21,7 @@ import httpx
 
 from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
 from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints
+from locksmith.kv.watch import Reconnect, resync
 
 API = "etcd v2"
 
@@ -217,8 +215,7 @@ class Etcd2Store:
         its event history (errorCode 401) the key's current state stands in for it. Raises
         KVUnavailable when no endpoint answered for `retry_budget` seconds in a row."""
         last = after_revision
-        down_since: float | None = None
-        delay = 0.05
+        reconnect = Reconnect(API, key, self.options.retry_budget)
         while True:
             params = {"wait": "true", "waitIndex": str(last + 1)}
             try:
@@ -233,19 +230,13 @@ class Etcd2Store:
                 continue  # an idle long poll: ask again
             except (KVUnavailable, *TRANSPORT_ERRORS) as exc:
                 self._http.raise_if_tls(exc, self._http.current)
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > self.options.retry_budget:
-                    if isinstance(exc, KVUnavailable):
-                        raise
-                    raise KVUnavailable(f"{API}: the watch on {key} could not reconnect: {exc}") from None
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(1.0, delay * 2)
+                reconnect.unreachable(exc)
+                await reconnect.pause()
                 continue
             body = _json(response)
             error = parse_error(body)
             if response.status_code == 200 and error is None and body is not None:
-                down_since, delay = None, 0.05
+                reconnect.answered()
                 change = parse_event(body, key)
                 if change.revision > last:
                     last = change.revision
@@ -253,19 +244,14 @@ class Etcd2Store:
                 continue
             if error is not None and error[0] == EVENT_INDEX_CLEARED:
                 entry, index = await self._get(key)
-                if entry is not None and entry.revision > last:
-                    last = entry.revision
-                    yield Change(key, entry.value, entry.revision)
-                elif entry is None and index > last:
-                    last = index
-                    yield Change(key, None, index)
-                last = max(last, index)
+                missed, last = resync(key, entry, index, last)
+                if missed is not None:
+                    yield missed
                 continue
             problem = fail(response, base, f"watching {key}", self._authenticated)
             if not isinstance(problem, EndpointUnhealthy):
                 raise problem
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(1.0, delay * 2)
+            await reconnect.pause()
 
     async def aclose(self) -> None:
         await self._http.aclose()

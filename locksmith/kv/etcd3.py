@@ -12,8 +12,6 @@ import asyncio
 import base64
 import binascii
 import json
-import random
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ import httpx
 
 from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
 from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints, json_body
+from locksmith.kv.watch import Reconnect, resync
 
 API = "etcd v3"
 
@@ -327,10 +326,9 @@ class Etcd3Store:
         stream reconnect (any endpoint) from the last revision seen. Raises KVUnavailable
         when no endpoint could be reached for `retry_budget` seconds in a row."""
         last = after_revision
-        down_since: float | None = None
-        delay = 0.05
+        reconnect = Reconnect(API, key, self.options.retry_budget)
         while True:
-            resync = False
+            compacted = False
             try:
                 if self._token is None:
                     await self._authenticate()
@@ -349,9 +347,9 @@ class Etcd3Store:
                         msg = parse_watch_line(line)
                         if msg.error is not None:
                             raise classify_error(*msg.error, 200, base, f"watching {key}", bool(self.options.username))
-                        down_since, delay = None, 0.05
+                        reconnect.answered()
                         if msg.compact_revision:
-                            resync = True
+                            compacted = True
                             break
                         if msg.canceled:
                             raise KVError(f"{API} at {base} cancelled the watch on {key}: {msg.cancel_reason}")
@@ -366,26 +364,15 @@ class Etcd3Store:
                 continue
             except (KVUnavailable, EndpointUnhealthy, *TRANSPORT_ERRORS) as exc:
                 self._http.raise_if_tls(exc, self._http.current)
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > self.options.retry_budget:
-                    if isinstance(exc, KVUnavailable):
-                        raise
-                    raise KVUnavailable(f"{API}: the watch on {key} could not reconnect: {exc}") from None
-            if resync:
-                # History up to the compaction is gone: the key's current state stands in for it.
+                reconnect.unreachable(exc)
+            if compacted:
                 entry, revision = await self._range(key)
-                if entry is not None and entry.revision > last:
-                    last = entry.revision
-                    yield Change(key, entry.value, entry.revision)
-                elif entry is None and revision > last:
-                    last = revision
-                    yield Change(key, None, revision)
-                last = max(last, revision)
+                missed, last = resync(key, entry, revision, last)
+                if missed is not None:
+                    yield missed
                 continue
             # A stream that ended or broke: reconnect after a short jittered pause.
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(1.0, delay * 2)
+            await reconnect.pause()
 
     async def aclose(self) -> None:
         await self._http.aclose()

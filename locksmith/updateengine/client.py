@@ -15,6 +15,7 @@ from dbus_fast.aio import MessageBus
 
 from locksmith.bus.system import NO_OWNER_ERRORS, BusUnavailableError, CallError, connect_system_bus
 from locksmith.bus.update_engine import UpdateEngineWatcher, call_engine, get_status
+from locksmith.cli import Expected, run_main
 from locksmith.logging import configure_logging
 from locksmith.protocol import update1
 from locksmith.protocol.update1 import MalformedStatus, Operation, Status
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in actions.items():
         p.add_argument(f"-{name}", f"--{name}", dest=name, action="store_true", help=text)
+    p.add_argument("--debug", action="store_true", help="log debug lines; show the traceback of an unexpected error")
     return p
 
 
@@ -144,14 +146,13 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Our stdout is the status lines: the watcher's warnings (a spoofed signal, …) go to stderr.
-    configure_logging(level="warning")
-    try:
-        return asyncio.run(_run(args))
-    except (ClientError, BusUnavailableError) as exc:
-        print(f"update_engine_client: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    configure_logging(level="debug" if args.debug else "warning")
+    return run_main(
+        "update_engine_client",
+        lambda: asyncio.run(_run(args)),
+        Expected((ClientError, BusUnavailableError)),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import structlog
 
 from locksmith.bus.system import BusUnavailableError, NameTakenError, connect_system_bus
+from locksmith.cli import Expected, run_main
+from locksmith.logging import configure_logging
 from locksmith.machineid import DEFAULT_MACHINE_ID_PATH, MachineIdError, read_machine_id
 from locksmith.protocol import update1
 from locksmith.updateengine import engineconfig
@@ -52,18 +53,6 @@ def _boot_id() -> str:
         return BOOT_ID_PATH.read_text().strip().replace("-", "")
     except OSError:
         return ""
-
-
-def _configure_logging(verbose: bool) -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -118,14 +107,14 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.verbose)
-    try:
-        return asyncio.run(_serve(args))
-    except (engineconfig.ConfigError, MachineIdError, BusUnavailableError, NameTakenError) as exc:
-        print(f"update_engine: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    configure_logging(level="debug" if args.verbose else "info")
+    return run_main(
+        "update_engine",
+        lambda: asyncio.run(_serve(args)),
+        Expected((engineconfig.ConfigError, MachineIdError, BusUnavailableError, NameTakenError)),
+        debug=args.verbose,
+        hint="rerun with --verbose",
+    )
 
 
 if __name__ == "__main__":

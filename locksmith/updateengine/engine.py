@@ -20,6 +20,7 @@ import structlog
 
 from locksmith.protocol import omaha
 from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
+from locksmith.protocol.release import signature_name
 from locksmith.protocol.update1 import NEED_REBOOT, NO_VERSION, Operation, Status
 from locksmith.updateengine.engineconfig import EngineConfig
 from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
@@ -249,7 +250,7 @@ class UpdateEngine:
             for _ in range(self._attempts):
                 try:
                     await self._download(codebase, offer)
-                    signature = await self._fetch_signature(codebase + offer.package_name + ".sig")
+                    signature = await self._fetch_signature(codebase + signature_name(offer.package_name))
                     break
                 except _Transfer as exc:
                     failures.append(str(exc))

@@ -1,10 +1,8 @@
 """Release packing (`locksmith-pack-release`): compress, hash and sign a USR image into a release directory.
 
-A release directory holds `<name>.gz`, `<name>.gz.sig` (DER ECDSA, see payload.py) and `release.json`
-(`version`, `name` — the payload file name —, `size`, `sha256` (base64, as Omaha's postinstall action
-carries it), `image_size`, `image_sha256` (hex)). `release.json` is written last, so a server that lists
-directories holding it never sees a half-written release. The dev update server serves
-`<root>/<channel>/<version>/`.
+The directory's files and release.json are locksmith.protocol.release; release.json is written last,
+so a server that lists directories holding it never sees a half-written release. The dev update
+server serves `<root>/<channel>/<version>/`.
 
 Also the demo's USR images: small squashfs files carrying `share/coreos/release`, and reading that file
 back out of a slot.
@@ -13,27 +11,34 @@ back out of a slot.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
+from locksmith.cli import Expected, file_error, run_main
 from locksmith.disk.slots import Slot
-from locksmith.updateengine.payload import PayloadError, generate_keypair, load_private_key, sign_digest
+from locksmith.logging import configure_logging
+from locksmith.protocol.release import (
+    DEFAULT_NAME,
+    RELEASE_FILE,
+    Release,
+    ReleaseFormatError,
+    check_version,
+    encode_sha256,
+    parse_release,
+    payload_name,
+    sign_digest,
+    signature_name,
+)
+from locksmith.updateengine.errors import PayloadError
+from locksmith.updateengine.keys import generate_keypair, load_private_key
 
-RELEASE_FILE = "release.json"
-DEFAULT_NAME = "update"  # CoreOS's payload was update.gz
 DEFAULT_APPID = "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}"
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
-_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 _CHUNK = 1024 * 1024
 
 
@@ -41,39 +46,15 @@ class PackError(Exception):
     """A release could not be packed or read; the message is one line."""
 
 
-@dataclass(frozen=True)
-class Release:
-    version: str
-    name: str  # payload file name, e.g. update.gz
-    size: int
-    sha256: str  # base64
-    image_size: int
-    image_sha256: str  # hex
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2) + "\n"
-
-
-def check_version(version: str) -> str:
-    if not _VERSION.match(version):
-        raise PackError(f"version {version!r} must be 1-64 characters of letters, digits and ._+- (e.g. 1.2.3)")
-    return version
-
-
 def load_release(directory: Path | str) -> Release:
     """Read and validate a release directory's release.json."""
     path = Path(directory) / RELEASE_FILE
     try:
-        data = json.loads(path.read_text())
-        release = Release(**{k: data[k] for k in Release.__dataclass_fields__})
+        return parse_release(path.read_text())
     except OSError as exc:
         raise PackError(f"cannot read {path}: {exc.strerror}") from None
-    except (ValueError, KeyError, TypeError):
-        raise PackError(f"{path} is not a release.json with {', '.join(Release.__dataclass_fields__)}") from None
-    ints_ok = all(isinstance(v, int) and v > 0 for v in (release.size, release.image_size))
-    if not ints_ok or not all(isinstance(v, str) for v in (release.version, release.name, release.sha256)):
-        raise PackError(f"{path} has fields of the wrong type; re-pack the release")
-    return release
+    except ReleaseFormatError as exc:
+        raise PackError(f"{path} {exc}") from None
 
 
 def pack_release(
@@ -81,8 +62,7 @@ def pack_release(
 ) -> Release:
     """Compress `image` to `<out_dir>/<name>.gz`, sign it, and write release.json (streaming throughout)."""
     check_version(version)
-    if not _NAME.match(name):
-        raise PackError(f"payload name {name!r} must be letters, digits and ._- (e.g. update)")
+    payload = payload_name(name)
     key = load_private_key(private_key)
     image, out = Path(image), Path(out_dir)
     if not image.is_file():
@@ -90,8 +70,7 @@ def pack_release(
     if (out / RELEASE_FILE).exists():
         raise PackError(f"{out} already holds a release; choose a new directory or version")
     out.mkdir(parents=True, exist_ok=True)
-    payload_name = f"{name}.gz"
-    tmp_payload = out / f".{payload_name}.tmp"
+    tmp_payload = out / f".{payload}.tmp"
     image_hash, payload_hash = hashlib.sha256(), hashlib.sha256()
     image_size = payload_size = 0
     deflate = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -114,10 +93,9 @@ def pack_release(
         tmp_payload.unlink()
         raise PackError(f"image {image} is empty")
     digest = payload_hash.digest()
-    os.replace(tmp_payload, out / payload_name)
-    (out / f"{payload_name}.sig").write_bytes(sign_digest(key, digest))
-    release = Release(version, payload_name, payload_size, base64.b64encode(digest).decode(), image_size,
-                      image_hash.hexdigest())  # fmt: skip
+    os.replace(tmp_payload, out / payload)
+    (out / signature_name(payload)).write_bytes(sign_digest(key, digest))
+    release = Release(version, payload, payload_size, encode_sha256(digest), image_size, image_hash.hexdigest())
     tmp_json = out / f".{RELEASE_FILE}.tmp"
     tmp_json.write_text(release.to_json())
     os.replace(tmp_json, out / RELEASE_FILE)
@@ -208,33 +186,38 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--version", required=True)
     image.add_argument("--board", default="amd64-usr")
     image.add_argument("--filler-mib", type=int, default=0, help="add this much incompressible data")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "keygen":
-            for p in (args.private, args.public):
-                if p.exists():
-                    raise PackError(f"{p} already exists; refusing to overwrite a key")
-            generate_keypair(args.private, args.public)
-            print(f"private key: {args.private}\npublic key: {args.public}")
-        elif args.command == "make-image":
-            if args.filler_mib < 0:
-                raise PackError("--filler-mib must be 0 or more")
-            make_usr_image(args.output, args.version, args.board, filler_bytes=args.filler_mib * 1024 * 1024)
-            print(args.output)
-        else:
-            out = args.out or args.root / check_version(args.channel) / check_version(args.version)
-            release = pack_release(args.image, args.version, args.key, out, args.name)
-            print(f"{out}: {release.name} {release.size} bytes sha256={release.sha256} version={release.version}")
-    except (PackError, PayloadError) as exc:
-        print(f"locksmith-pack-release: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"locksmith-pack-release: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
-        return 1
+    configure_logging(level="debug" if args.debug else "warning")
+    return run_main(
+        "locksmith-pack-release",
+        lambda: _run(args),
+        Expected((PackError, PayloadError, ReleaseFormatError)),
+        Expected(OSError, detail=file_error()),
+        debug=args.debug,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        for p in (args.private, args.public):
+            if p.exists():
+                raise PackError(f"{p} already exists; refusing to overwrite a key")
+        generate_keypair(args.private, args.public)
+        print(f"private key: {args.private}\npublic key: {args.public}")
+    elif args.command == "make-image":
+        if args.filler_mib < 0:
+            raise PackError("--filler-mib must be 0 or more")
+        make_usr_image(args.output, args.version, args.board, filler_bytes=args.filler_mib * 1024 * 1024)
+        print(args.output)
+    else:
+        out = args.out or args.root / check_version(args.channel) / check_version(args.version)
+        release = pack_release(args.image, args.version, args.key, out, args.name)
+        print(f"{out}: {release.name} {release.size} bytes sha256={release.sha256} version={release.version}")
     return 0
 
 

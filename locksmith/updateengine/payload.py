@@ -1,8 +1,7 @@
 """Payloads: a gzip-compressed USR filesystem image plus a detached signature, streamed into a slot.
 
-Signature: ECDSA (any NIST curve; keys made here are P-256) over the SHA-256 of the compressed payload,
-verified with `Prehashed(SHA256)` — the one streaming hash that checks Omaha's `sha256` also feeds the
-signature check, so the payload is never held in memory.
+The format (release.json, the signature over the payload's SHA-256) is locksmith.protocol.release;
+keys on disk are keys.py; the bounded, threaded writes into the slot are slotwriter.py.
 
 Retry, not resume: a `PayloadInstaller` always writes the slot from its first byte. A failed, aborted or
 interrupted install leaves the slot marked unbootable (it is marked so before the first byte is written);
@@ -11,26 +10,43 @@ the caller retries by creating a new installer, which re-marks the slot and star
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import errno
 import hashlib
 import os
-import queue
-import threading
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
 from locksmith.disk.gpt import GptError
 from locksmith.disk.slots import Slot, SlotError, mark_installed, mark_unbootable, read_slots
+from locksmith.protocol import release
+from locksmith.updateengine.errors import (
+    BadKey,
+    BadSignature,
+    CorruptPayload,
+    HashMismatch,
+    ImageTooLarge,
+    PayloadError,
+    SizeMismatch,
+    TargetWriteError,
+)
+from locksmith.updateengine.keys import load_public_key
+from locksmith.updateengine.slotwriter import SlotWriter, write_error
+
+# The installer's errors, importable from here with it.
+__all__ = [
+    "BadKey",
+    "BadSignature",
+    "CorruptPayload",
+    "HashMismatch",
+    "ImageTooLarge",
+    "InstalledImage",
+    "PayloadError",
+    "PayloadInstaller",
+    "SizeMismatch",
+    "TargetWriteError",
+    "install_file",
+]
 
 # Writes are batched to this size: large enough for sequential throughput, small enough to stay bounded.
 WRITE_BATCH = 1024 * 1024
@@ -38,185 +54,11 @@ WRITE_BATCH = 1024 * 1024
 INFLATE_STEP = 1024 * 1024
 
 
-class PayloadError(Exception):
-    """An install failed; the message is one line. The target slot is left marked unbootable."""
-
-
-class HashMismatch(PayloadError):
-    pass
-
-
-class BadSignature(PayloadError):
-    pass
-
-
-class SizeMismatch(PayloadError):
-    """The payload is shorter (truncated) or longer than announced, or its gzip stream is cut short."""
-
-
-class ImageTooLarge(PayloadError):
-    pass
-
-
-class CorruptPayload(PayloadError):
-    """The bytes are not a valid gzip stream."""
-
-
-class TargetWriteError(PayloadError):
-    """The slot could not be written: disk full, read-only, missing device, file size limit."""
-
-
-class BadKey(PayloadError):
-    pass
-
-
 @dataclass(frozen=True)
 class InstalledImage:
     image_size: int
     image_sha256_hex: str
     payload_sha256_b64: str
-
-
-# ---- keys and signatures ---------------------------------------------------------------------------------
-
-
-def generate_keypair(private_path: Path | str, public_path: Path | str) -> None:
-    """Write a new P-256 key pair as PEM (private: PKCS#8, mode 0600; public: SubjectPublicKeyInfo)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private_pem)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    Path(public_path).write_bytes(public_pem)
-
-
-def load_private_key(path: Path | str) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except OSError as exc:
-        raise BadKey(f"cannot read private key {path}: {exc.strerror}") from None
-    except (ValueError, TypeError):
-        raise BadKey(f"private key {path} is not an unencrypted PEM key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise BadKey(f"private key {path} is not an EC key; make one with 'locksmith-pack-release keygen'")
-    return key
-
-
-def load_public_key(path: Path | str) -> ec.EllipticCurvePublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise BadKey(f"cannot read payload public key {path}: {exc.strerror}") from None
-    except (ValueError, TypeError):
-        raise BadKey(f"payload public key {path} is not a PEM public key") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise BadKey(f"payload public key {path} is not an EC key; make one with 'locksmith-pack-release keygen'")
-    return key
-
-
-def sign_digest(private_key: ec.EllipticCurvePrivateKey, sha256_digest: bytes) -> bytes:
-    """DER ECDSA signature over an already computed SHA-256 of the payload."""
-    return private_key.sign(sha256_digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-
-
-def verify_digest(public_key: ec.EllipticCurvePublicKey, sha256_digest: bytes, signature: bytes) -> bool:
-    try:
-        public_key.verify(signature, sha256_digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-    except InvalidSignature:
-        return False
-    return True
-
-
-def decode_sha256_b64(value: str) -> bytes:
-    try:
-        digest = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        digest = b""
-    if len(digest) != 32:
-        raise PayloadError(f"expected SHA-256 {value!r} is not a base64 SHA-256 (32 bytes)")
-    return digest
-
-
-# ---- the installer -------------------------------------------------------------------------------------
-
-
-def _write_error(exc: OSError, disk: Path | str, slot: Slot) -> TargetWriteError:
-    reasons = {
-        errno.ENOSPC: "disk full",
-        errno.EROFS: "read-only file system",
-        errno.EFBIG: "file size limit reached",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.ENOENT: "no such disk",
-        errno.EIO: "I/O error",
-    }
-    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
-    return TargetWriteError(f"cannot write slot {slot.name} of {disk}: {reason}")
-
-
-class _SlotWriter:
-    """Hashes and writes the decompressed image on a second thread, so inflate+hash of the payload (main
-    thread) overlaps with hash+pwrite of the image (zlib, hashlib and pwrite all release the GIL).
-    The queue is bounded: at most QUEUE_DEPTH batches are in memory."""
-
-    QUEUE_DEPTH = 4
-
-    def __init__(self, fd: int, start: int, end: int, on_error: Callable[[OSError], PayloadError]) -> None:
-        self._fd, self._start, self._end = fd, start, end
-        self._on_error = on_error
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(self.QUEUE_DEPTH)
-        self._error: PayloadError | None = None
-        self._stop = False
-        self.image_hash = hashlib.sha256()
-        self._thread = threading.Thread(target=self._run, name="slot-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, position: int, data: bytes) -> None:
-        # The invariant that protects the other slot and the GPT: never a byte outside [start, end).
-        if position < self._start or position + len(data) > self._end:
-            raise ImageTooLarge("refusing to write outside the target slot")
-        self.raise_error()
-        self._queue.put((position, data))
-
-    def raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        """Wait until everything submitted is hashed and written; raise the first write error."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self.raise_error()
-
-    def cancel(self) -> None:
-        """Stop without writing what is still queued; returns once the thread no longer touches the fd."""
-        self._stop = True
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._queue.get_nowait()
-            with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)
-            self._thread.join(0.05)
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._stop or self._error is not None:
-                continue  # drain, so a producer blocked on put() wakes up and sees the error
-            position, data = item
-            self.image_hash.update(data)
-            view = memoryview(data)
-            try:
-                while view:
-                    written = os.pwrite(self._fd, view, position)
-                    view, position = view[written:], position + written
-            except OSError as exc:
-                self._error = self._on_error(exc)
 
 
 class PayloadInstaller:
@@ -240,7 +82,10 @@ class PayloadInstaller:
             raise SizeMismatch(f"announced payload size {expected_size} is not positive")
         self.expected_size = expected_size
         self.expected_sha256_b64 = expected_sha256_b64
-        self._expected_digest = decode_sha256_b64(expected_sha256_b64)
+        try:
+            self._expected_digest = release.decode_sha256(expected_sha256_b64)
+        except release.ReleaseFormatError as exc:
+            raise PayloadError(str(exc)) from None
         self._public_key = load_public_key(public_key_path)
         self._verify_readback = verify_readback
         self.received = 0
@@ -250,7 +95,7 @@ class PayloadInstaller:
         self._pending: list[bytes] = []
         self._pending_len = 0
         self._fd: int | None = None
-        self._writer: _SlotWriter | None = None
+        self._writer: SlotWriter | None = None
         self._failed: PayloadError | None = None
         self._done = False
         try:
@@ -265,15 +110,15 @@ class PayloadInstaller:
             # O_RDWR without O_CREAT: a missing device must fail, never become a new regular file.
             self._fd = os.open(disk, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            raise _write_error(exc, disk, fresh) from None
+            raise write_error(exc, disk, fresh) from None
         try:
             self.slot = mark_unbootable(disk, fresh)
         except (GptError, SlotError) as exc:
             self._close()
             raise TargetWriteError(f"cannot mark slot {fresh.name} unbootable before writing: {exc}") from None
         slot_ = self.slot
-        self._writer = _SlotWriter(
-            self._fd, slot_.offset, slot_.offset + slot_.size, lambda exc: _write_error(exc, disk, slot_)
+        self._writer = SlotWriter(
+            self._fd, slot_.offset, slot_.offset + slot_.size, lambda exc: write_error(exc, disk, slot_)
         )
 
     # -- public
@@ -393,15 +238,15 @@ class PayloadInstaller:
         self._writer.close()
         digest = self._payload_hash.digest()
         if digest != self._expected_digest:
-            got = base64.b64encode(digest).decode()
+            got = release.encode_sha256(digest)
             raise HashMismatch(f"payload SHA-256 is {got}, expected {self.expected_sha256_b64}")
-        if not verify_digest(self._public_key, digest, signature):
+        if not release.verify_digest(self._public_key, digest, signature):
             raise BadSignature("payload signature does not verify with the configured public key")
         image_hex = self._writer.image_hash.hexdigest()
         try:
             os.fsync(self._fd)
         except OSError as exc:
-            raise _write_error(exc, self.disk, self.slot) from None
+            raise write_error(exc, self.disk, self.slot) from None
         if self._verify_readback and self._read_back_sha256() != image_hex:
             raise TargetWriteError(f"slot {self.slot.name} does not read back what was written (I/O error?)")
         self._close()
@@ -409,7 +254,7 @@ class PayloadInstaller:
             self.slot = mark_installed(self.disk, self.slot)
         except (GptError, SlotError) as exc:
             raise TargetWriteError(f"image written but slot {self.slot.name} could not be marked: {exc}") from None
-        return InstalledImage(self.image_size, image_hex, base64.b64encode(digest).decode())
+        return InstalledImage(self.image_size, image_hex, release.encode_sha256(digest))
 
     def _read_back_sha256(self) -> str:
         """SHA-256 of what the slot holds now. The written range is synced, then dropped from the page
@@ -428,7 +273,7 @@ class PayloadInstaller:
                 position += len(block)
                 remaining -= len(block)
         except OSError as exc:
-            raise _write_error(exc, self.disk, self.slot) from None
+            raise write_error(exc, self.disk, self.slot) from None
         return h.hexdigest()
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from locksmith.disk import slots
 from locksmith.protocol.omaha import ErrorCode
-from locksmith.updateengine import payload
+from locksmith.updateengine import errors
 from locksmith.updateengine.payload import PayloadInstaller
 
 
@@ -124,12 +124,12 @@ class SlotTarget:
 def _translate(exc: Exception, context: str) -> TargetError:
     """Map payload errors onto verification (the bytes are wrong) or target (we cannot write) errors."""
     codes: list[tuple[type[Exception], int]] = [
-        (payload.HashMismatch, ErrorCode.PAYLOAD_HASH_MISMATCH),
-        (payload.SizeMismatch, ErrorCode.PAYLOAD_SIZE_MISMATCH),
-        (payload.ImageTooLarge, ErrorCode.PAYLOAD_SIZE_MISMATCH),
-        (payload.BadSignature, ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR),
-        (payload.CorruptPayload, ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR),
-        (payload.BadKey, ErrorCode.DOWNLOAD_PAYLOAD_PUBKEY_VERIFICATION_ERROR),
+        (errors.HashMismatch, ErrorCode.PAYLOAD_HASH_MISMATCH),
+        (errors.SizeMismatch, ErrorCode.PAYLOAD_SIZE_MISMATCH),
+        (errors.ImageTooLarge, ErrorCode.PAYLOAD_SIZE_MISMATCH),
+        (errors.BadSignature, ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR),
+        (errors.CorruptPayload, ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR),
+        (errors.BadKey, ErrorCode.DOWNLOAD_PAYLOAD_PUBKEY_VERIFICATION_ERROR),
     ]
     for cls, code in codes:
         if isinstance(exc, cls):

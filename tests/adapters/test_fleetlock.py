@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
@@ -9,7 +10,8 @@ import httpx
 import pytest
 
 from harness.devtools.fleetlock_server import FleetLockServer, RecordedOperation
-from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError, validate_group
+from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError
+from locksmith.protocol.fleetlock import validate_group
 
 
 @pytest.fixture
@@ -142,3 +144,33 @@ def test_invalid_group(group: str) -> None:
 def test_invalid_client_settings(url: str, node: str) -> None:
     with pytest.raises(ValueError, match="FleetLock"):
         FleetLockClient(url, node)
+
+
+def test_wire_format_round_trips_between_the_two_ends() -> None:
+    from locksmith.protocol import fleetlock as wire
+
+    body = json.dumps(wire.request_body(wire.ClientParams("node-a", "workers"))).encode()
+    assert json.loads(body) == {"client_params": {"id": "node-a", "group": "workers"}}
+    assert wire.parse_request_body(body) == wire.ClientParams("node-a", "workers")
+    assert wire.operation_of("/v1/pre-reboot") == "pre-reboot" and wire.operation_of("/v1/other") is None
+    assert wire.has_protocol_header({"fleet-lock-protocol": "True"}) and not wire.has_protocol_header({})
+    error = json.dumps(wire.error_body("failed_lock", "all\n slots taken")).encode()
+    assert wire.parse_error_body(error) == ("failed_lock", "all slots taken")
+    assert wire.parse_error_body(b"<html>") is None and wire.parse_error_body(b'{"kind": 1}') is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "node_id"),
+    [
+        (b"not json", "bad_request", ""),
+        (b'{"client_params": {"id": ""}}', "bad_request", ""),
+        (b'{"client_params": {"id": "", "group": "g"}}', "bad_request", ""),
+        (b'{"client_params": {"id": "n1", "group": "a/b"}}', "bad_group", "n1"),
+    ],
+)
+def test_bad_request_bodies_name_their_kind(raw: bytes, kind: str, node_id: str) -> None:
+    from locksmith.protocol.fleetlock import FleetLockFormatError, parse_request_body
+
+    with pytest.raises(FleetLockFormatError) as caught:
+        parse_request_body(raw)
+    assert (caught.value.kind, caught.value.node_id) == (kind, node_id)

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from locksmith.logging import REDACTED, SecretRedactor, add_secret, configure_logging, stream_is_journal
+from locksmith.logging import (
+    REDACTED,
+    SecretRedactor,
+    add_secret,
+    configure_logging,
+    reset_logging,
+    stream_is_journal,
+)
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -20,10 +27,7 @@ PASSWORD = "s3cr3t-Pa55"
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_locksmith_handler", False)]:
-        root.removeHandler(handler)
-    structlog.reset_defaults()
+    reset_logging()
 
 
 def lines(stream: io.StringIO) -> list[str]:
@@ -140,3 +144,13 @@ def test_bad_format_or_level_is_one_clear_line() -> None:
         configure_logging(fmt="xml")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="log level 'loud'"):
         configure_logging(level="loud")
+
+
+def test_http_libraries_only_warn_even_at_debug() -> None:
+    out = io.StringIO()
+    configure_logging(stream=out, journal=False, level="debug")
+    logging.getLogger("httpx").info("HTTP Request: GET http://127.0.0.1:2379/v2/keys")
+    logging.getLogger("httpcore.connection").debug("connect_tcp.started")
+    logging.getLogger("httpx").warning("a real problem")
+    (line,) = lines(out)
+    assert "a real problem" in line

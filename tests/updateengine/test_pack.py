@@ -12,6 +12,8 @@ import pytest
 
 from locksmith.disk.layout import make_coreos_disk
 from locksmith.disk.slots import choose_boot, inactive_slot, read_slots, write_boot_record
+from locksmith.protocol.release import verify_digest
+from locksmith.updateengine.keys import load_public_key
 from locksmith.updateengine.pack import (
     PackError,
     load_release,
@@ -20,7 +22,7 @@ from locksmith.updateengine.pack import (
     pack_release,
     read_release_from_slot,
 )
-from locksmith.updateengine.payload import install_file, load_public_key, verify_digest
+from locksmith.updateengine.payload import install_file
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,43 @@ def test_load_release_rejects_bad_json(tmp_path: Path) -> None:
     (tmp_path / "release.json").write_text('{"version": "1"}')
     with pytest.raises(PackError, match=r"is not a release\.json"):
         load_release(tmp_path)
+
+
+def test_release_format_round_trips_and_names_its_files() -> None:
+    from locksmith.protocol import release as fmt
+
+    rel = fmt.Release("1.2.3", "update.gz", 10, fmt.encode_sha256(b"\x01" * 32), 20, "ab" * 32)
+    assert fmt.parse_release(rel.to_json()) == rel
+    assert fmt.decode_sha256(rel.sha256) == b"\x01" * 32
+    assert fmt.payload_name("update") == "update.gz" and fmt.signature_name("update.gz") == "update.gz.sig"
+    assert fmt.is_payload_file("update.gz") and not fmt.is_payload_file("update.gz.sig")
+    assert not fmt.is_payload_file(fmt.RELEASE_FILE)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"version": "1"}',
+        '{"version": "1", "name": "u.gz", "size": true, "sha256": "x", "image_size": 1, "image_sha256": "y"}',
+        '{"version": "1", "name": "u.gz", "size": 0, "sha256": "x", "image_size": 1, "image_sha256": "y"}',
+        '{"version": 1, "name": "u.gz", "size": 1, "sha256": "x", "image_size": 1, "image_sha256": "y"}',
+    ],
+)
+def test_release_format_refuses_bad_release_json(text: str) -> None:
+    from locksmith.protocol.release import ReleaseFormatError, parse_release
+
+    with pytest.raises(ReleaseFormatError):
+        parse_release(text)
+
+
+@pytest.mark.parametrize("bad", ["", "../evil", "a" * 65, "-1"])
+def test_release_format_refuses_bad_versions_and_names(bad: str) -> None:
+    from locksmith.protocol.release import ReleaseFormatError, check_version, decode_sha256, payload_name
+
+    with pytest.raises(ReleaseFormatError):
+        check_version(bad)
+    with pytest.raises(ReleaseFormatError):
+        payload_name(bad)
+    with pytest.raises(ReleaseFormatError, match="not a base64 SHA-256"):
+        decode_sha256(bad or "AAAA")

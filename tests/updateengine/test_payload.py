@@ -18,6 +18,8 @@ import pytest
 
 from locksmith.disk.layout import make_coreos_disk
 from locksmith.disk.slots import Slot, choose_boot, read_slots
+from locksmith.protocol.release import sign_digest
+from locksmith.updateengine.keys import generate_keypair, load_private_key
 from locksmith.updateengine.payload import (
     BadKey,
     BadSignature,
@@ -28,10 +30,7 @@ from locksmith.updateengine.payload import (
     PayloadInstaller,
     SizeMismatch,
     TargetWriteError,
-    generate_keypair,
     install_file,
-    load_private_key,
-    sign_digest,
 )
 
 USR_MIB = 4

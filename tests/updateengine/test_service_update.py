@@ -11,8 +11,9 @@ from harness.devtools.dbus import PrivateBus
 from harness.devtools.omaha_server import DevServer
 from locksmith.protocol import update1
 from locksmith.protocol.omaha import ErrorCode
+from locksmith.protocol.release import sign_digest
 from locksmith.protocol.update1 import Operation
-from locksmith.updateengine.payload import generate_keypair, load_private_key, sign_digest
+from locksmith.updateengine.keys import generate_keypair, load_private_key
 
 from .ue_support import (
     World,

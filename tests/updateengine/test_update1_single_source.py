@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HOME = Path("locksmith/protocol/update1.py")
 # The same pattern as the acceptance check: grep -rn "com.coreos.update1\b\|UPDATED_NEED_REBOOT".
 PATTERN = re.compile(r"com.coreos.update1\b|UPDATED_NEED_REBOOT")
+
+
 # Rewritten on the `agent` branch to use Status.needs_reboot (this branch may not edit them):
 # delete these entries once that branch is merged.
 def _hits() -> dict[Path, list[int]]:

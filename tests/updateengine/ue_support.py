@@ -26,8 +26,8 @@ from locksmith.protocol.update1 import Operation, Status
 from locksmith.updateengine import engineconfig
 from locksmith.updateengine.engine import Identity, UpdateEngine
 from locksmith.updateengine.engineconfig import EngineConfig
+from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import make_usr_image, pack_release
-from locksmith.updateengine.payload import generate_keypair
 from locksmith.updateengine.scheduler import Scheduler
 from locksmith.updateengine.service import ManagerInterface, export
 from locksmith.updateengine.target import SlotTarget
