@@ -51,63 +51,9 @@ from bench._common import (
     summary_ms,
     write_result,
 )
+from bench.procstats import memory, sample
 
 RESULTS = RESULTS_DIR / "footprint.json"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-# --- /proc sampling --------------------------------------------------------------------------
-
-
-@dataclass
-class ProcSample:
-    at: float
-    cpu_seconds: float
-    rss_kib: int
-    switches: int  # voluntary + involuntary, all threads
-    voluntary: int
-    threads: int
-
-
-def _status_fields(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition(":")
-        out[name] = value.strip()
-    return out
-
-
-def sample(pid: int) -> ProcSample:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (all threads)
-    rss = int(fields[21]) * PAGE_KIB
-    switches = voluntary = threads = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread may end while we read
-            st = _status_fields(task / "status")
-            v, n = int(st["voluntary_ctxt_switches"]), int(st["nonvoluntary_ctxt_switches"])
-            voluntary += v
-            switches += v + n
-            threads += 1
-    return ProcSample(time.monotonic(), cpu, rss, switches, voluntary, threads)
-
-
-def memory(pid: int) -> dict[str, int]:
-    """RSS and its high-water mark, PSS and USS (private pages), in KiB."""
-    st = _status_fields(Path(f"/proc/{pid}/status"))
-    rollup = _status_fields(Path(f"/proc/{pid}/smaps_rollup"))
-
-    def kib(d: dict[str, str], k: str) -> int:
-        return int(d.get(k, "0 kB").split()[0])
-
-    return {
-        "rss_kib": kib(st, "VmRSS"),
-        "rss_peak_kib": kib(st, "VmHWM"),
-        "pss_kib": kib(rollup, "Pss"),
-        "uss_kib": kib(rollup, "Private_Clean") + kib(rollup, "Private_Dirty"),
-    }
 
 
 # --- what this process serves: notify socket, engine, logind, FIFO -----------------------------

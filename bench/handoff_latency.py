@@ -62,35 +62,13 @@ from bench._common import (
     summary_ms,
     write_result,
 )
+from bench.go_retry import GO_MAX_INTERVAL, go_attempt_offsets, go_latency
 
 RESULTS = RESULTS_DIR / "handoff_latency.json"
 HOLDER = "0" * 31 + "1"
 WAITER = "0" * 31 + "2"
 BACKENDS = ("embedded", "etcd3", "etcd2")
 LABELS = {"embedded": "embedded (SQLite)", "etcd3": "etcd v3", "etcd2": "etcd v2"}
-
-# Go locksmithd: initialInterval = 5 s, interval = expBackoff(interval) before each sleep, cap 5 min.
-GO_INITIAL_INTERVAL = 5.0
-GO_MAX_INTERVAL = 300.0
-
-
-def go_attempt_offsets(horizon: float) -> list[float]:
-    """Offsets (s) from the Go waiter's first failed attempt at which it tries again, up to `horizon`."""
-    offsets, t, interval = [0.0], 0.0, GO_INITIAL_INTERVAL
-    while t <= horizon:
-        interval = min(interval * 2, GO_MAX_INTERVAL)
-        t += interval
-        offsets.append(t)
-    return offsets
-
-
-def go_latency(waited: float, attempt_cost: float, offsets: list[float]) -> float:
-    """Seconds from the release to the Go waiter holding, when it started waiting `waited` s before it."""
-    for a in offsets:
-        if a >= waited:
-            return a - waited + attempt_cost
-    raise ValueError(f"offsets end before {waited} s")
-
 
 # --- the waiter process ------------------------------------------------------------------
 
