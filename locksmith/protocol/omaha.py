@@ -7,13 +7,13 @@ XML is built with the stdlib and parsed with defusedxml: a hostile or malformed 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
+
+from locksmith.protocol import release
 
 COREOS_APPID = "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}"
 CLIENT_VERSION = "update_engine-0.4.10"
@@ -215,11 +215,9 @@ def parse_response(data: bytes) -> UpdateOffer | NoUpdate:
     if sha256 is None:
         raise OmahaError('Omaha response: no <action event="postinstall" sha256=…>; the payload cannot be verified')
     try:
-        digest = base64.b64decode(sha256, validate=True)
-    except (binascii.Error, ValueError):
-        digest = b""
-    if len(digest) != 32:
-        raise OmahaError(f"Omaha response: sha256 {sha256[:60]!r} is not a base64 SHA-256 digest")
+        release.decode_sha256(sha256)
+    except release.ReleaseFormatError:
+        raise OmahaError(f"Omaha response: sha256 {sha256[:60]!r} is not a base64 SHA-256 digest") from None
     return UpdateOffer(version=version, codebases=codebases, package_name=name, size=size, sha256_b64=sha256)
 
 
