@@ -110,7 +110,7 @@ async def _agent(
     from strategies.etcd_lock import EtcdLockStrategy
 
     env = {"LOCKSMITHD_ENDPOINT": endpoint, "LOCKSMITHD_GROUP": group, "REBOOT_STRATEGY": "etcd-lock"}
-    config = load_config("agent", {}, env, paths=())
+    config = load_config("locksmithd", {}, env, paths=())
     strategy = EtcdLockStrategy()
     ctx = StrategyContext(machine_id=f"{index:032x}", group=group, config=config)
     locks = strategy.lockstore(ctx)

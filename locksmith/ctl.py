@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up on an unreachable store after this long (default {DEFAULT_TIMEOUT:g})",
     )
-    add_config_arguments(parser, "cli")
+    add_config_arguments(parser, "locksmithctl")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     status = commands.add_parser("status", help="show the semaphore: free slots, max and holders")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a command is required: status, lock, unlock, set-max, reboot or send-need-reboot")
     _configure_logging(args.debug)
     try:
-        config = load_config("cli", flags=flags_from_args(args, "cli"))
+        config = load_config("locksmithctl", flags=flags_from_args(args, "locksmithctl"))
         semaphore_key(config.lock_group)  # refuses groups Go would map onto another key
     except (ConfigError, ValueError) as exc:
         print(f"Error: {exc}", file=sys.stderr)

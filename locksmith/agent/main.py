@@ -31,7 +31,6 @@ from locksmith.settings.config import (
     flags_from_args,
     load_config,
 )
-from locksmith.settings.duration import parse_duration
 from locksmith.strategy import StrategyContext, StrategyError, load_strategy
 
 DESCRIPTION = """\
@@ -52,13 +51,6 @@ and released after boot. See examples/locksmithd.env for every variable, comment
 """
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration ({exc}): use e.g. 30s, 5m, 1h30m") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="locksmithd",
@@ -75,38 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read this EnvironmentFile-style file instead of the update.conf pair; repeat for several, "
         "later ones win (default: " + ", ".join(str(p) for p in DEFAULT_PATHS) + ")",
     )
-    add_config_arguments(parser, "agent")
-    tuning = parser.add_argument_group("agent timing (rarely changed; short values are for tests and demos)")
-    tuning.add_argument(
-        "--retry-interval",
-        type=_duration,
-        default=60.0,
-        metavar="DURATION",
-        help="wait this long before retrying after a failed pre-reboot hook, a refused reboot or a strategy "
-        "error (default 1m)",
-    )
-    tuning.add_argument(
-        "--unavailable-backoff-max",
-        type=_duration,
-        default=60.0,
-        metavar="DURATION",
-        help="longest back-off while the KV store or FleetLock server is unreachable (default 1m)",
-    )
-    tuning.add_argument(
-        "--reboot-grace",
-        type=_duration,
-        default=900.0,
-        metavar="DURATION",
-        help="after the reboot was accepted, give the lock back and retry if we were not stopped within "
-        "this time (default 15m)",
-    )
-    tuning.add_argument(
-        "--clock-check",
-        type=_duration,
-        default=30.0,
-        metavar="DURATION",
-        help="re-read the wall clock at least this often while waiting for a window to open or close (default 30s)",
-    )
+    add_config_arguments(parser, "locksmithd")
     parser.add_argument("--version", action="version", version=f"locksmithd {_version()}")
     return parser
 
@@ -117,7 +78,8 @@ def _version() -> str:
     return __version__
 
 
-def settings_from(config: Config, args: argparse.Namespace) -> AgentSettings:
+def settings_from(config: Config) -> AgentSettings:
+    """The agent's section as the state machine takes it (durations in float seconds)."""
     agent = config.agent
     assert agent is not None  # role "agent" always has it
     health = HealthGate(
@@ -136,10 +98,10 @@ def settings_from(config: Config, args: argparse.Namespace) -> AgentSettings:
         post_boot_hook=agent.hooks.post_boot,
         post_boot_timeout=_seconds(agent.hooks.timeout),
         health=health if health.enabled else None,
-        retry_interval=args.retry_interval,
-        unavailable_backoff_max=args.unavailable_backoff_max,
-        reboot_grace=args.reboot_grace,
-        clock_check=args.clock_check,
+        retry_interval=agent.retry_interval,
+        unavailable_backoff_max=agent.unavailable_backoff_max,
+        reboot_grace=agent.reboot_grace,
+        clock_check=agent.clock_check,
     )
 
 
@@ -151,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(
-            "agent",
-            flags_from_args(args, "agent"),
+            "locksmithd",
+            flags_from_args(args, "locksmithd"),
             os.environ,
             tuple(args.config_files) if args.config_files else DEFAULT_PATHS,
         )
@@ -204,7 +166,7 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
     logged_in_users, broadcast = session_checks(bus)
 
     agent = Agent(
-        settings_from(config, args),
+        settings_from(config),
         strategy,
         ctx,
         update_statuses(bus),

@@ -1,0 +1,334 @@
+"""The settings schema: every setting locksmithd and locksmithctl read, each declared exactly once.
+
+A `Setting` says which programs read it, under which variable (a suffix takes the program's prefix,
+`LOCKSMITHD_` or `LOCKSMITHCTL_`; an unprefixed name is read as is), its flag, its parser, its default
+(as text, the way a user writes it and the README shows it), its help and whether it is secret.
+The loader (`locksmith.settings.config`), the flags (`locksmith.settings.flags`), `check()` and the
+README's settings table (`locksmith.settings.doc`) are all generated from `SETTINGS`.
+
+Adding a setting: one `Setting(...)` here, then read it where it is used (`Config.agent` sections
+take it by name) — plus its test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from locksmith.settings import values as v
+
+Program = Literal["locksmithd", "locksmithctl"]
+PROGRAMS: tuple[Program, ...] = ("locksmithd", "locksmithctl")
+PREFIX: dict[Program, str] = {"locksmithd": "LOCKSMITHD_", "locksmithctl": "LOCKSMITHCTL_"}
+
+_BOTH: frozenset[Program] = frozenset(PROGRAMS)
+_AGENT: frozenset[Program] = frozenset({"locksmithd"})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting. `name` is a suffix when `prefixed`, else the whole variable name."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] = v.parse_text
+    default: str | None = None  # as text; None: not set (the feature is off / computed at run time)
+    programs: frozenset[Program] = _AGENT
+    prefixed: bool = True
+    flag: str | None = None
+    metavar: str | None = None  # None with a flag: an on/off switch (--x / --no-x)
+    flag_programs: frozenset[Program] | None = None  # None: every program that reads it
+    repeat: bool = False  # the flag may be given several times; values are comma-joined
+    secret: bool = False
+    strip: bool = True  # passwords are used exactly as given
+    doc_default: str | None = None  # how the docs show a default computed at run time
+
+    def key(self, program: Program) -> str:
+        return PREFIX[program] + self.name if self.prefixed else self.name
+
+    def has_flag(self, program: Program) -> bool:
+        return self.flag is not None and program in (self.flag_programs or self.programs)
+
+    def parsed_default(self) -> Any:
+        return None if self.default is None else self.parse(self.default)
+
+
+def _shared(name: str, help: str, parse: Callable[[str], Any] = v.parse_text, **kw: Any) -> Setting:
+    return Setting(name, help, parse, programs=_BOTH, **kw)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- read by both programs, unprefixed (update.conf's own keys) ---
+    _shared(
+        "REBOOT_STRATEGY",
+        "`reboot`, `etcd-lock`, `best-effort`, `off`, `fleetlock`, or a plugin's name",
+        parse=v.parse_strategy,
+        default="best-effort",
+        prefixed=False,
+        flag="--reboot-strategy",
+        metavar="NAME",
+        flag_programs=_AGENT,
+    ),
+    _shared("GROUP", "the update *channel* (the lock group is `…GROUP`)", default="stable", prefixed=False),
+    _shared("SERVER", "update server URL", parse=v.parse_http_url, prefixed=False, doc_default="CoreOS's"),
+    # --- read by both programs with their prefix ---
+    _shared(
+        "ENDPOINT",
+        "KV store endpoints, comma-separated; a value **replaces** the default list",
+        parse=v.parse_endpoint_list,
+        default="http://127.0.0.1:2379",
+        flag="--endpoint",
+        metavar="URL",
+        repeat=True,
+    ),
+    _shared(
+        "ETCD_CAFILE",
+        "CA bundle to verify etcd's certificate",
+        v.parse_readable_file,
+        flag="--etcd-cafile",
+        metavar="PATH",
+    ),
+    _shared(
+        "ETCD_CERTFILE",
+        "client certificate for etcd (needs the key)",
+        v.parse_readable_file,
+        flag="--etcd-certfile",
+        metavar="PATH",
+    ),
+    _shared(
+        "ETCD_KEYFILE",
+        "client key for etcd (needs the certificate)",
+        v.parse_readable_file,
+        flag="--etcd-keyfile",
+        metavar="PATH",
+    ),
+    _shared("ETCD_USERNAME", "etcd user name", flag="--etcd-username", metavar="NAME"),
+    _shared(
+        "ETCD_PASSWORD",
+        "etcd password (prefer the variable: flags show in ps); never logged",
+        flag="--etcd-password",
+        metavar="PASSWORD",
+        secret=True,
+        strip=False,
+    ),
+    _shared("GROUP", "lock group (unset: the global semaphore)", v.parse_lock_group, flag="--group", metavar="GROUP"),
+    _shared(
+        "MACHINE_ID_FILE",
+        "file holding this host's id",
+        v.parse_abs_path,
+        default="/etc/machine-id",
+        flag="--machine-id-file",
+        metavar="PATH",
+    ),
+    _shared(
+        "REBOOT_WINDOW_START",
+        "window start: `HH:MM`, `Thu 04:00`, `Mon-Fri 02:00`; both or neither with the length",
+        v.parse_window_start,
+        flag="--reboot-window-start",
+        metavar="START",
+    ),
+    _shared(
+        "REBOOT_WINDOW_LENGTH",
+        "window length, a Go duration (`1h30m`)",
+        v.positive_duration,
+        flag="--reboot-window-length",
+        metavar="DURATION",
+    ),
+    _shared("REBOOT_WINDOW_START", "older name of `…REBOOT_WINDOW_START`", v.parse_window_start, prefixed=False),
+    _shared("REBOOT_WINDOW_LENGTH", "older name of `…REBOOT_WINDOW_LENGTH`", v.positive_duration, prefixed=False),
+    _shared(
+        "REBOOT_WINDOWS",
+        "several windows: `Mon-Fri 02:00 1h; Sat,Sun 04:00 3h` (not with the pair)",
+        v.parse_windows_text,
+        flag="--reboot-windows",
+        metavar="WINDOWS",
+    ),
+    _shared(
+        "TIMEZONE",
+        "IANA time zone of the windows",
+        v.parse_timezone,
+        flag="--timezone",
+        metavar="ZONE",
+        doc_default="the machine's",
+    ),
+    # --- locksmithd only ---
+    Setting(
+        "REBOOT_COMMAND",
+        "run this to reboot instead of asking logind (`Reboot(false)` over D-Bus)",
+        v.parse_command,
+        flag="--reboot-command",
+        metavar="CMD",
+    ),
+    Setting(
+        "HEALTH_COMMAND",
+        "after boot, release the lock only once this exits 0",
+        v.parse_command,
+        flag="--health-command",
+        metavar="CMD",
+    ),
+    Setting(
+        "HEALTH_UNIT",
+        "after boot, release the lock only once this unit is active",
+        v.parse_unit,
+        flag="--health-unit",
+        metavar="UNIT",
+    ),
+    Setting(
+        "HEALTH_URL",
+        "after boot, release the lock only once this URL answers 2xx",
+        v.parse_http_url,
+        flag="--health-url",
+        metavar="URL",
+    ),
+    Setting(
+        "HEALTH_TIMEOUT",
+        "give up the health gate (and keep the lock) after this",
+        v.positive_duration,
+        default="10m",
+        flag="--health-timeout",
+        metavar="DURATION",
+    ),
+    Setting(
+        "HEALTH_INTERVAL",
+        "time between health checks",
+        v.positive_duration,
+        default="5s",
+        flag="--health-interval",
+        metavar="DURATION",
+    ),
+    Setting(
+        "PRE_REBOOT_HOOK", "run before rebooting (e.g. drain)", v.parse_command, flag="--pre-reboot-hook", metavar="CMD"
+    ),
+    Setting(
+        "POST_BOOT_HOOK",
+        "run after boot before releasing (e.g. uncordon)",
+        v.parse_command,
+        flag="--post-boot-hook",
+        metavar="CMD",
+    ),
+    Setting(
+        "HOOK_TIMEOUT",
+        "time limit of each hook",
+        v.positive_duration,
+        default="5m",
+        flag="--hook-timeout",
+        metavar="DURATION",
+    ),
+    Setting(
+        "LOGIN_CHECK", "warn logged-in users and delay the reboot", v.parse_bool, default="true", flag="--login-check"
+    ),
+    Setting(
+        "LOGIN_DELAY",
+        "delay when users are logged in",
+        v.non_negative_duration,
+        default="5m",
+        flag="--login-delay",
+        metavar="DURATION",
+    ),
+    Setting(
+        "FLEETLOCK_URL",
+        "FleetLock server base URL (fleetlock strategy)",
+        v.parse_http_url,
+        flag="--fleetlock-url",
+        metavar="URL",
+    ),
+    Setting(
+        "METRICS",
+        "Prometheus endpoint: `127.0.0.1:PORT` or `unix:/PATH`, or `off`",
+        v.parse_metrics,
+        default="off",
+        flag="--metrics",
+        metavar="ADDR",
+    ),
+    Setting(
+        "COORDINATOR_FILE",
+        "where to write the coordinator state",
+        v.parse_abs_path,
+        default="/run/update-engine/coordinator.conf",
+        flag="--coordinator-file",
+        metavar="PATH",
+    ),
+    Setting(
+        "LOG_FORMAT", "`logfmt` or `json`", v.parse_log_format, default="logfmt", flag="--log-format", metavar="FORMAT"
+    ),
+    Setting(
+        "LOG_LEVEL",
+        "`debug`, `info`, `warning`, `error`",
+        v.parse_log_level,
+        default="info",
+        flag="--log-level",
+        metavar="LEVEL",
+    ),
+    Setting(
+        "RETRY_INTERVAL",
+        "wait before retrying after a failed pre-reboot hook, a refused reboot or a strategy error",
+        v.seconds(v.positive_duration),
+        default="1m",
+        flag="--retry-interval",
+        metavar="DURATION",
+    ),
+    Setting(
+        "UNAVAILABLE_BACKOFF_MAX",
+        "longest back-off while the KV store or FleetLock server is unreachable",
+        v.seconds(v.positive_duration),
+        default="1m",
+        flag="--unavailable-backoff-max",
+        metavar="DURATION",
+    ),
+    Setting(
+        "REBOOT_GRACE",
+        "after the reboot was accepted, give the lock back and retry if not stopped within this",
+        v.seconds(v.positive_duration),
+        default="15m",
+        flag="--reboot-grace",
+        metavar="DURATION",
+    ),
+    Setting(
+        "CLOCK_CHECK",
+        "re-read the wall clock at least this often while waiting for a window",
+        v.seconds(v.positive_duration),
+        default="30s",
+        flag="--clock-check",
+        metavar="DURATION",
+    ),
+)
+
+
+def settings_of(program: Program) -> dict[str, Setting]:
+    """The settings `program` reads, by variable name."""
+    return {s.key(program): s for s in SETTINGS if program in s.programs}
+
+
+def known_keys(program: Program) -> frozenset[str]:
+    return frozenset(settings_of(program))
+
+
+def lookup(program: Program, key: str) -> Setting:
+    try:
+        return settings_of(program)[key]
+    except KeyError:
+        raise KeyError(f"{key} is not a setting {program} reads") from None
+
+
+def default_of(program: Program, key: str) -> Any:
+    """The typed default of one setting (for types built outside the loader, e.g. in tests)."""
+    return lookup(program, key).parsed_default()
+
+
+def check(program: Program, key: str, value: str) -> str | None:
+    """Is `KEY=value` valid for `program`? None if so, else the problem and its fix, one line.
+
+    Checks one value alone with the loader's parser; rules across keys (a certificate needs its key,
+    a window start needs its length) are the loader's. An empty value is valid: it means the default."""
+    setting = settings_of(program).get(key)
+    if setting is None:
+        return f"{key} is not a setting {program} reads: check the spelling"
+    text = value.strip() if setting.strip else value
+    if text == "":
+        return None
+    try:
+        setting.parse(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
