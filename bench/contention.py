@@ -112,7 +112,7 @@ async def _agent(
     env = {"LOCKSMITHD_ENDPOINT": endpoint, "LOCKSMITHD_GROUP": group, "REBOOT_STRATEGY": "etcd-lock"}
     config = load_config("locksmithd", {}, env, paths=())
     strategy = EtcdLockStrategy()
-    ctx = StrategyContext(machine_id=f"{index:032x}", group=group, config=config)
+    ctx = StrategyContext(machine_id=f"{index:032x}", group=config.lock_group, kv=config.kv)
     locks = strategy.lockstore(ctx)
     counters = KVCounters()
     locks.kv = InstrumentedKV(locks.kv, counters)

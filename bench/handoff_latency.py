@@ -123,7 +123,7 @@ async def _waiter(endpoint: str, group: str) -> int:
     config = load_config("locksmithd", {}, env, paths=())
     strategy = EtcdLockStrategy()
     events = _EventLog()
-    ctx = StrategyContext(machine_id=WAITER, group=group, config=config, log=events)
+    ctx = StrategyContext(machine_id=WAITER, group=config.lock_group, kv=config.kv, log=events)
     locks = strategy.lockstore(ctx)
     counters = KVCounters()
     locks.kv = InstrumentedKV(locks.kv, counters)

@@ -158,8 +158,9 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
     )
     ctx = StrategyContext(
         machine_id=machine_id,
-        group=config.lock_group or "",
-        config=config,
+        group=config.lock_group,
+        kv=config.kv,
+        options=config.strategy_options,
         log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
     )
     observers, on_ready, background = observers_for(config, strategy.name)

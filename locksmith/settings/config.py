@@ -32,7 +32,7 @@ from typing import Any, Literal
 from locksmith.kv.base import KVOptions, parse_endpoints
 from locksmith.settings.duration import parse_duration
 from locksmith.settings.flags import add_config_arguments, flags_from_args
-from locksmith.settings.schema import PREFIX, PROGRAMS, Program, known_keys, settings_of
+from locksmith.settings.schema import PREFIX, PROGRAMS, Program, known_keys, settings_of, static_settings_of
 from locksmith.settings.sources import DEFAULT_SOURCE, ConfigError, FlagValue, RawValues, Source, shown
 from locksmith.settings.values import MetricsAddress
 from locksmith.settings.windows import RebootWindow, WindowSchedule, local_timezone, parse_start, parse_windows
@@ -61,13 +61,13 @@ FLATCAR_PATHS: tuple[Path, ...] = (Path("/usr/share/flatcar/update.conf"), Path(
 DEFAULT_PATHS = COREOS_PATHS
 
 _AGENT = "locksmithd"
-DEFAULT_ENDPOINT = settings_of(_AGENT)["LOCKSMITHD_ENDPOINT"].default
+DEFAULT_ENDPOINT = static_settings_of(_AGENT)["LOCKSMITHD_ENDPOINT"].default
 _LEGACY_START, _LEGACY_LENGTH = "REBOOT_WINDOW_START", "REBOOT_WINDOW_LENGTH"
 
 
 def _default(name: str) -> Any:
-    key = name if name in settings_of(_AGENT) else PREFIX[_AGENT] + name
-    return settings_of(_AGENT)[key].parsed_default()
+    static = static_settings_of(_AGENT)
+    return static[name if name in static else PREFIX[_AGENT] + name].parsed_default()
 
 
 # The declared defaults, once (a dataclass default must be a plain value).
@@ -121,7 +121,6 @@ class AgentOptions:
     hooks: Hooks = field(default_factory=Hooks)
     login_check: bool = _D_LOGIN_CHECK
     login_delay: timedelta = _D_LOGIN_DELAY
-    fleetlock_url: str | None = None
     metrics: MetricsAddress | None = None
     coordinator_file: Path = _D_COORDINATOR_FILE
     log_format: Literal["logfmt", "json"] = _D_LOG_FORMAT
@@ -146,6 +145,8 @@ class Config:
     timezone: tzinfo
     machine_id_file: Path
     agent: AgentOptions | None  # set for locksmithd only
+    # The configured strategy's own settings (`Strategy.settings`) by name, parsed; locksmithd only.
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
     sources: Mapping[str, Source] = field(default_factory=dict)
     # Each given setting as quoted text for messages and --debug; passwords already masked.
     given: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -167,8 +168,6 @@ class Config:
 
 # --- Loading --------------------------------------------------------------------------------
 
-_EVERY_KEY = frozenset().union(*(known_keys(p) for p in PROGRAMS))
-
 
 def load_config(
     program: Program,
@@ -184,7 +183,8 @@ def load_config(
     if program not in PROGRAMS:
         raise ValueError(f"program must be one of {PROGRAMS}, not {program!r}")
     file_paths = tuple(Path(p) for p in paths)
-    values = RawValues(known_keys(program), _EVERY_KEY, tuple(PREFIX.values()))
+    every_key = frozenset().union(*(known_keys(p) for p in PROGRAMS))
+    values = RawValues(known_keys(program), every_key, tuple(PREFIX.values()))
     values.read_files(file_paths)
     values.read_environ(os.environ if environ is None else environ)
     values.read_flags(flags or {})
@@ -226,7 +226,7 @@ class _Builder:
 
 
 def _shown(key: str, value: str) -> str:
-    setting = settings_of("locksmithd").get(key) or settings_of("locksmithctl").get(key)
+    setting = static_settings_of("locksmithd").get(key) or static_settings_of("locksmithctl").get(key)
     return shown(value, setting is not None and setting.secret)
 
 
@@ -242,7 +242,8 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
     timezone = b.get("TIMEZONE") or local_timezone()
     windows = _build_windows(b, timezone)
     machine_id_file = b.get("MACHINE_ID_FILE")
-    agent = _build_agent(b, strategy) if program == _AGENT else None
+    agent = _build_agent(b) if program == _AGENT else None
+    strategy_options = _build_strategy_options(b, strategy) if program == _AGENT else {}
 
     return Config(
         program=program,
@@ -255,6 +256,7 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
         timezone=timezone,
         machine_id_file=machine_id_file,
         agent=agent,
+        strategy_options=MappingProxyType(strategy_options),
         sources=MappingProxyType(dict(b.sources)),
         warnings=tuple(warnings),
         paths=paths,
@@ -371,8 +373,7 @@ def _build_windows(b: _Builder, timezone: tzinfo) -> WindowSchedule | None:
     return WindowSchedule((window,), timezone)
 
 
-def _build_agent(b: _Builder, strategy: str) -> AgentOptions:
-    p = b.prefix
+def _build_agent(b: _Builder) -> AgentOptions:
     health = HealthGate(
         command=b.get("HEALTH_COMMAND"),
         unit=b.get("HEALTH_UNIT"),
@@ -381,23 +382,12 @@ def _build_agent(b: _Builder, strategy: str) -> AgentOptions:
         interval=b.get("HEALTH_INTERVAL"),
     )
     hooks = Hooks(pre_reboot=b.get("PRE_REBOOT_HOOK"), post_boot=b.get("POST_BOOT_HOOK"), timeout=b.get("HOOK_TIMEOUT"))
-    fleetlock_url = b.get("FLEETLOCK_URL")
-    if strategy == "fleetlock" and fleetlock_url is None:
-        item = b.raw("REBOOT_STRATEGY")
-        source = item[1] if item else DEFAULT_SOURCE
-        raise ConfigError(
-            f'REBOOT_STRATEGY="fleetlock" (from {source}) needs {p}FLEETLOCK_URL: '
-            "set it to the FleetLock server's base URL, e.g. https://fleetlock.example:8080",
-            "REBOOT_STRATEGY",
-            source,
-        )
     return AgentOptions(
         reboot_command=b.get("REBOOT_COMMAND"),
         health=health,
         hooks=hooks,
         login_check=b.get("LOGIN_CHECK"),
         login_delay=b.get("LOGIN_DELAY"),
-        fleetlock_url=fleetlock_url,
         metrics=b.get("METRICS"),
         coordinator_file=b.get("COORDINATOR_FILE"),
         log_format=b.get("LOG_FORMAT"),
@@ -407,3 +397,25 @@ def _build_agent(b: _Builder, strategy: str) -> AgentOptions:
         reboot_grace=b.get("REBOOT_GRACE"),
         clock_check=b.get("CLOCK_CHECK"),
     )
+
+
+def _build_strategy_options(b: _Builder, strategy: str) -> dict[str, Any]:
+    """The configured strategy validates its own settings here, through the same parsers and messages."""
+    from locksmith.strategy import declared_settings, installed_settings  # they import the schema: lazy
+
+    for other in installed_settings():
+        b.get(other.name)  # a bad value is an error even for a strategy not in use (yet)
+    options: dict[str, Any] = {}
+    for setting in declared_settings(strategy):
+        value = b.get(setting.name)
+        if value is None and setting.required:
+            item = b.raw("REBOOT_STRATEGY")
+            source = item[1] if item else DEFAULT_SOURCE
+            key = setting.key(b.program)
+            raise ConfigError(
+                f'REBOOT_STRATEGY="{strategy}" (from {source}) needs {key}: set it ({setting.help})',
+                "REBOOT_STRATEGY",
+                source,
+            )
+        options[setting.name] = value
+    return options

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from locksmith.settings.schema import SETTINGS, Program
+from locksmith.settings.schema import Program, settings_of
 from locksmith.settings.sources import FlagValue
 
 
@@ -15,8 +15,8 @@ def _dest(key: str) -> str:
 
 def _flagged(program: Program) -> list[tuple[str, str, str | None, str, bool, str | None]]:
     out = []
-    for s in SETTINGS:
-        if program in s.programs and s.has_flag(program):
+    for s in settings_of(program).values():
+        if s.has_flag(program):
             default = s.default if s.default not in (None, "off") else s.doc_default
             assert s.flag is not None
             out.append((s.key(program), s.flag, s.metavar, s.help.replace("`", ""), s.repeat, default))

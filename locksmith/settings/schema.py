@@ -42,6 +42,7 @@ class Setting:
     repeat: bool = False  # the flag may be given several times; values are comma-joined
     secret: bool = False
     strip: bool = True  # passwords are used exactly as given
+    required: bool = False  # a strategy's setting that must be set when that strategy is in use
     doc_default: str | None = None  # how the docs show a default computed at run time
 
     def key(self, program: Program) -> str:
@@ -227,13 +228,6 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="DURATION",
     ),
     Setting(
-        "FLEETLOCK_URL",
-        "FleetLock server base URL (fleetlock strategy)",
-        v.parse_http_url,
-        flag="--fleetlock-url",
-        metavar="URL",
-    ),
-    Setting(
         "METRICS",
         "Prometheus endpoint: `127.0.0.1:PORT` or `unix:/PATH`, or `off`",
         v.parse_metrics,
@@ -295,9 +289,20 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def settings_of(program: Program) -> dict[str, Setting]:
-    """The settings `program` reads, by variable name."""
+def static_settings_of(program: Program) -> dict[str, Setting]:
+    """The settings of `program` declared here, by variable name (no plugin loaded)."""
     return {s.key(program): s for s in SETTINGS if program in s.programs}
+
+
+def settings_of(program: Program) -> dict[str, Setting]:
+    """Every setting `program` reads, by variable name: those declared here and, for locksmithd,
+    those each installed strategy declares (`Strategy.settings`)."""
+    found = static_settings_of(program)
+    if program == "locksmithd":
+        from locksmith.strategy import installed_settings  # the strategies import this module
+
+        found.update((s.key(program), s) for s in installed_settings())
+    return found
 
 
 def known_keys(program: Program) -> frozenset[str]:
@@ -313,7 +318,7 @@ def lookup(program: Program, key: str) -> Setting:
 
 def default_of(program: Program, key: str) -> Any:
     """The typed default of one setting (for types built outside the loader, e.g. in tests)."""
-    return lookup(program, key).parsed_default()
+    return static_settings_of(program)[key].parsed_default()
 
 
 def check(program: Program, key: str, value: str) -> str | None:

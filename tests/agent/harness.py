@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from locksmith.agent.machine import Agent
@@ -80,7 +79,7 @@ class Harness:
         self.task: asyncio.Task[int] | None = None
 
     def make_agent(self) -> Agent:
-        ctx = StrategyContext(machine_id=self.machine_id, group=self.group, config=SimpleNamespace(kv=self.options))
+        ctx = StrategyContext(machine_id=self.machine_id, group=self.group, kv=self.options)
         kwargs: dict[str, Any] = {"observers": [self._observe]}
         if self.clock is not None:
             kwargs["clock"] = self.clock
