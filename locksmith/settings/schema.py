@@ -107,7 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
     _shared("ETCD_USERNAME", "etcd user name", flag="--etcd-username", metavar="NAME"),
     _shared(
         "ETCD_PASSWORD",
-        "etcd password (prefer the variable: flags show in ps); never logged",
+        "etcd password (prefer the variable: flags show in ps)",
         flag="--etcd-password",
         metavar="PASSWORD",
         secret=True,
