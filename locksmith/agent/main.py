@@ -12,15 +12,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 import structlog
 
-from locksmith.agent.health import HealthGate
 from locksmith.agent.machine import Agent
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
-from locksmith.agent.settings import AgentSettings
+from locksmith.agent.settings import agent_settings
 from locksmith.agent.wiring import LazyBus, observers_for, session_checks, update_statuses
 from locksmith.machineid import MachineIdError, read_machine_id
 from locksmith.settings.config import (
@@ -76,37 +74,6 @@ def _version() -> str:
     from locksmith import __version__
 
     return __version__
-
-
-def settings_from(config: Config) -> AgentSettings:
-    """The agent's section as the state machine takes it (durations in float seconds)."""
-    agent = config.agent
-    assert agent is not None  # role "agent" always has it
-    health = HealthGate(
-        command=agent.health.command,
-        unit=agent.health.unit,
-        url=agent.health.url,
-        interval=_seconds(agent.health.interval),
-        timeout=_seconds(agent.health.timeout),
-    )
-    return AgentSettings(
-        window=config.windows,
-        login_check=agent.login_check,
-        login_delay=_seconds(agent.login_delay),
-        pre_reboot_hook=agent.hooks.pre_reboot,
-        pre_reboot_timeout=_seconds(agent.hooks.timeout),
-        post_boot_hook=agent.hooks.post_boot,
-        post_boot_timeout=_seconds(agent.hooks.timeout),
-        health=health if health.enabled else None,
-        retry_interval=agent.retry_interval,
-        unavailable_backoff_max=agent.unavailable_backoff_max,
-        reboot_grace=agent.reboot_grace,
-        clock_check=agent.clock_check,
-    )
-
-
-def _seconds(value: timedelta) -> float:
-    return value.total_seconds()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,7 +134,7 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
     logged_in_users, broadcast = session_checks(bus)
 
     agent = Agent(
-        settings_from(config),
+        agent_settings(config),
         strategy,
         ctx,
         update_statuses(bus),

@@ -32,8 +32,9 @@ from typing import Any, Literal
 from locksmith.kv.base import KVOptions, parse_endpoints
 from locksmith.settings.duration import parse_duration
 from locksmith.settings.flags import add_config_arguments, flags_from_args
-from locksmith.settings.schema import PREFIX, PROGRAMS, Program, known_keys, settings_of, static_settings_of
-from locksmith.settings.sources import DEFAULT_SOURCE, ConfigError, FlagValue, RawValues, Source, shown
+from locksmith.settings.load import Builder, read_sources, shown_value
+from locksmith.settings.schema import PREFIX, Program, known_keys, static_settings_of
+from locksmith.settings.sources import DEFAULT_SOURCE, ConfigError, FlagValue, RawValues, Source
 from locksmith.settings.values import MetricsAddress
 from locksmith.settings.windows import RebootWindow, WindowSchedule, local_timezone, parse_start, parse_windows
 
@@ -79,10 +80,6 @@ _D_LOGIN_DELAY = _default("LOGIN_DELAY")
 _D_COORDINATOR_FILE = _default("COORDINATOR_FILE")
 _D_LOG_FORMAT = _default("LOG_FORMAT")
 _D_LOG_LEVEL = _default("LOG_LEVEL")
-_D_RETRY_INTERVAL = _default("RETRY_INTERVAL")
-_D_UNAVAILABLE_BACKOFF_MAX = _default("UNAVAILABLE_BACKOFF_MAX")
-_D_REBOOT_GRACE = _default("REBOOT_GRACE")
-_D_CLOCK_CHECK = _default("CLOCK_CHECK")
 
 
 # --- The typed sections ---------------------------------------------------------------------
@@ -114,7 +111,7 @@ class Hooks:
 
 @dataclass(frozen=True, slots=True)
 class AgentOptions:
-    """What only locksmithd needs (durations of the agent's own timers in float seconds)."""
+    """What only locksmithd needs, grouped (the state machine's own settings: locksmith.agent.settings)."""
 
     reboot_command: tuple[str, ...] | None = None  # None: ask logind over D-Bus
     health: HealthGate = field(default_factory=HealthGate)
@@ -125,10 +122,6 @@ class AgentOptions:
     coordinator_file: Path = _D_COORDINATOR_FILE
     log_format: Literal["logfmt", "json"] = _D_LOG_FORMAT
     log_level: str = _D_LOG_LEVEL
-    retry_interval: float = _D_RETRY_INTERVAL
-    unavailable_backoff_max: float = _D_UNAVAILABLE_BACKOFF_MAX
-    reboot_grace: float = _D_REBOOT_GRACE
-    clock_check: float = _D_CLOCK_CHECK
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +131,7 @@ class Config:
     program: Program
     strategy: str
     update_group: str  # `GROUP`: the update channel (stable, beta, ...), not the lock group
-    server: str | None  # `SERVER`: the update server URL, None for the update engine's default
+    server: str  # `SERVER`: the update server URL (the update engine's)
     kv: KVOptions
     lock_group: str | None  # `*_GROUP`: the semaphore group, None for the global semaphore
     windows: WindowSchedule | None  # None: reboot at any time
@@ -147,6 +140,8 @@ class Config:
     agent: AgentOptions | None  # set for locksmithd only
     # The configured strategy's own settings (`Strategy.settings`) by name, parsed; locksmithd only.
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    # Every setting of the program, typed, by variable name (what a section takes by name).
+    values: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     sources: Mapping[str, Source] = field(default_factory=dict)
     # Each given setting as quoted text for messages and --debug; passwords already masked.
     given: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -180,58 +175,18 @@ def load_config(
     `flags` maps variable names (`LOCKSMITHD_ENDPOINT`, `REBOOT_STRATEGY`, ...) to what the command
     line gave; None values are ignored (`flags_from_args` builds this mapping).
     `paths` are the config files, lowest precedence first."""
-    if program not in PROGRAMS:
-        raise ValueError(f"program must be one of {PROGRAMS}, not {program!r}")
+    if program not in PREFIX:
+        raise ValueError(f"program must be locksmithd or locksmithctl, not {program!r}")
     file_paths = tuple(Path(p) for p in paths)
-    every_key = frozenset().union(*(known_keys(p) for p in PROGRAMS))
-    values = RawValues(known_keys(program), every_key, tuple(PREFIX.values()))
-    values.read_files(file_paths)
-    values.read_environ(os.environ if environ is None else environ)
-    values.read_flags(flags or {})
+    values = read_sources(program, flags or {}, os.environ if environ is None else environ, file_paths)
     return _build(program, values, file_paths)
 
 
 # --- Validation -----------------------------------------------------------------------------
 
 
-class _Builder:
-    def __init__(self, program: Program, values: RawValues) -> None:
-        self.program = program
-        self.prefix = PREFIX[program]
-        self.settings = settings_of(program)
-        self.values = values
-        self.sources: dict[str, Source] = {}
-
-    def raw(self, key: str) -> tuple[str, Source] | None:
-        item = self.values.get(key)
-        if item is not None:
-            self.sources[key] = item[1]
-        return item
-
-    def fail(self, key: str, value: str, source: Source, problem: str) -> ConfigError:
-        return ConfigError(f"{key}={_shown(key, value)} (from {source}): {problem}", key, source)
-
-    def get(self, name: str) -> Any:
-        """The typed value of a setting (by suffix or unprefixed name), its declared default if unset."""
-        key = name if name in self.settings else self.prefix + name
-        setting = self.settings[key]
-        item = self.raw(key)
-        text = None if item is None else (item[0].strip() if setting.strip else item[0])
-        if item is None or not text:
-            return setting.parsed_default()
-        try:
-            return setting.parse(text)
-        except ValueError as exc:
-            raise self.fail(key, item[0], item[1], str(exc)) from None
-
-
-def _shown(key: str, value: str) -> str:
-    setting = static_settings_of("locksmithd").get(key) or static_settings_of("locksmithctl").get(key)
-    return shown(value, setting is not None and setting.secret)
-
-
 def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Config:
-    b = _Builder(program, values)
+    b = Builder(program, values)
     warnings = list(values.warnings)
 
     strategy = b.get("REBOOT_STRATEGY")
@@ -244,6 +199,8 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
     machine_id_file = b.get("MACHINE_ID_FILE")
     agent = _build_agent(b) if program == _AGENT else None
     strategy_options = _build_strategy_options(b, strategy) if program == _AGENT else {}
+    # Every other setting by name; the old window names are read (as fallbacks) by _build_windows only.
+    typed = {k: b.get(k) for k in b.settings if k not in (_LEGACY_START, _LEGACY_LENGTH)}
 
     return Config(
         program=program,
@@ -257,14 +214,15 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
         machine_id_file=machine_id_file,
         agent=agent,
         strategy_options=MappingProxyType(strategy_options),
+        values=MappingProxyType(typed),
         sources=MappingProxyType(dict(b.sources)),
         warnings=tuple(warnings),
         paths=paths,
-        given=MappingProxyType({k: _shown(k, values.values[k][0]) for k in b.sources}),
+        given=MappingProxyType({k: shown_value(k, values.values[k][0]) for k in b.sources}),
     )
 
 
-def _build_kv(b: _Builder, warnings: list[str]) -> KVOptions:
+def _build_kv(b: Builder, warnings: list[str]) -> KVOptions:
     p = b.prefix
     key = p + "ENDPOINT"
     item = b.raw(key)
@@ -284,7 +242,7 @@ def _build_kv(b: _Builder, warnings: list[str]) -> KVOptions:
         given = b.raw(p + have)
         assert given is not None
         raise ConfigError(
-            f"{p}{have}={_shown(p + have, given[0])} is set but {p}{missing} is not (from {given[1]}): "
+            f"{p}{have}={shown_value(p + have, given[0])} is set but {p}{missing} is not (from {given[1]}): "
             "a client certificate needs its key; set both or neither",
             p + have,
             given[1],
@@ -316,7 +274,7 @@ def _build_kv(b: _Builder, warnings: list[str]) -> KVOptions:
     )
 
 
-def _build_windows(b: _Builder, timezone: tzinfo) -> WindowSchedule | None:
+def _build_windows(b: Builder, timezone: tzinfo) -> WindowSchedule | None:
     p = b.prefix
     start_key, length_key = p + "REBOOT_WINDOW_START", p + "REBOOT_WINDOW_LENGTH"
     start = b.raw(start_key)
@@ -332,8 +290,9 @@ def _build_windows(b: _Builder, timezone: tzinfo) -> WindowSchedule | None:
         if start is not None or length is not None:
             other_key, (other_value, other_source) = (start_key, start) if start is not None else (length_key, length)  # type: ignore[misc]
             raise ConfigError(
-                f"{many_key}={_shown(many_key, many[0])} (from {many[1]}) and {other_key}="
-                f"{_shown(other_key, other_value)} (from {other_source}) are both set: use one way to give windows",
+                f"{many_key}={shown_value(many_key, many[0])} (from {many[1]}) and {other_key}="
+                f"{shown_value(other_key, other_value)} (from {other_source}) are both set: "
+                "use one way to give windows",
                 many_key,
                 many[1],
             )
@@ -353,7 +312,7 @@ def _build_windows(b: _Builder, timezone: tzinfo) -> WindowSchedule | None:
             have_key, (have_value, have_source) = length_key, length
             missing = length_key.replace("LENGTH", "START")
         raise ConfigError(
-            f"{have_key}={_shown(have_key, have_value)} is set but {missing} is not (from {have_source}): "
+            f"{have_key}={shown_value(have_key, have_value)} is set but {missing} is not (from {have_source}): "
             "set both or neither",
             have_key,
             have_source,
@@ -373,7 +332,7 @@ def _build_windows(b: _Builder, timezone: tzinfo) -> WindowSchedule | None:
     return WindowSchedule((window,), timezone)
 
 
-def _build_agent(b: _Builder) -> AgentOptions:
+def _build_agent(b: Builder) -> AgentOptions:
     health = HealthGate(
         command=b.get("HEALTH_COMMAND"),
         unit=b.get("HEALTH_UNIT"),
@@ -392,14 +351,10 @@ def _build_agent(b: _Builder) -> AgentOptions:
         coordinator_file=b.get("COORDINATOR_FILE"),
         log_format=b.get("LOG_FORMAT"),
         log_level=b.get("LOG_LEVEL"),
-        retry_interval=b.get("RETRY_INTERVAL"),
-        unavailable_backoff_max=b.get("UNAVAILABLE_BACKOFF_MAX"),
-        reboot_grace=b.get("REBOOT_GRACE"),
-        clock_check=b.get("CLOCK_CHECK"),
     )
 
 
-def _build_strategy_options(b: _Builder, strategy: str) -> dict[str, Any]:
+def _build_strategy_options(b: Builder, strategy: str) -> dict[str, Any]:
     """The configured strategy validates its own settings here, through the same parsers and messages."""
     from locksmith.strategy import declared_settings, installed_settings  # they import the schema: lazy
 

@@ -16,14 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from locksmith.protocol.omaha import COREOS_APPID
 from locksmith.settings import values as v
 
-Program = Literal["locksmithd", "locksmithctl"]
-PROGRAMS: tuple[Program, ...] = ("locksmithd", "locksmithctl")
+Program = Literal["locksmithd", "locksmithctl", "update_engine"]
+PROGRAMS: tuple[Program, ...] = ("locksmithd", "locksmithctl", "update_engine")
+# The update engine's keys are unprefixed (CoreOS's own, and ours spelled UPDATE_ENGINE_*).
 PREFIX: dict[Program, str] = {"locksmithd": "LOCKSMITHD_", "locksmithctl": "LOCKSMITHCTL_"}
+WARN_PREFIXES: dict[Program, tuple[str, ...]] = {
+    "locksmithd": ("LOCKSMITHD_", "LOCKSMITHCTL_"),
+    "locksmithctl": ("LOCKSMITHD_", "LOCKSMITHCTL_"),
+    "update_engine": ("UPDATE_ENGINE_",),
+}
 
-_BOTH: frozenset[Program] = frozenset(PROGRAMS)
+_BOTH: frozenset[Program] = frozenset({"locksmithd", "locksmithctl"})
 _AGENT: frozenset[Program] = frozenset({"locksmithd"})
+_ALL: frozenset[Program] = frozenset(PROGRAMS)
+_ENGINE: frozenset[Program] = frozenset({"update_engine"})
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,28 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="NAME",
         flag_programs=_AGENT,
     ),
-    _shared("GROUP", "the update *channel* (the lock group is `…GROUP`)", default="stable", prefixed=False),
-    _shared("SERVER", "update server URL", parse=v.parse_http_url, prefixed=False, doc_default="CoreOS's"),
+    Setting(
+        "GROUP",
+        "the update *channel* (the lock group is `…GROUP`)",
+        v.parse_channel,
+        default="stable",
+        programs=_ALL,
+        prefixed=False,
+        flag="--group",
+        metavar="CHANNEL",
+        flag_programs=_ENGINE,
+    ),
+    Setting(
+        "SERVER",
+        "the Omaha update server URL",
+        v.parse_http_url,
+        default="https://public.update.core-os.net/v1/update/",
+        programs=_ALL,
+        prefixed=False,
+        flag="--server",
+        metavar="URL",
+        flag_programs=_ENGINE,
+    ),
     # --- read by both programs with their prefix ---
     _shared(
         "ENDPOINT",
@@ -286,6 +315,77 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--clock-check",
         metavar="DURATION",
     ),
+)
+
+
+def _engine(name: str, help: str, parse: Callable[[str], Any], default: str | None, **kw: Any) -> Setting:
+    return Setting(name, help, parse, default, programs=_ENGINE, prefixed=False, **kw)
+
+
+_DURATION = v.duration_or_seconds
+SETTINGS += (
+    # --- the update engine: release facts (from /usr/share/coreos/release) and our keys ---
+    _engine("COREOS_RELEASE_VERSION", "the running OS version", v.parse_version, "0.0.0"),
+    _engine("COREOS_RELEASE_BOARD", "the board reported to the update server", v.parse_channel, "amd64-usr"),
+    _engine("COREOS_RELEASE_APPID", "the Omaha app id", v.parse_text, COREOS_APPID),
+    _engine(
+        "UPDATE_ENGINE_DISK",
+        "block device or GPT image file holding the USR slots",
+        v.parse_abs_path,
+        None,
+        flag="--disk",
+        metavar="PATH",
+    ),
+    _engine(
+        "UPDATE_ENGINE_BOOT_RECORD",
+        "boot record of an image file",
+        v.parse_abs_path,
+        None,
+        flag="--boot-record",
+        metavar="PATH",
+        doc_default="`<disk>.boot`",
+    ),
+    _engine(
+        "UPDATE_ENGINE_PUBLIC_KEY",
+        "PEM public key that signs payloads",
+        v.parse_abs_path,
+        "/usr/share/update_engine/update-payload-key.pub.pem",
+        flag="--public-key",
+        metavar="PATH",
+    ),
+    _engine(
+        "UPDATE_ENGINE_STATE_DIR",
+        "state directory",
+        v.parse_abs_path,
+        "/var/lib/update_engine",
+        flag="--state-dir",
+        metavar="PATH",
+    ),
+    _engine(
+        "UPDATE_ENGINE_INITIAL_DELAY",
+        "wait before the first check (Go duration; plain seconds accepted)",
+        _DURATION,
+        "7m",
+        flag="--initial-delay",
+        metavar="DURATION",
+    ),
+    _engine(
+        "UPDATE_ENGINE_CHECK_INTERVAL",
+        "time between periodic checks",
+        _DURATION,
+        "45m",
+        flag="--check-interval",
+        metavar="DURATION",
+    ),
+    _engine(
+        "UPDATE_ENGINE_CHECK_FUZZ",
+        "random spread of the interval",
+        _DURATION,
+        "10m",
+        flag="--check-fuzz",
+        metavar="DURATION",
+    ),
+    _engine("UPDATE_ENGINE_MAX_BACKOFF", "longest back-off after failed checks", _DURATION, "4h"),
 )
 
 

@@ -64,6 +64,26 @@ def parse_channel(text: str) -> str:
     return text
 
 
+def duration_or_seconds(text: str) -> float:
+    """A Go duration (`45m`), or plain seconds (`600`, as the first update.conf files had): float seconds."""
+    try:
+        number = float(text)
+    except ValueError:
+        return seconds(non_negative_duration)(text)
+    if not 0 <= number < float("inf"):
+        raise ValueError("must be 0 or more: use a Go duration like 45m (or seconds)")
+    return number
+
+
+_VERSION = re.compile(r"[0-9A-Za-z.+_-]+")
+
+
+def parse_version(text: str) -> str:
+    if not _VERSION.fullmatch(text):
+        raise ValueError("not a version: use e.g. 1068.9.0")
+    return text
+
+
 def parse_endpoint_list(text: str) -> list[str]:
     urls = [u.strip() for u in text.split(",") if u.strip()]
     parse_endpoints(urls)  # raises ValueError naming the bad one

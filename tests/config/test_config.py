@@ -70,7 +70,7 @@ def test_defaults(conf: Callable[..., Config]) -> None:
     c = conf()
     assert c.strategy == "best-effort"
     assert c.update_group == "stable"
-    assert c.server is None
+    assert c.server == "https://public.update.core-os.net/v1/update/"  # one default, the update engine's
     assert [e.original for e in c.kv.endpoints] == [DEFAULT_ENDPOINT]
     assert c.kv.backend == BACKEND_ETCD3
     assert c.lock_group is None

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from locksmith.agent.main import build_parser, settings_from
-from locksmith.agent.settings import AgentSettings
+from locksmith.agent.main import build_parser
+from locksmith.agent.settings import AgentSettings, agent_settings
 from locksmith.settings import check
 from locksmith.settings.config import load_config
 from locksmith.settings.doc import BEGIN, END, settings_table
@@ -28,7 +28,7 @@ def test_readme_settings_table_is_the_generated_one() -> None:
 
 def test_the_table_names_every_key_and_its_default() -> None:
     table = settings_table()
-    for key in known_keys("locksmithd") | known_keys("locksmithctl"):
+    for key in known_keys("locksmithd") | known_keys("locksmithctl") | known_keys("update_engine"):
         suffix = key.removeprefix("LOCKSMITHD_").removeprefix("LOCKSMITHCTL_")
         name = f"`…{suffix}`" if suffix != key else f"`{key}`"
         assert f"| {name} |" in table, key
@@ -59,7 +59,7 @@ def test_example_env_file_is_valid() -> None:
 
 def test_agent_settings_defaults_are_the_schemas() -> None:
     config = load_config("locksmithd", {}, {}, paths=())
-    built = settings_from(config)
+    built = agent_settings(config)
     assert built == AgentSettings()
     assert (built.login_delay, built.pre_reboot_timeout, built.post_boot_timeout) == (300.0, 300.0, 300.0)
     assert (built.retry_interval, built.unavailable_backoff_max, built.reboot_grace, built.clock_check) == (
@@ -76,7 +76,7 @@ def test_timing_settings_come_from_variables_flags_and_files(tmp_path: Path) -> 
     conf.write_text("LOCKSMITHD_REBOOT_GRACE=1h\nLOCKSMITHD_UNAVAILABLE_BACKOFF_MAX=2m\n")
     args = build_parser().parse_args(["--retry-interval", "2s"])
     c = load_config("locksmithd", flags_from_args(args, "locksmithd"), env, paths=(conf,))
-    s = settings_from(c)
+    s = agent_settings(c)
     assert (s.retry_interval, s.clock_check, s.reboot_grace, s.unavailable_backoff_max) == (2.0, 0.25, 3600.0, 120.0)
     assert str(c.source_of("LOCKSMITHD_RETRY_INTERVAL")) == "the command line"
     assert str(c.source_of("LOCKSMITHD_REBOOT_GRACE")) == f"{conf} line 1"
@@ -125,3 +125,20 @@ def test_strategy_settings_get_flags_and_are_known() -> None:
     # a strategy's key is no typo when another strategy is configured
     assert load_config("locksmithd", {}, {"LOCKSMITHD_FLEETLOCK_URL": "http://a:1"}, paths=()).warnings == ()
     assert load_config("locksmithd", {}, {}, paths=()).strategy_options == {}
+
+
+def test_every_update_engine_key_is_in_the_example_update_conf(tmp_path: Path) -> None:
+    from locksmith.updateengine import engineconfig
+
+    keys = _example_keys("update.conf")
+    assert {k for k in known_keys("update_engine") if not k.startswith("COREOS_RELEASE_")} <= keys
+    uncommented = tmp_path / "update.conf"
+    uncommented.write_text(
+        "".join(
+            f"{line.lstrip('#')}\n"
+            for line in (ROOT / "examples" / "update.conf").read_text().splitlines()
+            if line.startswith("#UPDATE_ENGINE_")
+        )
+    )
+    config = engineconfig.load((uncommented,))
+    assert config.disk == Path("/dev/vda") and config.check_interval == 45 * 60
