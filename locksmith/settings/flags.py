@@ -19,14 +19,16 @@ def _flagged(program: Program) -> list[tuple[str, str, str | None, str, bool, st
         if s.has_flag(program):
             default = s.default if s.default not in (None, "off") else s.doc_default
             assert s.flag is not None
-            out.append((s.key(program), s.flag, s.metavar, s.help.replace("`", ""), s.repeat, default))
+            text, shown = s.help.replace("`", ""), default.replace("`", "") if default else None
+            out.append((s.key(program), s.flag, s.metavar, text, s.repeat, shown))
     return out
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, program: Program) -> None:
     """Add the configuration flags of `program` to `parser` (as an argument group). Read them back
     with `flags_from_args`."""
-    group = parser.add_argument_group("configuration (flags override the environment and update.conf)")
+    sources = "update.conf" if program == "update_engine" else "the environment and update.conf"
+    group = parser.add_argument_group(f"configuration (flags override {sources})")
     for key, flag, metavar, text, repeat, default in _flagged(program):
         help_text = f"{text} (default {default}) [{key}]" if default else f"{text} [{key}]"
         help_text = help_text.replace("%", "%%")
