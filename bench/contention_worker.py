@@ -53,9 +53,9 @@ async def _agent(
     from strategies.etcd_lock import EtcdLockStrategy
 
     env = {"LOCKSMITHD_ENDPOINT": endpoint, "LOCKSMITHD_GROUP": group, "REBOOT_STRATEGY": "etcd-lock"}
-    config = load_config("agent", {}, env, paths=())
+    config = load_config("locksmithd", {}, env, paths=())
     strategy = EtcdLockStrategy()
-    ctx = StrategyContext(machine_id=f"{index:032x}", group=group, config=config)
+    ctx = StrategyContext(machine_id=f"{index:032x}", group=config.lock_group, kv=config.kv)
     locks = strategy.lockstore(ctx)
     counters = KVCounters()
     locks.kv = InstrumentedKV(locks.kv, counters)

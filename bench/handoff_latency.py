@@ -97,10 +97,10 @@ async def _waiter(endpoint: str, group: str) -> int:
     from strategies.etcd_lock import EtcdLockStrategy
 
     env = {"LOCKSMITHD_ENDPOINT": endpoint, "LOCKSMITHD_GROUP": group, "REBOOT_STRATEGY": "etcd-lock"}
-    config = load_config("agent", {}, env, paths=())
+    config = load_config("locksmithd", {}, env, paths=())
     strategy = EtcdLockStrategy()
     events = _EventLog()
-    ctx = StrategyContext(machine_id=WAITER, group=group, config=config, log=events)
+    ctx = StrategyContext(machine_id=WAITER, group=config.lock_group, kv=config.kv, log=events)
     locks = strategy.lockstore(ctx)
     counters = KVCounters()
     locks.kv = InstrumentedKV(locks.kv, counters)

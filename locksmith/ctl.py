@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up on an unreachable store after this long (default {DEFAULT_TIMEOUT:g})",
     )
-    add_config_arguments(parser, "cli")
+    add_config_arguments(parser, "locksmithctl")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     status = commands.add_parser("status", help="show the semaphore: free slots, max and holders")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Library warnings (e.g. holder ages not recorded) go to stderr, never into our stdout output.
     configure_logging(level="debug" if args.debug else "warning")
     try:
-        config = load_config("cli", flags=flags_from_args(args, "cli"))
+        config = load_config("locksmithctl", flags=flags_from_args(args, "locksmithctl"))
         semaphore_key(config.lock_group)  # refuses groups Go would map onto another key
     except (ConfigError, ValueError) as exc:
         return fail("Error", str(exc), EXIT_USAGE)

@@ -11,16 +11,24 @@ party uses from its own package:
     my-strategy = "my_package.module:MyStrategy"
 
 The class is instantiated with no arguments; everything it needs arrives in the StrategyContext.
+A strategy that needs settings of its own declares them in `settings` (the same `Setting` type as every
+other setting, read as `LOCKSMITHD_<name>`); the loader validates them with the rest of the
+configuration and hands them over in `ctx.options`, by name.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import structlog
+
+from locksmith.kv.base import KVOptions
+from locksmith.settings.schema import Setting
 
 ENTRY_POINT_GROUP = "locksmith.strategies"
 
@@ -42,17 +50,19 @@ class UnknownStrategy(StrategyError):
 class StrategyContext:
     """What a strategy gets from the agent.
 
-    `config` is the agent's validated Config (locksmith.settings.config); a third-party strategy may read
-    the fields it needs (e.g. `kv`, `group`, `fleetlock_url`). `on_wake` is called by strategies
-    that wait for another holder, with how they were woken ("watch" for a KV watch event,
-    "retry" for a timed retry) — the agent logs it and counts it in the metrics.
+    `group` is the lock group (LOCKSMITHD_GROUP), None for the global semaphore. `kv` is the validated
+    KV store configuration, None where no store is configured (tests of store-less strategies).
+    `options` holds the strategy's own declared settings by name (`FLEETLOCK_URL`), already parsed.
+    `on_wake` is called by strategies that wait for another holder, with how they were woken ("watch"
+    for a KV watch event, "retry" for a timed retry) — the agent logs it and counts it in the metrics.
     """
 
     machine_id: str
-    group: str
-    config: Any = None
+    group: str | None = None
+    kv: KVOptions | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     log: Any = field(default_factory=lambda: structlog.get_logger("locksmith.strategy"))
-    on_wake: Any = None  # Callable[[str], None] | None
+    on_wake: Callable[[str], None] | None = None
 
     def woke(self, how: str, **details: Any) -> None:
         self.log.info("lock.wait.woken", via=how, **details)
@@ -71,6 +81,8 @@ class Strategy(abc.ABC):
     needs_window: ClassVar[bool] = True
     #: False for a strategy that never reboots (`off`): the agent then only reports status.
     reboots: ClassVar[bool] = True
+    #: Settings of its own (`LOCKSMITHD_` + name), declared like every other setting.
+    settings: ClassVar[tuple[Setting, ...]] = ()
 
     @abc.abstractmethod
     async def acquire(self, ctx: StrategyContext) -> None:
@@ -94,8 +106,8 @@ def available_strategies() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
-def load_strategy(name: str) -> Strategy:
-    """Instantiate the strategy registered as `name`; UnknownStrategy with a one-line message."""
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered as `name`; UnknownStrategy/StrategyError with a one-line message."""
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
     if not matches:
         choices = ", ".join(available_strategies()) or "none installed"
@@ -107,10 +119,33 @@ def load_strategy(name: str) -> Strategy:
         raise StrategyError(f"reboot strategy {name!r} ({entry.value}) failed to load: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise StrategyError(f"reboot strategy {name!r} ({entry.value}) is not a locksmith.strategy.Strategy subclass")
-    strategy = cls()
+    return cls
+
+
+def load_strategy(name: str) -> Strategy:
+    """Instantiate the strategy registered as `name`."""
+    strategy = strategy_class(name)()
     if not strategy.name:
         strategy.name = name  # type: ignore[misc]
     return strategy
+
+
+def declared_settings(name: str) -> tuple[Setting, ...]:
+    """The settings the strategy `name` declares; () when it is unknown or broken (loading it reports that)."""
+    try:
+        return strategy_class(name).settings
+    except StrategyError:
+        return ()
+
+
+@cache
+def installed_settings() -> tuple[Setting, ...]:
+    """Every installed strategy's settings, so that a key of a strategy not in use is known, not a typo."""
+    found: dict[str, Setting] = {}
+    for name in available_strategies():
+        for setting in declared_settings(name):
+            found.setdefault(setting.name, setting)
+    return tuple(found.values())
 
 
 __all__ = [
@@ -121,5 +156,8 @@ __all__ = [
     "StrategyUnavailable",
     "UnknownStrategy",
     "available_strategies",
+    "declared_settings",
+    "installed_settings",
     "load_strategy",
+    "strategy_class",
 ]

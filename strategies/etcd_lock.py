@@ -29,8 +29,10 @@ class EtcdLockStrategy(Strategy):
 
     def lockstore(self, ctx: StrategyContext) -> LockStore:
         if self._locks is None:
-            self._kv = open_store(ctx.config.kv)
-            self._locks = LockStore(self._kv, ctx.group or None)
+            if ctx.kv is None:
+                raise StrategyError("the etcd-lock strategy needs a KV store: set LOCKSMITHD_ENDPOINT")
+            self._kv = open_store(ctx.kv)
+            self._locks = LockStore(self._kv, ctx.group)
         return self._locks
 
     async def ping(self, ctx: StrategyContext) -> None:

@@ -13,13 +13,25 @@ import asyncio
 import random
 
 from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError
+from locksmith.settings.schema import Setting
+from locksmith.settings.values import parse_http_url
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
 DEFAULT_GROUP = "default"
 
+FLEETLOCK_URL = Setting(
+    "FLEETLOCK_URL",
+    "FleetLock server base URL (fleetlock strategy), e.g. https://fleetlock.example:8080",
+    parse_http_url,
+    flag="--fleetlock-url",
+    metavar="URL",
+    required=True,
+)
+
 
 class FleetLockStrategy(Strategy):
     name = "fleetlock"
+    settings = (FLEETLOCK_URL,)
 
     def __init__(self, retry_initial: float = 1.0, retry_max: float = 60.0) -> None:
         self._client: FleetLockClient | None = None
@@ -28,7 +40,7 @@ class FleetLockStrategy(Strategy):
 
     def client(self, ctx: StrategyContext) -> FleetLockClient:
         if self._client is None:
-            url = ctx.config.agent.fleetlock_url if getattr(ctx.config, "agent", None) else ctx.config.fleetlock_url
+            url = ctx.options.get(FLEETLOCK_URL.name)
             if not url:
                 raise StrategyError("the fleetlock strategy needs LOCKSMITHD_FLEETLOCK_URL (the server's base URL)")
             try:

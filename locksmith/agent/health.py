@@ -19,6 +19,7 @@ from dbus_fast.aio import MessageBus
 
 from locksmith.agent.hooks import run_command
 from locksmith.bus.system import CallError, call
+from locksmith.settings.schema import default_seconds
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
@@ -31,8 +32,9 @@ class HealthGate:
     command: str | None = None
     unit: str | None = None
     url: str | None = None
-    interval: float = 10.0
-    timeout: float = 600.0
+    # The schema's defaults, so a gate built without them waits as a host without the variables does.
+    interval: float = default_seconds("locksmithd", "LOCKSMITHD_HEALTH_INTERVAL")
+    timeout: float = default_seconds("locksmithd", "LOCKSMITHD_HEALTH_TIMEOUT")
     check_timeout: float = 10.0
 
     @property

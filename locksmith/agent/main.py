@@ -12,16 +12,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 import structlog
 
-from locksmith.agent.health import HealthGate
 from locksmith.agent.machine import Agent
 from locksmith.agent.ports import Ports
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
-from locksmith.agent.settings import AgentSettings
+from locksmith.agent.settings import agent_settings
 from locksmith.agent.wiring import BusHealthGate, LoginSessions, observers_for
 from locksmith.bus.system import LazyBus
 from locksmith.bus.update_engine import update_statuses
@@ -37,7 +35,6 @@ from locksmith.settings.config import (
     flags_from_args,
     load_config,
 )
-from locksmith.settings.duration import parse_duration
 from locksmith.strategy import StrategyContext, StrategyError, load_strategy
 
 DESCRIPTION = f"""\
@@ -58,13 +55,6 @@ and released after boot. See examples/locksmithd.env for every variable, comment
 """
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration ({exc}): use e.g. 30s, 5m, 1h30m") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="locksmithd",
@@ -81,38 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read this EnvironmentFile-style file instead of the update.conf pair; repeat for several, "
         "later ones win (default: " + ", ".join(str(p) for p in DEFAULT_PATHS) + ")",
     )
-    add_config_arguments(parser, "agent")
-    tuning = parser.add_argument_group("agent timing (rarely changed; short values are for tests and demos)")
-    tuning.add_argument(
-        "--retry-interval",
-        type=_duration,
-        default=60.0,
-        metavar="DURATION",
-        help="wait this long before retrying after a failed pre-reboot hook, a refused reboot or a strategy "
-        "error (default 1m)",
-    )
-    tuning.add_argument(
-        "--unavailable-backoff-max",
-        type=_duration,
-        default=60.0,
-        metavar="DURATION",
-        help="longest back-off while the KV store or FleetLock server is unreachable (default 1m)",
-    )
-    tuning.add_argument(
-        "--reboot-grace",
-        type=_duration,
-        default=900.0,
-        metavar="DURATION",
-        help="after the reboot was accepted, give the lock back and retry if we were not stopped within "
-        "this time (default 15m)",
-    )
-    tuning.add_argument(
-        "--clock-check",
-        type=_duration,
-        default=30.0,
-        metavar="DURATION",
-        help="re-read the wall clock at least this often while waiting for a window to open or close (default 30s)",
-    )
+    add_config_arguments(parser, "locksmithd")
     parser.add_argument("--version", action="version", version=f"locksmithd {_version()}")
     return parser
 
@@ -121,36 +80,6 @@ def _version() -> str:
     from locksmith import __version__
 
     return __version__
-
-
-def settings_from(config: Config, args: argparse.Namespace) -> AgentSettings:
-    agent = config.agent
-    assert agent is not None  # role "agent" always has it
-    health = HealthGate(
-        command=agent.health.command,
-        unit=agent.health.unit,
-        url=agent.health.url,
-        interval=_seconds(agent.health.interval),
-        timeout=_seconds(agent.health.timeout),
-    )
-    return AgentSettings(
-        window=config.windows,
-        login_check=agent.login_check,
-        login_delay=_seconds(agent.login_delay),
-        pre_reboot_hook=agent.hooks.pre_reboot,
-        pre_reboot_timeout=_seconds(agent.hooks.timeout),
-        post_boot_hook=agent.hooks.post_boot,
-        post_boot_timeout=_seconds(agent.hooks.timeout),
-        health=health if health.enabled else None,
-        retry_interval=args.retry_interval,
-        unavailable_backoff_max=args.unavailable_backoff_max,
-        reboot_grace=args.reboot_grace,
-        clock_check=args.clock_check,
-    )
-
-
-def _seconds(value: timedelta) -> float:
-    return value.total_seconds()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     config = load_config(
-        "agent",
-        flags_from_args(args, "agent"),
+        "locksmithd",
+        flags_from_args(args, "locksmithd"),
         os.environ,
         tuple(args.config_files) if args.config_files else DEFAULT_PATHS,
     )
@@ -204,12 +133,13 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
     )
     ctx = StrategyContext(
         machine_id=machine_id,
-        group=config.lock_group or "",
-        config=config,
+        group=config.lock_group,
+        kv=config.kv,
+        options=config.strategy_options,
         log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
     )
     observers, background = observers_for(config, strategy.name)
-    settings = settings_from(config, args)
+    settings = agent_settings(config)
     ports = Ports(
         updates=update_statuses(bus),
         rebooter=rebooter,

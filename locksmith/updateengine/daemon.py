@@ -16,6 +16,7 @@ from locksmith.cli import Expected, run_main
 from locksmith.logging import configure_logging
 from locksmith.machineid import DEFAULT_MACHINE_ID_PATH, MachineIdError, read_machine_id
 from locksmith.protocol import update1
+from locksmith.settings.flags import add_config_arguments, flags_from_args
 from locksmith.updateengine import engineconfig
 from locksmith.updateengine.engine import Identity, UpdateEngine
 from locksmith.updateengine.scheduler import Scheduler
@@ -29,20 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="update_engine", description=f"The {update1.SERVICE} update engine (Omaha client, A/B USR installer)."
     )
-    files = engineconfig.DEFAULT_FILES
-    p.add_argument("--update-conf", type=Path, default=files[0], help=f"admin config (default {files[0]})")
-    p.add_argument("--usr-update-conf", type=Path, default=files[1], help=f"vendor config (default {files[1]})")
-    p.add_argument("--release-file", type=Path, default=files[2], help=f"release facts (default {files[2]})")
-    p.add_argument("--server", help="Omaha URL (overrides SERVER)")
-    p.add_argument("--group", help="update channel (overrides GROUP)")
-    p.add_argument("--disk", type=Path, help="block device or GPT image file (overrides UPDATE_ENGINE_DISK)")
-    p.add_argument("--boot-record", type=Path, help="boot record of an image file (default <disk>.boot)")
-    p.add_argument("--public-key", type=Path, help="PEM public key that signs payloads")
-    p.add_argument("--state-dir", type=Path, help=f"state directory (default {engineconfig.DEFAULT_STATE_DIR})")
+    release, usr, etc = engineconfig.DEFAULT_FILES
+    p.add_argument("--update-conf", type=Path, default=etc, help=f"admin config, wins over the others (default {etc})")
+    p.add_argument("--usr-update-conf", type=Path, default=usr, help=f"vendor config (default {usr})")
+    p.add_argument("--release-file", type=Path, default=release, help=f"release facts (default {release})")
     p.add_argument("--machine-id-file", type=Path, default=DEFAULT_MACHINE_ID_PATH)
-    p.add_argument("--initial-delay", type=float, help="seconds before the first check")
-    p.add_argument("--check-interval", type=float, help="seconds between periodic checks")
-    p.add_argument("--check-fuzz", type=float, help="random spread of the interval, seconds")
+    add_config_arguments(p, "update_engine")
     p.add_argument("--no-periodic", action="store_true", help="check only on AttemptUpdate (tests, demo)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -57,16 +50,7 @@ def _boot_id() -> str:
 
 async def _serve(args: argparse.Namespace) -> int:
     config = engineconfig.load(
-        (args.update_conf, args.usr_update_conf, args.release_file),
-        server=args.server,
-        group=args.group,
-        disk=args.disk,
-        boot_record=args.boot_record,
-        public_key=args.public_key,
-        state_dir=args.state_dir,
-        initial_delay=args.initial_delay,
-        check_interval=args.check_interval,
-        check_fuzz=args.check_fuzz,
+        (args.release_file, args.usr_update_conf, args.update_conf), flags_from_args(args, "update_engine")
     )
     identity = Identity(machine_id=read_machine_id(args.machine_id_file), boot_id=_boot_id())
     engine = UpdateEngine(config, identity, SlotTarget(config.disk, config.boot_record, config.public_key))

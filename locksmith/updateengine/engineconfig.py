@@ -1,135 +1,71 @@
-"""The update engine's configuration, read like CoreOS: KEY=VALUE files, first file holding a key wins.
+"""The update engine's section of the settings: its keys are declared in locksmith.settings.schema
+(program `update_engine`) and read by the same loader as locksmithd's, with CoreOS's precedence.
 
-Files, in order: /etc/coreos/update.conf, /usr/share/coreos/update.conf, /usr/share/coreos/release.
-CoreOS keys: GROUP, SERVER, COREOS_RELEASE_VERSION, COREOS_RELEASE_BOARD, COREOS_RELEASE_APPID.
-Ours (same files, so one place configures everything): UPDATE_ENGINE_DISK, UPDATE_ENGINE_BOOT_RECORD,
-UPDATE_ENGINE_PUBLIC_KEY, UPDATE_ENGINE_STATE_DIR, UPDATE_ENGINE_CHECK_INTERVAL,
-UPDATE_ENGINE_CHECK_FUZZ, UPDATE_ENGINE_INITIAL_DELAY, UPDATE_ENGINE_MAX_BACKOFF (seconds).
+Files, lowest precedence first: /usr/share/coreos/release (the release facts COREOS_RELEASE_*),
+/usr/share/coreos/update.conf, /etc/coreos/update.conf; then command-line flags. The engine reads no
+environment variables, as CoreOS's did not: GROUP and SERVER are too generic as variable names to trust
+from whatever shell started it. Durations are Go durations (`45m`); plain seconds (`600`) are still
+accepted, as the first version of these files had them.
 """
 
 from __future__ import annotations
 
 import platform
-import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from locksmith.protocol.omaha import COREOS_APPID
-from locksmith.settings.envfile import EnvFileError, load_env_file
+from locksmith.settings.load import Builder, read_sources
+from locksmith.settings.schema import default_of
+from locksmith.settings.sources import ConfigError, FlagValue
 
+__all__ = ["DEFAULT_FILES", "ConfigError", "EngineConfig", "load"]
+
+PROGRAM = "update_engine"
+# Lowest precedence first, like every other program's files.
 DEFAULT_FILES = (
-    Path("/etc/coreos/update.conf"),
-    Path("/usr/share/coreos/update.conf"),
     Path("/usr/share/coreos/release"),
+    Path("/usr/share/coreos/update.conf"),
+    Path("/etc/coreos/update.conf"),
 )
-DEFAULT_SERVER = "https://public.update.core-os.net/v1/update/"
-DEFAULT_PUBLIC_KEY = Path("/usr/share/update_engine/update-payload-key.pub.pem")
-DEFAULT_STATE_DIR = Path("/var/lib/update_engine")
-# CoreOS's timings: first check 7 min after start, then every 45 min ± 5 min, back-off capped at 4 h.
-DEFAULT_INITIAL_DELAY = 7 * 60.0
-DEFAULT_INTERVAL = 45 * 60.0
-DEFAULT_FUZZ = 10 * 60.0
-DEFAULT_MAX_BACKOFF = 4 * 60 * 60.0
-
-_GROUP_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-class ConfigError(Exception):
-    """Invalid configuration; the message is one line naming key, value, file and fix."""
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """systemd EnvironmentFile syntax (the shared parser); within one file a later assignment wins."""
-    try:
-        return {entry.key: entry.value for entry in load_env_file(path)}
-    except EnvFileError as exc:
-        raise ConfigError(str(exc)) from None
+DEFAULT_SERVER: str = default_of(PROGRAM, "SERVER")
+DEFAULT_STATE_DIR: Path = default_of(PROGRAM, "UPDATE_ENGINE_STATE_DIR")
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    group: str = "stable"
-    server: str = DEFAULT_SERVER
-    version: str = "0.0.0"
-    board: str = "amd64-usr"
-    appid: str = COREOS_APPID
-    arch: str = platform.machine() or "x86_64"
-    disk: Path | None = None
-    boot_record: Path | None = None
-    public_key: Path = DEFAULT_PUBLIC_KEY
-    state_dir: Path = DEFAULT_STATE_DIR
-    initial_delay: float = DEFAULT_INITIAL_DELAY
-    check_interval: float = DEFAULT_INTERVAL
-    check_fuzz: float = DEFAULT_FUZZ
-    max_backoff: float = DEFAULT_MAX_BACKOFF
+    group: str
+    server: str
+    version: str
+    board: str
+    appid: str
+    arch: str
+    disk: Path | None
+    boot_record: Path | None
+    public_key: Path
+    state_dir: Path
+    initial_delay: float
+    check_interval: float
+    check_fuzz: float
+    max_backoff: float
 
 
-def _merged(files: tuple[Path, ...]) -> tuple[dict[str, str], dict[str, Path]]:
-    values: dict[str, str] = {}
-    origin: dict[str, Path] = {}
-    for path in files:
-        try:
-            found = read_env_file(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__}: {exc}); fix its permissions") from None
-        for key, value in found.items():
-            if key not in values:  # the first file holding a key wins
-                values[key] = value
-                origin[key] = path
-    return values, origin
-
-
-def load(files: tuple[Path, ...] = DEFAULT_FILES, **overrides: object) -> EngineConfig:
-    """Read the files; `overrides` (already typed, e.g. from command-line flags) win over them."""
-    values, origin = _merged(files)
-
-    def where(key: str) -> str:
-        return str(origin.get(key, "<default>"))
-
-    def seconds(key: str, default: float) -> float:
-        if key not in values:
-            return default
-        text = values[key]
-        try:
-            number = float(text)
-        except ValueError:
-            number = -1.0
-        if not number >= 0 or number == float("inf"):
-            raise ConfigError(f"{key}={text!r} in {where(key)} is not a number of seconds; use e.g. {key}=600")
-        return number
-
-    def path(key: str, default: Path | None) -> Path | None:
-        text = values.get(key)
-        if text is None:
-            return default
-        if not text.startswith("/"):
-            raise ConfigError(f"{key}={text!r} in {where(key)} must be an absolute path; write {key}=/full/path")
-        return Path(text)
-
-    group = values.get("GROUP", "stable") or "stable"
-    if not _GROUP_RE.fullmatch(group):
-        raise ConfigError(
-            f"GROUP={group!r} in {where('GROUP')} is not a channel name; use letters, digits, '.', '_' or '-'"
-            " (e.g. GROUP=stable)"
-        )
-    server = values.get("SERVER", DEFAULT_SERVER) or DEFAULT_SERVER
-    if not server.startswith(("http://", "https://")):
-        raise ConfigError(f"SERVER={server!r} in {where('SERVER')} is not an http(s) URL; e.g. SERVER={DEFAULT_SERVER}")
-    config = EngineConfig(
-        group=group,
-        server=server,
-        version=values.get("COREOS_RELEASE_VERSION", "0.0.0") or "0.0.0",
-        board=values.get("COREOS_RELEASE_BOARD", "amd64-usr") or "amd64-usr",
-        appid=values.get("COREOS_RELEASE_APPID", COREOS_APPID) or COREOS_APPID,
-        disk=path("UPDATE_ENGINE_DISK", None),
-        boot_record=path("UPDATE_ENGINE_BOOT_RECORD", None),
-        public_key=path("UPDATE_ENGINE_PUBLIC_KEY", DEFAULT_PUBLIC_KEY) or DEFAULT_PUBLIC_KEY,
-        state_dir=path("UPDATE_ENGINE_STATE_DIR", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR,
-        initial_delay=seconds("UPDATE_ENGINE_INITIAL_DELAY", DEFAULT_INITIAL_DELAY),
-        check_interval=seconds("UPDATE_ENGINE_CHECK_INTERVAL", DEFAULT_INTERVAL),
-        check_fuzz=seconds("UPDATE_ENGINE_CHECK_FUZZ", DEFAULT_FUZZ),
-        max_backoff=seconds("UPDATE_ENGINE_MAX_BACKOFF", DEFAULT_MAX_BACKOFF),
+def load(files: Sequence[Path] = DEFAULT_FILES, flags: Mapping[str, FlagValue] | None = None) -> EngineConfig:
+    """Read `files` (lowest precedence first) and `flags` (variable name → text); raises ConfigError."""
+    b = Builder(PROGRAM, read_sources(PROGRAM, flags or {}, {}, tuple(files)))
+    return EngineConfig(
+        group=b.get("GROUP"),
+        server=b.get("SERVER"),
+        version=b.get("COREOS_RELEASE_VERSION"),
+        board=b.get("COREOS_RELEASE_BOARD"),
+        appid=b.get("COREOS_RELEASE_APPID"),
+        arch=platform.machine() or "x86_64",
+        disk=b.get("UPDATE_ENGINE_DISK"),
+        boot_record=b.get("UPDATE_ENGINE_BOOT_RECORD"),
+        public_key=b.get("UPDATE_ENGINE_PUBLIC_KEY"),
+        state_dir=b.get("UPDATE_ENGINE_STATE_DIR"),
+        initial_delay=b.get("UPDATE_ENGINE_INITIAL_DELAY"),
+        check_interval=b.get("UPDATE_ENGINE_CHECK_INTERVAL"),
+        check_fuzz=b.get("UPDATE_ENGINE_CHECK_FUZZ"),
+        max_backoff=b.get("UPDATE_ENGINE_MAX_BACKOFF"),
     )
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from locksmith.agent.machine import Agent
@@ -87,7 +86,7 @@ class Harness:
         self.task: asyncio.Task[int] | None = None
 
     def make_agent(self) -> Agent:
-        ctx = StrategyContext(machine_id=self.machine_id, group=self.group, config=SimpleNamespace(kv=self.options))
+        ctx = StrategyContext(machine_id=self.machine_id, group=self.group, kv=self.options)
         command = self.reboot_command or f"echo {self.machine_id} >> {self.reboots}"
         ports = Ports(
             updates=self.statuses,

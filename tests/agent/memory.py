@@ -175,7 +175,7 @@ class World:
             clock=self.clock,
             observers=[self._observe],
         )
-        self.agent = Agent(self.settings, self.strategy, StrategyContext("a" * 32, ""), ports)
+        self.agent = Agent(self.settings, self.strategy, StrategyContext("a" * 32, None), ports)
         self.stop = asyncio.Event()
         self.task: asyncio.Task[int] | None = None
 

@@ -37,7 +37,7 @@ def conf(tmp_path: Path) -> Callable[..., Config]:
     usr, etc = tmp_path / "usr" / "update.conf", tmp_path / "etc" / "update.conf"
 
     def load(
-        role: str = "agent",
+        program: str = "locksmithd",
         usr_text: str | None = None,
         etc_text: str | None = None,
         env: dict[str, str] | None = None,
@@ -48,7 +48,7 @@ def conf(tmp_path: Path) -> Callable[..., Config]:
             if text is not None:
                 path.parent.mkdir(exist_ok=True)
                 path.write_text(text)
-        return load_config(role, flags or {}, env or {}, paths=(usr, etc))  # type: ignore[arg-type]
+        return load_config(program, flags or {}, env or {}, paths=(usr, etc))  # type: ignore[arg-type]
 
     load.usr = usr  # type: ignore[attr-defined]
     load.etc = etc  # type: ignore[attr-defined]
@@ -70,7 +70,7 @@ def test_defaults(conf: Callable[..., Config]) -> None:
     c = conf()
     assert c.strategy == "best-effort"
     assert c.update_group == "stable"
-    assert c.server is None
+    assert c.server == "https://public.update.core-os.net/v1/update/"  # one default, the update engine's
     assert [e.original for e in c.kv.endpoints] == [DEFAULT_ENDPOINT]
     assert c.kv.backend == BACKEND_ETCD3
     assert c.lock_group is None
@@ -92,7 +92,7 @@ def test_defaults(conf: Callable[..., Config]) -> None:
 
 
 def test_the_cli_has_no_agent_section(conf: Callable[..., Config]) -> None:
-    assert conf("cli").agent is None
+    assert conf("locksmithctl").agent is None
 
 
 def test_precedence_defaults_usr_etc_env_flags(conf: Callable[..., Config]) -> None:
@@ -138,9 +138,9 @@ def test_endpoints_replace_the_default(conf: Callable[..., Config]) -> None:
 
 def test_roles_read_their_own_prefix(conf: Callable[..., Config]) -> None:
     env = {"LOCKSMITHD_GROUP": "agents", "LOCKSMITHCTL_GROUP": "admins", "LOCKSMITHD_METRICS": "0.0.0.0:1"}
-    assert conf("cli", env=env).lock_group == "admins"  # and the agent's bad METRICS is not the CLI's business
-    assert conf("cli", env=env).warnings == ()
-    assert "LOCKSMITHCTL_GROUP" not in known_keys("agent")
+    assert conf("locksmithctl", env=env).lock_group == "admins"  # and the agent's bad METRICS is not the CLI's business
+    assert conf("locksmithctl", env=env).warnings == ()
+    assert "LOCKSMITHCTL_GROUP" not in known_keys("locksmithd")
 
 
 # --- Reboot windows ---------------------------------------------------------------------------
@@ -268,14 +268,14 @@ def test_unreadable_files_are_errors() -> None:
         cert.write_text("cert")
         cert.chmod(0o644)
         env = {"LOCKSMITHD_ETCD_CERTFILE": str(cert), "LOCKSMITHD_ETCD_KEYFILE": str(secret)}
-        message = _as_unprivileged(lambda: load_config("agent", {}, env, paths=()))
+        message = _as_unprivileged(lambda: load_config("locksmithd", {}, env, paths=()))
         assert message.startswith(f'LOCKSMITHD_ETCD_KEYFILE="{secret}" (from the environment): ')
         assert "not readable by uid" in message
 
         conf_file = base / "update.conf"
         conf_file.write_text("REBOOT_STRATEGY=off\n")
         conf_file.chmod(0o600)
-        message = _as_unprivileged(lambda: load_config("agent", {}, {}, paths=(conf_file,)))
+        message = _as_unprivileged(lambda: load_config("locksmithd", {}, {}, paths=(conf_file,)))
         assert message.startswith(f"config file {conf_file} is not readable by uid")
     finally:
         for p in base.iterdir():
@@ -323,18 +323,18 @@ def test_flatcar_paths(tmp_path: Path) -> None:
     for path, text in zip(rooted, texts, strict=True):
         path.parent.mkdir(parents=True)
         path.write_text(text)
-    c = load_config("agent", {}, {}, paths=rooted)
+    c = load_config("locksmithd", {}, {}, paths=rooted)
     assert c.strategy == "etcd-lock"
     assert c.source_of("REBOOT_STRATEGY").path == str(rooted[1])
     assert c.paths == tuple(rooted)
 
 
 def test_missing_files_are_fine_bad_ones_are_not(conf: Callable[..., Config], tmp_path: Path) -> None:
-    assert load_config("agent", {}, {}, paths=(tmp_path / "absent", tmp_path / "also-absent")).strategy
+    assert load_config("locksmithd", {}, {}, paths=(tmp_path / "absent", tmp_path / "also-absent")).strategy
     message = error_of(lambda: conf(etc_text="REBOOT_STRATEGY=off\nthis is not valid\n"))
     assert message.startswith(f"{conf.etc} line 2: 'this is not valid' is not KEY=VALUE")  # type: ignore[attr-defined]
     (tmp_path / "dir.conf").mkdir()
-    message = error_of(lambda: load_config("agent", {}, {}, paths=(tmp_path / "dir.conf",)))
+    message = error_of(lambda: load_config("locksmithd", {}, {}, paths=(tmp_path / "dir.conf",)))
     assert "is a directory" in message
 
 
@@ -348,7 +348,7 @@ def test_unknown_locksmith_keys_warn(conf: Callable[..., Config]) -> None:
 
 def test_example_file_is_valid_and_all_commented_settings_are_known() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "update.conf"
-    c = load_config("agent", {}, {}, paths=(example,))
+    c = load_config("locksmithd", {}, {}, paths=(example,))
     assert c.warnings == ()
     uncommented = "".join(
         line.lstrip("#") + "\n" for line in example.read_text().splitlines() if line.startswith("#LOCKSMITH")
@@ -356,7 +356,7 @@ def test_example_file_is_valid_and_all_commented_settings_are_known() -> None:
     from locksmith.settings.envfile import parse_env
 
     keys = {e.key for e in parse_env(uncommented)}
-    assert keys <= known_keys("agent") | known_keys("cli")
+    assert keys <= known_keys("locksmithd") | known_keys("locksmithctl")
     assert {f"LOCKSMITHD_{k}" for k in ("ENDPOINT", "REBOOT_WINDOWS", "HEALTH_URL", "METRICS")} <= keys
 
 
@@ -454,41 +454,41 @@ def test_config_is_immutable(conf: Callable[..., Config]) -> None:
 
 def test_shared_argparse_options(conf: Callable[..., Config]) -> None:
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, "cli")
+    add_config_arguments(parser, "locksmithctl")
     argv = ["--endpoint", "http://a:1", "--endpoint", "http://b:2,http://c:3", "--group", "prod/db"]
     args = parser.parse_args([*argv, "--etcd-username", "u"])
-    flags = flags_from_args(args, "cli")
+    flags = flags_from_args(args, "locksmithctl")
     assert flags == {
         "LOCKSMITHCTL_ENDPOINT": ["http://a:1", "http://b:2,http://c:3"],
         "LOCKSMITHCTL_GROUP": "prod/db",
         "LOCKSMITHCTL_ETCD_USERNAME": "u",
     }
-    c = conf("cli", env={"LOCKSMITHCTL_GROUP": "env"}, flags=flags)
+    c = conf("locksmithctl", env={"LOCKSMITHCTL_GROUP": "env"}, flags=flags)
     assert [e.address for e in c.kv.endpoints] == ["http://a:1", "http://b:2", "http://c:3"]
     assert c.lock_group == "prod/db"
     with pytest.raises(SystemExit):
         parser.parse_args(["--reboot-command", "x"])  # agent-only
 
     agent = argparse.ArgumentParser()
-    add_config_arguments(agent, "agent")
+    add_config_arguments(agent, "locksmithd")
     help_text = agent.format_help()
-    for key in known_keys("agent") - {"GROUP", "SERVER", "REBOOT_WINDOW_START", "REBOOT_WINDOW_LENGTH"}:
+    for key in known_keys("locksmithd") - {"GROUP", "SERVER", "REBOOT_WINDOW_START", "REBOOT_WINDOW_LENGTH"}:
         assert f"[{key}]" in help_text, key
-    flags = flags_from_args(agent.parse_args(["--no-login-check", "--reboot-strategy", "off"]), "agent")
+    flags = flags_from_args(agent.parse_args(["--no-login-check", "--reboot-strategy", "off"]), "locksmithd")
     c = conf(flags=flags)
     assert c.agent is not None and c.agent.login_check is False and c.strategy == "off"
 
 
 # --- Fuzz ---------------------------------------------------------------------------------------
 
-_AGENT_KEYS = sorted(known_keys("agent"))
+_AGENT_KEYS = sorted(known_keys("locksmithd"))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.sampled_from(_AGENT_KEYS), st.text(max_size=30), max_size=6))
 def test_fuzz_any_values_give_a_config_or_one_config_error(env: dict[str, str]) -> None:
     try:
-        c = load_config("agent", {}, env, paths=())
+        c = load_config("locksmithd", {}, env, paths=())
     except ConfigError as exc:
         message = str(exc)
         assert "\n" not in message

@@ -75,7 +75,7 @@ async def test_corrupt_semaphore_refuses_and_is_left_untouched(etcd_ctx) -> None
     ctx = etcd_ctx(A)
     strategy = EtcdLockStrategy()
     key = strategy.lockstore(ctx).key
-    kv = open_store(ctx.config.kv)
+    kv = open_store(ctx.kv)
     try:
         await kv.create(key, b"{not json")
         with pytest.raises(StrategyError, match="not valid"):
@@ -90,7 +90,7 @@ async def test_corrupt_semaphore_refuses_and_is_left_untouched(etcd_ctx) -> None
 
 async def test_max_two_lets_two_hosts_in(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
     ctx_a, ctx_b = etcd_ctx(A), etcd_ctx(B)
-    kv = open_store(ctx_a.config.kv)
+    kv = open_store(ctx_a.kv)
     locks = LockStore(kv, ctx_a.group)
     await locks.set_max(2)
     first, second = EtcdLockStrategy(), EtcdLockStrategy()
@@ -126,7 +126,7 @@ async def test_a_change_that_leaves_no_free_slot_is_not_a_reason_to_try(etcd_ctx
         await asyncio.sleep(0.3)  # B tried once, found it full, and watches
         tried = len(reads)
         # A's slot passes to C in one write: still full.
-        admin = LockStore(open_store(ctx_a.config.kv), ctx_a.group)
+        admin = LockStore(open_store(ctx_a.kv), ctx_a.group)
         snap = await admin.get()
         full_again = encode(snap.semaphore.unlock(A).lock(C))
         assert await admin.kv.compare_and_swap(admin.key, full_again, snap.revision) is not None

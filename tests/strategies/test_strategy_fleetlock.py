@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 
@@ -23,7 +22,7 @@ def server() -> Iterator[FleetLockServer]:
 
 def ctx_for(server: FleetLockServer, machine_id: str) -> StrategyContext:
     wakes: list[str] = []
-    ctx = StrategyContext(machine_id=machine_id, group="", config=SimpleNamespace(fleetlock_url=server.url))
+    ctx = StrategyContext(machine_id=machine_id, group=None, options={"FLEETLOCK_URL": server.url})
     ctx.on_wake = wakes.append
     return ctx
 

@@ -8,7 +8,7 @@ from strategies.reboot import RebootStrategy
 
 
 async def test_reboot_strategy_grants_at_once_and_holds_nothing() -> None:
-    ctx = StrategyContext(machine_id="a" * 32, group="")
+    ctx = StrategyContext(machine_id="a" * 32)
     strategy = RebootStrategy()
     await strategy.acquire(ctx)
     assert await strategy.holds(ctx) is False
@@ -16,7 +16,7 @@ async def test_reboot_strategy_grants_at_once_and_holds_nothing() -> None:
 
 
 async def test_off_strategy_never_grants() -> None:
-    ctx = StrategyContext(machine_id="a" * 32, group="")
+    ctx = StrategyContext(machine_id="a" * 32)
     strategy = OffStrategy()
     assert strategy.reboots is False
     with pytest.raises(StrategyError, match="off"):

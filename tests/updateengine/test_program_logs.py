@@ -73,7 +73,7 @@ def test_locksmithd_registers_the_etcd_password_with_its_log(
     from locksmith.agent.main import _setup_logging
 
     env = {"LOCKSMITHD_ETCD_USERNAME": "root", "LOCKSMITHD_ETCD_PASSWORD": OTHER, "LOCKSMITHD_LOG_LEVEL": "debug"}
-    config = load_config("agent", {}, env, ())
+    config = load_config("locksmithd", {}, env, ())
     _setup_logging(config)
     structlog.get_logger("locksmith.agent").warning(f"etcd refused root:{OTHER}", endpoint=URL)
     logging.getLogger("httpx").warning("request with %s", OTHER)

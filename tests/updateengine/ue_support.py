@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -59,7 +60,7 @@ class World:
         )
         release = self.tmp / "release"
         release.write_text(f"COREOS_RELEASE_VERSION={version}\nCOREOS_RELEASE_BOARD=amd64-usr\n")
-        return engineconfig.load((conf, self.tmp / "missing.conf", release), **extra)
+        return dataclasses.replace(engineconfig.load((release, self.tmp / "missing.conf", conf)), **extra)
 
     def slot(self, name: str) -> slots.Slot:
         return next(s for s in slots.read_slots(self.disk) if s.name == name)
