@@ -121,6 +121,7 @@ USER: dict[str, Field] = {
     "coreos_ssh_import_url": Field("string", unsupported="importing keys from a URL is not supported"),
 }
 
+
 def _writable_path(text: str) -> str | None:
     if problem := _abs_path(text):
         return problem
