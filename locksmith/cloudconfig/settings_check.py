@@ -39,7 +39,11 @@ def _agent(values: dict[str, str]) -> dict[str, str]:
             key = exc.key if exc.key in environ else next(iter(environ), None)
             if key is None:
                 break
-            found[key] = str(exc).replace(" (from the environment)", "")
+            message = str(exc).replace(" (from the environment)", "")
+            # Dropping a bad key can make its partner complain ("START is set but LENGTH is not"):
+            # that is the same mistake, already reported.
+            if not any(bad in message for bad in found):
+                found[key] = message
             environ.pop(key)
     return found
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from locksmith.cloudconfig import schema, settings_check
+from locksmith.cloudconfig import content, schema, settings_check
 from locksmith.cloudconfig.findings import Finding, Level
 from locksmith.cloudconfig.schema import Field
 
@@ -103,7 +103,16 @@ class _Walker:
         if any(spec.required and key not in out for key, spec in fields.items()):
             return {}  # an entry without its required key is not applied; the error above says why
         self._owned(node, fields, out, where)
+        if fields is schema.WRITE_FILE and "content" in out:
+            self._decodes(node, out, where)
         return out
+
+    def _decodes(self, node: yaml.MappingNode, entry: dict[str, Any], where: str) -> None:
+        try:
+            content.decode(entry["content"], entry.get("encoding"))
+        except content.ContentError as exc:
+            line = next((_line(v) for k, v in node.value if normalise(str(k.value)) == "content"), _line(node))
+            self.findings.append(Finding(line, "error", f"{where}.content: {exc}"))
 
     def _unknown(self, key_node: yaml.Node, key: str, where: str) -> None:
         place = schema.PLACES.get(key)
