@@ -66,10 +66,9 @@ def _sources(args: argparse.Namespace, root: Root) -> list[datasource.Source]:
     return found
 
 
-def _missing_findings(text: str, names: list[str]) -> list[Finding]:
+def _missing_findings(missing: dict[str, int]) -> list[Finding]:
     out = []
-    for name in names:
-        line = text[: text.index(f"${name}")].count("\n") + 1
+    for name, line in missing.items():
         out.append(
             Finding(line, "warning", f"${name} has no value (no metadata, no COREOS_{name.upper()}): left as is")
         )
@@ -117,7 +116,7 @@ def _run(args: argparse.Namespace, root: Root, runner: Runner) -> bool:
         return True
     values = substitute.values_from(meta.addresses if meta else {}, os.environ)
     text, missing = substitute.substitute(data.text, values)
-    findings = _missing_findings(data.text, missing)
+    findings = _missing_findings(missing)
     if data.kind == "empty":
         print("coreos-cloudinit: the user data is empty")
         return False

@@ -27,17 +27,19 @@ class Runner:
     skipped: list[tuple[str, ...]] = field(default_factory=list)
     timeout: float = DEFAULT_TIMEOUT
 
-    def run(self, argv: Sequence[str], *, live: bool = False, shown: str | None = None, stdin: bytes = b"") -> None:
+    def run(self, argv: Sequence[str], *, live: bool = False, shown: str | None = None) -> None:
         """Run `argv`. `live=True` marks a command acting on the running system. `shown` replaces the
         argv in messages when it carries a secret (a password hash)."""
         if live and not self.live:
             self.skipped.append(tuple(argv))
             return
-        self._execute(tuple(argv), shown or " ".join(argv), stdin)
+        self._execute(tuple(argv), shown or " ".join(argv))
 
-    def _execute(self, argv: tuple[str, ...], shown: str, stdin: bytes) -> None:
+    def _execute(self, argv: tuple[str, ...], shown: str) -> None:
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.timeout, check=False)
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False
+            )
         except FileNotFoundError:
             raise CommandFailed(f"{shown}: {argv[0]} is not installed") from None
         except subprocess.TimeoutExpired:
@@ -54,7 +56,7 @@ class RecordingRunner(Runner):
 
     calls: list[tuple[str, ...]] = field(default_factory=list)
 
-    def _execute(self, argv: tuple[str, ...], shown: str, stdin: bytes) -> None:
+    def _execute(self, argv: tuple[str, ...], shown: str) -> None:
         self.calls.append(argv)
         if any(a == "--root" or a.startswith("--root=") for a in argv[1:]):
-            super()._execute(argv, shown, stdin)
+            super()._execute(argv, shown)

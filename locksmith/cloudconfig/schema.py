@@ -28,7 +28,6 @@ class Field:
     owner: tuple[Literal["agent", "engine"], str] | None = None
     env: str | None = None  # the variable the value is written to (drop-ins)
     unsupported: str | None = None  # known to CoreOS, but nothing here applies it: why
-    secret: bool = False
 
 
 def _choice(*allowed: str) -> Check:
@@ -63,6 +62,12 @@ def _owner(text: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?", text):
         return None
     return f"invalid value {text!r}: use user or user:group"
+
+
+def _user_name(text: str) -> str | None:
+    if re.fullmatch(r"[a-z_][a-z0-9_-]*\$?", text) and len(text) <= 32:
+        return None
+    return f"invalid value {text!r}: a user name is lower-case letters, digits, '_' and '-' (≤ 32)"
 
 
 def _url_list(text: str) -> str | None:
@@ -104,8 +109,8 @@ ENCODINGS = ("b64", "base64", "gz", "gzip", "gz+base64", "gzip+base64", "gz+b64"
 COMMANDS = ("start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "reload-or-try-restart")
 
 USER: dict[str, Field] = {
-    "name": Field("string", required=True, check=_owner),
-    "passwd": Field("string", secret=True),
+    "name": Field("string", required=True, check=_user_name),
+    "passwd": Field("string"),
     "ssh_authorized_keys": Field("strings"),
     "gecos": Field("string"),
     "homedir": Field("string", check=_abs_path),
@@ -132,7 +137,7 @@ def _writable_path(text: str) -> str | None:
 
 WRITE_FILE: dict[str, Field] = {
     "path": Field("string", required=True, check=_writable_path),
-    "content": Field("string", secret=True),
+    "content": Field("string"),
     "owner": Field("string", check=_owner),
     "permissions": Field("string", check=_permissions),
     "encoding": Field("string", check=_choice(*ENCODINGS)),
@@ -168,9 +173,7 @@ LOCKSMITH: dict[str, Field] = {
     "etcd_certfile": Field("string", owner=("agent", "LOCKSMITHD_ETCD_CERTFILE"), env="LOCKSMITHD_ETCD_CERTFILE"),
     "etcd_keyfile": Field("string", owner=("agent", "LOCKSMITHD_ETCD_KEYFILE"), env="LOCKSMITHD_ETCD_KEYFILE"),
     "etcd_username": Field("string", owner=("agent", "LOCKSMITHD_ETCD_USERNAME"), env="LOCKSMITHD_ETCD_USERNAME"),
-    "etcd_password": Field(
-        "string", owner=("agent", "LOCKSMITHD_ETCD_PASSWORD"), env="LOCKSMITHD_ETCD_PASSWORD", secret=True
-    ),
+    "etcd_password": Field("string", owner=("agent", "LOCKSMITHD_ETCD_PASSWORD"), env="LOCKSMITHD_ETCD_PASSWORD"),
 }
 
 

@@ -20,9 +20,9 @@ def values_from(metadata: Mapping[str, str], environ: Mapping[str, str]) -> dict
     return values
 
 
-def substitute(text: str, values: Mapping[str, str]) -> tuple[str, list[str]]:
-    """(the text with the variables replaced, the names used but without a value)."""
-    missing: list[str] = []
+def substitute(text: str, values: Mapping[str, str]) -> tuple[str, dict[str, int]]:
+    """(the text with the variables replaced, name -> line of its first use for those without a value)."""
+    missing: dict[str, int] = {}
 
     def replace(match: re.Match[str]) -> str:
         escaped, name = match.group(1), match.group(2)
@@ -30,8 +30,7 @@ def substitute(text: str, values: Mapping[str, str]) -> tuple[str, list[str]]:
             return f"${name}"
         if name in values:
             return values[name]
-        if name not in missing:
-            missing.append(name)
+        missing.setdefault(name, text.count("\n", 0, match.start()) + 1)
         return match.group(0)
 
     return _VARIABLE.sub(replace, text), missing

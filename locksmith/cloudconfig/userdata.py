@@ -9,8 +9,9 @@ from typing import Literal
 from locksmith.cloudconfig.findings import Finding
 
 # Clouds cap user data far lower (OpenStack 64 KiB, EC2 16 KiB); this leaves room for embedded files
-# while refusing a runaway document before YAML parsing spends minutes and memory on it.
-MAX_USER_DATA = 4 * 1024 * 1024
+# while refusing a runaway document before YAML parsing spends minutes and memory on it (2 MiB
+# take about 5 s to check).
+MAX_USER_DATA = 2 * 1024 * 1024
 HEADER = "#cloud-config"
 
 Kind = Literal["cloud-config", "script", "empty"]

@@ -26,7 +26,7 @@ from .conftest import GROUP, PASSWD
 
 
 class _NothingRuns(Runner):
-    def _execute(self, argv: tuple[str, ...], shown: str, stdin: bytes) -> None:
+    def _execute(self, argv: tuple[str, ...], shown: str) -> None:
         pass
 
 

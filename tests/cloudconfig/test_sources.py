@@ -138,11 +138,11 @@ def test_an_unreachable_url_fails_cleanly(cli: Cli, target: Path) -> None:
     ("data", "expected"),
     [
         (b"#cloud-config\nhostname: [unclosed\n", "line 3: error: invalid YAML:"),
-        (b"#cloud-config\n" + b"# padding\n" * 1_100_000, "user_data: over the 4 MiB user data limit; make it smaller"),
+        (b"#cloud-config\n" + b"# padding\n" * 1_100_000, "user_data: over the 2 MiB user data limit; make it smaller"),
         (bytes(range(256)) * 64, "coreos-cloudinit: user data is not UTF-8 text"),
         (b"\x1f\x8b\x08\x00garbage-not-deflate", "coreos-cloudinit: user data is corrupt gzip"),
         (gzip.compress(b"#cloud-config\nhostname: x\n")[:-6], "coreos-cloudinit: user data is truncated gzip"),
-        (gzip.compress(b"#cloud-config\n" + b"#" * (5 * 1024 * 1024)), "coreos-cloudinit: user data inflates to more"),
+        (gzip.compress(b"#cloud-config\n" + b"#" * (3 * 1024 * 1024)), "coreos-cloudinit: user data inflates to more"),
         (b"just some text\n", 'coreos-cloudinit: user data must start with "#cloud-config" or "#!"'),
     ],
     ids=["malformed-yaml", "10MB", "binary", "corrupt-gzip", "truncated-gzip", "gzip-bomb", "no-header"],
