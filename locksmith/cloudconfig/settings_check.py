@@ -19,6 +19,9 @@ from locksmith.updateengine import engineconfig
 # Files named in the config may be written later (write_files, a mounted secret), so their existence is
 # the agent's to check when it starts, not ours.
 _NOT_CHECKED = ("LOCKSMITHD_ETCD_CAFILE", "LOCKSMITHD_ETCD_CERTFILE", "LOCKSMITHD_ETCD_KEYFILE")
+# Settings the agent needs alongside a value but cloud-config has no key for (they come from update.conf):
+# given a stand-in, so `reboot_strategy: fleetlock` is judged on its own.
+_STAND_INS = {"LOCKSMITHD_FLEETLOCK_URL": "https://fleetlock.invalid"}
 
 
 def problems(program: str, values: dict[str, str]) -> dict[str, str]:
@@ -31,9 +34,10 @@ def problems(program: str, values: dict[str, str]) -> dict[str, str]:
 def _agent(values: dict[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
     environ = {k: v for k, v in values.items() if v != ""}
+    stand_ins = {k: v for k, v in _STAND_INS.items() if k not in environ}
     for _ in range(len(values) + 1):
         try:
-            load_config("agent", flags={}, environ=environ, paths=())
+            load_config("agent", flags={}, environ={**stand_ins, **environ}, paths=())
             break
         except ConfigError as exc:
             key = exc.key if exc.key in environ else next(iter(environ), None)

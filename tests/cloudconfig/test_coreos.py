@@ -224,3 +224,12 @@ def test_oem_release(cli: Cli, target: Path) -> None:
     assert parse_env((target / "etc/oem-release").read_text()) == parse_env(
         'ID=rackspace\nVERSION_ID=168.0.0\nNAME="Rackspace Cloud Servers"\nHOME_URL=""\nBUG_REPORT_URL=""\n'
     )
+
+
+def test_with_strategy_off_the_locksmith_drop_in_does_not_restart_the_masked_service(cli: Cli, target: Path) -> None:
+    text = "#cloud-config\ncoreos:\n  update:\n    reboot_strategy: 'off'\n  locksmith:\n    group: db\n"
+    result = cli(text)
+    assert result.code == 0, result.out
+    calls = systemctl_calls(result.runner.calls)
+    assert ("try-restart", "locksmithd.service") not in calls and ("stop", "locksmithd.service") in calls
+    assert (target / "run/systemd/system/locksmithd.service.d/20-cloudinit.conf").exists()

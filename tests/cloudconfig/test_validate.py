@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from locksmith.cloudconfig.substitute import substitute
 from locksmith.cloudconfig.validate import validate_text
 
 from .conftest import Cli
@@ -169,3 +170,22 @@ def test_unusable_user_data_is_reported_on_line_1(cli: Cli, data: bytes, message
     result = cli(data, "--validate")
     assert result.code == 1
     assert result.out.startswith(message)
+
+
+def test_a_strategy_needing_settings_cloud_config_cannot_give_is_judged_on_its_own() -> None:
+    # fleetlock needs LOCKSMITHD_FLEETLOCK_URL, which comes from update.conf, not from cloud-config
+    assert findings("#cloud-config\ncoreos:\n  update:\n    reboot_strategy: fleetlock\n") == []
+    out = findings("#cloud-config\ncoreos:\n  update:\n    reboot_strategy: 'no such!'\n")
+    assert out[0].startswith('line 4: error: coreos.update.reboot_strategy: REBOOT_STRATEGY="no such!": not a strategy')
+
+
+def test_user_names_are_checked() -> None:
+    assert findings("#cloud-config\nusers:\n  - name: 'Bad Name'\n") == [
+        "line 3: error: users[0].name: invalid value 'Bad Name': a user name is lower-case letters, digits, "
+        "'_' and '-' (≤ 32)"
+    ]
+
+
+def test_the_missing_variable_warning_points_at_the_first_unescaped_use() -> None:
+    text = "#cloud-config\na: \\$private_ipv4\nb: $private_ipv4\n"
+    assert substitute(text, {}) == ("#cloud-config\na: $private_ipv4\nb: $private_ipv4\n", {"private_ipv4": 3})
