@@ -75,9 +75,9 @@ def _missing_findings(missing: dict[str, int]) -> list[Finding]:
     return out
 
 
-def _report(findings: list[Finding], stream: object) -> None:
+def _report(findings: list[Finding]) -> None:
     for finding in findings:
-        print(finding, file=stream)  # type: ignore[call-overload]
+        print(finding)
 
 
 def run(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
@@ -108,7 +108,8 @@ def _run(args: argparse.Namespace, root: Root, runner: Runner) -> bool:
         ctx.metadata_hostname, ctx.metadata_keys = meta.hostname, meta.public_keys
     if source is None:
         print("coreos-cloudinit: no user data")
-        return False
+        # CoreOS applied the metadata's host name and SSH keys on their own too.
+        return False if args.validate or meta is None else _finish(apply_document(ctx, {}), runner)
     try:
         data = userdata.parse(source.user_data or b"")
     except userdata.UserDataError as exc:
@@ -121,11 +122,11 @@ def _run(args: argparse.Namespace, root: Root, runner: Runner) -> bool:
         print("coreos-cloudinit: the user data is empty")
         return False
     if data.kind == "script":
-        _report(findings, sys.stdout)
+        _report(findings)
         return bool(findings) if args.validate else _finish(run_script(ctx, text), runner)
     document, more = validate_text(text)
     findings = sorted(findings + more)
-    _report(findings, sys.stdout)
+    _report(findings)
     if args.validate:
         return bool(findings)
     if document is None or has_errors(findings):
