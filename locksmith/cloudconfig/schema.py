@@ -64,6 +64,13 @@ def _owner(text: str) -> str | None:
     return f"invalid value {text!r}: use user or user:group"
 
 
+def _account_field(text: str) -> str | None:
+    # /etc/passwd and /etc/shadow are ':'-separated lines: a ':' or a newline would corrupt them.
+    if ":" in text or not text.isprintable():
+        return "invalid value: ':' and control characters cannot go into /etc/passwd or /etc/shadow"
+    return None
+
+
 def _user_name(text: str) -> str | None:
     if re.fullmatch(r"[a-z_][a-z0-9_-]*\$?", text) and len(text) <= 32:
         return None
@@ -110,9 +117,9 @@ COMMANDS = ("start", "stop", "restart", "reload", "try-restart", "reload-or-rest
 
 USER: dict[str, Field] = {
     "name": Field("string", required=True, check=_user_name),
-    "passwd": Field("string"),
+    "passwd": Field("string", check=_account_field),
     "ssh_authorized_keys": Field("strings"),
-    "gecos": Field("string"),
+    "gecos": Field("string", check=_account_field),
     "homedir": Field("string", check=_abs_path),
     "no_create_home": Field("bool"),
     "primary_group": Field("string"),

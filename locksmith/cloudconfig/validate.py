@@ -51,6 +51,9 @@ class _Walker:
                 return self._wrong(node, where, kind)
             text = str(node.value)
             problem = spec.check(text) if spec.check else None
+            if problem is None and spec.env and not text.isprintable():
+                # one Environment= or update.conf line per value: a newline would start another setting
+                problem = "invalid value: control characters (newline, tab, …) cannot go into a setting"
             if problem is not None:
                 self.report(node, "error", f"{where}: {problem}")
                 return None

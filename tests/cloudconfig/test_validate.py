@@ -189,3 +189,18 @@ def test_user_names_are_checked() -> None:
 def test_the_missing_variable_warning_points_at_the_first_unescaped_use() -> None:
     text = "#cloud-config\na: \\$private_ipv4\nb: $private_ipv4\n"
     assert substitute(text, {}) == ("#cloud-config\na: $private_ipv4\nb: $private_ipv4\n", {"private_ipv4": 3})
+
+
+def test_values_that_would_break_the_files_they_go_to_are_errors() -> None:
+    text = (
+        '#cloud-config\nusers:\n  - name: eve\n    passwd: "x:0:0"\n    gecos: "a\\nroot::0:0::/:/bin/sh"\n'
+        'coreos:\n  etcd2:\n    name: "n1\\nETCD_FORCE_NEW_CLUSTER=true"\n'
+    )
+    assert findings(text) == [
+        "line 4: error: users[0].passwd: invalid value: ':' and control characters cannot go into /etc/passwd "
+        "or /etc/shadow",
+        "line 5: error: users[0].gecos: invalid value: ':' and control characters cannot go into /etc/passwd "
+        "or /etc/shadow",
+        "line 8: error: coreos.etcd2.name: invalid value: control characters (newline, tab, …) cannot go into a "
+        "setting",
+    ]
