@@ -50,7 +50,7 @@ def owner_ids(ctx: Context, owner: str) -> tuple[int, int]:
     user, _, group = owner.partition(":")
     found = account(ctx, user)
     if found is None and not user.isdigit():
-        raise SectionFailed(f"owner {owner!r}: no user {user!r} in {ctx.root.guest(ctx.root.resolve('/etc/passwd'))}")
+        raise SectionFailed(f"owner {owner!r}: no user {user!r} in /etc/passwd; create it under users: first")
     uid = found.uid if found else int(user)
     gid = found.gid if found else 0
     if group:

@@ -46,9 +46,6 @@ class Root:
             raise PathRefused(f"{guest}: /usr is read-only (the OS image); write under /etc or /var instead")
         return self.path.joinpath(*parts)
 
-    def guest(self, host: Path) -> str:
-        return "/" + str(host.relative_to(self.path)) if host != self.path else "/"
-
     def _follow(self, todo: list[str]) -> list[str]:
         done: list[str] = []
         hops = 0
@@ -84,18 +81,6 @@ class Root:
             return self.resolve(guest).read_text()
         except FileNotFoundError:
             return None
-
-    def read_bytes(self, guest: str) -> bytes | None:
-        try:
-            return self.resolve(guest).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def makedirs(self, guest: str, mode: int = 0o755) -> Path:
-        host = self.resolve(guest)
-        if not host.is_dir():
-            host.mkdir(mode=mode, parents=True, exist_ok=True)
-        return host
 
     def write(self, guest: str, data: bytes, mode: int = 0o644, uid: int = -1, gid: int = -1) -> bool:
         """Write `data` atomically; True if anything changed (content, mode or owner)."""
