@@ -46,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     | _UTILITIES,
     "locksmith.updateengine": {"locksmith.protocol", "locksmith.settings", "locksmith.bus", "locksmith.disk"}
     | _UTILITIES,
+    "locksmith.cloudconfig": {"locksmith.settings", "locksmith.updateengine.engineconfig"} | _UTILITIES,
     "locksmith.image": {"locksmith.protocol", "locksmith.settings", "locksmith.disk", "locksmith.updateengine"}
     | _UTILITIES,
     "locksmith.ctl": {
