@@ -1,20 +1,16 @@
 """The one bridge to the programs' own parsers: a value locksmithd or update_engine would reject is
-rejected by `--validate` too, with their words.
-
-Today's settings API validates a whole configuration (`load_config` raises the first `ConfigError`);
-we feed it only the cloud-config's values and, after each error, drop the key it named and try again,
-so one pass reports every bad key. When `locksmith.settings.check(program, key, value)` lands, this
-module is the only one to change.
+rejected by `--validate` too, with their words. Each value is judged alone by the schema's parser
+(`locksmith.settings.check`); the rules across keys (a window start needs its length, fleetlock needs
+its URL) by the agent's own loader.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import json
 
-from locksmith.cloudconfig.envtext import quote_value
+from locksmith.settings import check
 from locksmith.settings.config import ConfigError, load_config
-from locksmith.updateengine import engineconfig
+from locksmith.settings.schema import settings_of
 
 # Files named in the config may be written later (write_files, a mounted secret), so their existence is
 # the agent's to check when it starts, not ours.
@@ -26,40 +22,38 @@ _STAND_INS = {"LOCKSMITHD_FLEETLOCK_URL": "https://fleetlock.invalid"}
 
 def problems(program: str, values: dict[str, str]) -> dict[str, str]:
     """variable -> the owning program's one-line complaint, for each value it rejects."""
-    if program == "engine":
-        return _engine(values)
-    return _agent({k: v for k, v in values.items() if k not in _NOT_CHECKED})
+    name = "update_engine" if program == "engine" else "locksmithd"
+    known = settings_of(name)
+    found: dict[str, str] = {}
+    for key, value in values.items():
+        if key in _NOT_CHECKED:
+            continue
+        problem = check(name, key, value)
+        if problem is not None:
+            shown = '"***"' if key in known and known[key].secret else json.dumps(value, ensure_ascii=False)
+            found[key] = f"{key}={shown}: {problem}"
+    if name == "locksmithd":
+        valid = {k: v for k, v in values.items() if k not in found and k not in _NOT_CHECKED}
+        found.update(_across_keys(valid, already=found))
+    return found
 
 
-def _agent(values: dict[str, str]) -> dict[str, str]:
+def _across_keys(values: dict[str, str], already: dict[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
     environ = {k: v for k, v in values.items() if v != ""}
     stand_ins = {k: v for k, v in _STAND_INS.items() if k not in environ}
     for _ in range(len(values) + 1):
         try:
-            load_config("agent", flags={}, environ={**stand_ins, **environ}, paths=())
+            load_config("locksmithd", flags={}, environ={**stand_ins, **environ}, paths=())
             break
         except ConfigError as exc:
             key = exc.key if exc.key in environ else next(iter(environ), None)
             if key is None:
                 break
             message = str(exc).replace(" (from the environment)", "")
-            # Dropping a bad key can make its partner complain ("START is set but LENGTH is not"):
-            # that is the same mistake, already reported.
-            if not any(bad in message for bad in found):
+            # A key whose partner was rejected alone ("START is set but LENGTH is not") is that same
+            # mistake, already reported.
+            if not any(bad in message for bad in (*already, *found)):
                 found[key] = message
             environ.pop(key)
-    return found
-
-
-def _engine(values: dict[str, str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in values.items():
-        with tempfile.TemporaryDirectory(prefix="cloudinit-check-") as tmp:
-            conf = Path(tmp) / "update.conf"
-            conf.write_text(f"{key}={quote_value(value)}\n")
-            try:
-                engineconfig.load((conf,))
-            except engineconfig.ConfigError as exc:
-                found[key] = str(exc).replace(f" in {conf}", "")
     return found

@@ -184,7 +184,7 @@ def test_the_locksmithd_drop_in_is_read_by_the_agent_as_configured(cli: Cli, tar
     assert stat.S_IMODE(drop_in.stat().st_mode) == 0o600  # it holds the etcd password
     env = _environment(drop_in)
     assert env["LOCKSMITHD_ETCD_PASSWORD"] == 'p%ss"word'
-    config = load_config("agent", flags={}, environ=env, paths=())
+    config = load_config("locksmithd", flags={}, environ=env, paths=())
     assert [e.address for e in config.kv.endpoints] == ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
     assert config.lock_group == "db" and config.kv.username == "locksmith"
     assert config.windows is not None and config.windows.windows[0].length == timedelta(hours=2)

@@ -117,8 +117,8 @@ def test_a_window_start_without_length_is_rejected_as_the_agent_would() -> None:
 
 def test_engine_values_are_judged_by_the_engines_parser() -> None:
     out = findings("#cloud-config\ncoreos:\n  update:\n    group: 'not a channel'\n    server: gopher://x\n")
-    assert out[0].startswith("line 4: error: coreos.update.group: GROUP='not a channel' is not a channel name")
-    assert out[1].startswith("line 5: error: coreos.update.server: SERVER='gopher://x' is not an http(s) URL")
+    assert out[0].startswith('line 4: error: coreos.update.group: GROUP="not a channel": not a channel name')
+    assert out[1].startswith('line 5: error: coreos.update.server: SERVER="gopher://x": not an http(s) URL')
 
 
 def test_the_etcd_password_never_appears_in_a_finding() -> None:
