@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 400
 
 # Utilities any product component may use (but the pure protocol layer).
-_UTILITIES = {"locksmith", "locksmith.logging", "locksmith.machineid"}
+_UTILITIES = {"locksmith", "locksmith.logging", "locksmith.machineid", "locksmith.cli"}
 
 # component -> the components it may import (besides itself). A component is a sub-package of
 # locksmith (locksmith.agent) or a top-level module (locksmith.ctl); strategies/ is one component.
@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     | _UTILITIES,
     "locksmith.updateengine": {"locksmith.protocol", "locksmith.settings", "locksmith.bus", "locksmith.disk"}
     | _UTILITIES,
-    "locksmith.cloudconfig": {"locksmith.settings", "locksmith.updateengine.engineconfig"} | _UTILITIES,
+    "locksmith.cloudconfig": {"locksmith.settings"} | _UTILITIES,
     "locksmith.image": {"locksmith.protocol", "locksmith.settings", "locksmith.disk", "locksmith.updateengine"}
     | _UTILITIES,
     "locksmith.ctl": {
@@ -58,6 +58,7 @@ ALLOWED: dict[str, set[str]] = {
     }
     | _UTILITIES,
     "locksmith.logging": set(),
+    "locksmith.cli": {"locksmith.logging"},
     "locksmith.machineid": set(),
     "locksmith": set(),
 }
