@@ -23,19 +23,11 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from harness.devtools.dbus import accepts_connections
+from harness.devtools.unitfile import directives
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
 VENV_BIN = Path(sys.executable).parent
-
-
-def directives(unit: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in unit.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 def with_local_binaries(text: str) -> str:

@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.devtools.unitfile import directives
 from locksmith.cloudconfig.main import _parser
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 ORDER = ["oem-cloudinit", "user-configdrive", "user-cloudinit-install", "user-cloudinit-proc-cmdline"]
-
-
-def directives(unit: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in unit.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 def words(unit: Path, key: str) -> set[str]:
