@@ -107,29 +107,27 @@ def _main(args: argparse.Namespace) -> int:
     log = structlog.get_logger("locksmith.agent")
     for warning in config.warnings:
         log.warning("config.warning", detail=warning)
-    return asyncio.run(_serve(config, args, strategy, machine_id))
+    return asyncio.run(_serve(config, strategy, machine_id))
 
 
 def _setup_logging(config: Config) -> None:
-    agent = config.agent
-    assert agent is not None
+    settings = agent_settings(config)
     secrets = [config.kv.password] if config.kv.password else []
-    configure_logging(fmt=agent.log_format, level=agent.log_level, secrets=secrets)
+    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=secrets)
 
 
-async def _serve(config: Config, args: argparse.Namespace, strategy: object, machine_id: str) -> int:
+async def _serve(config: Config, strategy: object, machine_id: str) -> int:
     from locksmith.strategy import Strategy
 
     assert isinstance(strategy, Strategy)
-    agent_options = config.agent
-    assert agent_options is not None
+    settings = agent_settings(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bus = LazyBus()
     rebooter: Rebooter = (
-        CommandRebooter(agent_options.reboot_command) if agent_options.reboot_command else LogindRebooter(bus.get)
+        CommandRebooter(settings.reboot_command) if settings.reboot_command else LogindRebooter(bus.get)
     )
     ctx = StrategyContext(
         machine_id=machine_id,
@@ -138,8 +136,7 @@ async def _serve(config: Config, args: argparse.Namespace, strategy: object, mac
         options=config.strategy_options,
         log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
     )
-    observers, background = observers_for(config, strategy.name)
-    settings = agent_settings(config)
+    observers, background = observers_for(settings, strategy.name)
     ports = Ports(
         updates=update_statuses(bus),
         rebooter=rebooter,

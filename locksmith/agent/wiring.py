@@ -25,27 +25,25 @@ from locksmith.agent.ports import (
     Ready,
     StateEntered,
 )
+from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import COORDINATOR_STATE, State
 from locksmith.bus.system import LazyBus
-from locksmith.settings.config import Config
 
 log = structlog.get_logger("locksmith.agent")
 
 
-def observers_for(config: Config, strategy: str) -> tuple[list[Observer], list[Coroutine[Any, Any, None]]]:
+def observers_for(settings: AgentSettings, strategy: str) -> tuple[list[Observer], list[Coroutine[Any, Any, None]]]:
     """The event observers (systemd READY=1 and STATUS=, the coordinator file, metrics) and the
     background jobs (watchdog pings, metrics endpoint) for this configuration."""
     from locksmith.agent import metrics
 
-    agent = config.agent
-    assert agent is not None
-    observers: list[Observer] = [systemd_observer(strategy), CoordinatorPublisher(agent.coordinator_file, strategy)]
+    observers: list[Observer] = [systemd_observer(strategy), CoordinatorPublisher(settings.coordinator_file, strategy)]
     background: list[Coroutine[Any, Any, None]] = []
-    if agent.metrics is not None:
+    if settings.metrics is not None:
         registry = metrics.Metrics(states=[s.value for s in State])
         registry.set_strategy(strategy)
         observers.append(metrics_observer(registry))
-        address = agent.metrics
+        address = settings.metrics
         listen = metrics.ListenAddress(host=address.host, port=address.port, unix_path=address.path)
         background.append(_serve_metrics(metrics.MetricsServer(registry, listen)))
 

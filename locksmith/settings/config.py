@@ -24,10 +24,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from locksmith.kv.base import KVOptions, parse_endpoints
 from locksmith.settings.duration import parse_duration
@@ -43,11 +43,8 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_PATHS",
     "FLATCAR_PATHS",
-    "AgentOptions",
     "Config",
     "ConfigError",
-    "HealthGate",
-    "Hooks",
     "MetricsAddress",
     "Program",
     "Source",
@@ -71,57 +68,7 @@ def _default(name: str) -> Any:
     return static[name if name in static else PREFIX[_AGENT] + name].parsed_default()
 
 
-# The declared defaults, once (a dataclass default must be a plain value).
-_D_HEALTH_TIMEOUT = _default("HEALTH_TIMEOUT")
-_D_HEALTH_INTERVAL = _default("HEALTH_INTERVAL")
-_D_HOOK_TIMEOUT = _default("HOOK_TIMEOUT")
-_D_LOGIN_CHECK = _default("LOGIN_CHECK")
-_D_LOGIN_DELAY = _default("LOGIN_DELAY")
-_D_COORDINATOR_FILE = _default("COORDINATOR_FILE")
-_D_LOG_FORMAT = _default("LOG_FORMAT")
-_D_LOG_LEVEL = _default("LOG_LEVEL")
-
-
 # --- The typed sections ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HealthGate:
-    """Checks that must pass after boot before the lock is released; all configured ones must pass."""
-
-    command: tuple[str, ...] | None = None
-    unit: str | None = None
-    url: str | None = None
-    timeout: timedelta = _D_HEALTH_TIMEOUT
-    interval: timedelta = _D_HEALTH_INTERVAL
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.command or self.unit or self.url)
-
-
-@dataclass(frozen=True, slots=True)
-class Hooks:
-    """Commands run before the reboot (e.g. drain) and after boot (e.g. uncordon)."""
-
-    pre_reboot: tuple[str, ...] | None = None
-    post_boot: tuple[str, ...] | None = None
-    timeout: timedelta = _D_HOOK_TIMEOUT
-
-
-@dataclass(frozen=True, slots=True)
-class AgentOptions:
-    """What only locksmithd needs, grouped (the state machine's own settings: locksmith.agent.settings)."""
-
-    reboot_command: tuple[str, ...] | None = None  # None: ask logind over D-Bus
-    health: HealthGate = field(default_factory=HealthGate)
-    hooks: Hooks = field(default_factory=Hooks)
-    login_check: bool = _D_LOGIN_CHECK
-    login_delay: timedelta = _D_LOGIN_DELAY
-    metrics: MetricsAddress | None = None
-    coordinator_file: Path = _D_COORDINATOR_FILE
-    log_format: Literal["logfmt", "json"] = _D_LOG_FORMAT
-    log_level: str = _D_LOG_LEVEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +84,6 @@ class Config:
     windows: WindowSchedule | None  # None: reboot at any time
     timezone: tzinfo
     machine_id_file: Path
-    agent: AgentOptions | None  # set for locksmithd only
     # The configured strategy's own settings (`Strategy.settings`) by name, parsed; locksmithd only.
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
     # Every setting of the program, typed, by variable name (what a section takes by name).
@@ -197,7 +143,6 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
     timezone = b.get("TIMEZONE") or local_timezone()
     windows = _build_windows(b, timezone)
     machine_id_file = b.get("MACHINE_ID_FILE")
-    agent = _build_agent(b) if program == _AGENT else None
     strategy_options = _build_strategy_options(b, strategy) if program == _AGENT else {}
     # Every other setting by name; the old window names are read (as fallbacks) by _build_windows only.
     typed = {k: b.get(k) for k in b.settings if k not in (_LEGACY_START, _LEGACY_LENGTH)}
@@ -212,7 +157,6 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
         windows=windows,
         timezone=timezone,
         machine_id_file=machine_id_file,
-        agent=agent,
         strategy_options=MappingProxyType(strategy_options),
         values=MappingProxyType(typed),
         sources=MappingProxyType(dict(b.sources)),
@@ -330,28 +274,6 @@ def _build_windows(b: Builder, timezone: tzinfo) -> WindowSchedule | None:
     except ValueError as exc:
         raise b.fail(length_key, length[0], length[1], str(exc)) from None
     return WindowSchedule((window,), timezone)
-
-
-def _build_agent(b: Builder) -> AgentOptions:
-    health = HealthGate(
-        command=b.get("HEALTH_COMMAND"),
-        unit=b.get("HEALTH_UNIT"),
-        url=b.get("HEALTH_URL"),
-        timeout=b.get("HEALTH_TIMEOUT"),
-        interval=b.get("HEALTH_INTERVAL"),
-    )
-    hooks = Hooks(pre_reboot=b.get("PRE_REBOOT_HOOK"), post_boot=b.get("POST_BOOT_HOOK"), timeout=b.get("HOOK_TIMEOUT"))
-    return AgentOptions(
-        reboot_command=b.get("REBOOT_COMMAND"),
-        health=health,
-        hooks=hooks,
-        login_check=b.get("LOGIN_CHECK"),
-        login_delay=b.get("LOGIN_DELAY"),
-        metrics=b.get("METRICS"),
-        coordinator_file=b.get("COORDINATOR_FILE"),
-        log_format=b.get("LOG_FORMAT"),
-        log_level=b.get("LOG_LEVEL"),
-    )
 
 
 def _build_strategy_options(b: Builder, strategy: str) -> dict[str, Any]:

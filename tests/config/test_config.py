@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from locksmith.agent.health import HealthGate
+from locksmith.agent.settings import AgentSettings, agent_settings
 from locksmith.kv.base import BACKEND_EMBEDDED, BACKEND_ETCD2, BACKEND_ETCD3
 from locksmith.settings.config import (
     COREOS_PATHS,
@@ -43,23 +45,27 @@ def test_defaults(conf: Callable[..., Config]) -> None:
     assert c.lock_group is None
     assert c.windows is None
     assert c.machine_id_file == Path("/etc/machine-id")
-    assert c.agent is not None
-    assert c.agent.reboot_command is None
-    assert c.agent.health.enabled is False
-    assert c.agent.health.timeout == timedelta(minutes=10)
-    assert c.agent.health.interval == timedelta(seconds=5)
-    assert c.agent.hooks.timeout == timedelta(minutes=5)
-    assert c.agent.login_check is True
-    assert c.agent.login_delay == timedelta(minutes=5)
-    assert c.agent.metrics is None
-    assert c.agent.coordinator_file == Path("/run/update-engine/coordinator.conf")
-    assert (c.agent.log_format, c.agent.log_level) == ("logfmt", "info")
+    a = agent_settings(c)
+    assert a.reboot_command is None
+    assert a.health is None  # no check configured: no gate
+    assert HealthGate().timeout == 600 and HealthGate().interval == 5  # the schema's 10m and 5s
+    assert a.pre_reboot_timeout == a.post_boot_timeout == 300
+    assert a.login_check is True
+    assert a.login_delay == 300
+    assert (a.retry_interval, a.unavailable_backoff_max, a.reboot_grace, a.clock_check) == (60, 60, 900, 30)
+    assert a.metrics is None
+    assert a.coordinator_file == Path("/run/update-engine/coordinator.conf")
+    assert (a.log_format, a.log_level) == ("logfmt", "info")
+    assert a == AgentSettings()  # the section's own defaults are the schema's
     assert c.warnings == ()
     assert c.source_of("REBOOT_STRATEGY") == Source("default")
 
 
 def test_the_cli_has_no_agent_section(conf: Callable[..., Config]) -> None:
-    assert conf("locksmithctl").agent is None
+    c = conf("locksmithctl")
+    assert not [key for key in c.values if key.startswith("LOCKSMITHD_")]
+    with pytest.raises(ValueError, match="no agent section"):
+        agent_settings(c)
 
 
 def test_precedence_defaults_usr_etc_env_flags(conf: Callable[..., Config]) -> None:
@@ -67,7 +73,7 @@ def test_precedence_defaults_usr_etc_env_flags(conf: Callable[..., Config]) -> N
     etc = "# admin\nREBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_GROUP=etc\n"
     c = conf(usr_text=usr, etc_text=etc)
     assert (c.strategy, c.lock_group, c.update_group) == ("etcd-lock", "etc", "beta")
-    assert c.agent is not None and c.agent.log_level == "debug"
+    assert agent_settings(c).log_level == "debug"
     assert c.source_of("REBOOT_STRATEGY") == Source("file", str(conf.etc), 2)  # type: ignore[attr-defined]
     assert str(c.source_of("GROUP")) == f"{conf.usr} line 4"  # type: ignore[attr-defined]
 
@@ -230,21 +236,25 @@ def test_agent_options(conf: Callable[..., Config]) -> None:
             "LOCKSMITHD_LOG_LEVEL": "warn",
         }
     )
-    a = c.agent
-    assert a is not None
+    a = agent_settings(c)
     assert a.reboot_command == ("/bin/sh", "-c", "echo rebooting > /tmp/x")
+    assert a.health is not None
     assert a.health.command == ("true",) and a.health.unit == "kubelet.service" and a.health.enabled
-    assert (a.health.timeout, a.health.interval) == (timedelta(minutes=1), timedelta(milliseconds=250))
-    assert a.hooks.pre_reboot == ("drain", "now") and a.hooks.post_boot == ("uncordon",)
-    assert a.hooks.timeout == timedelta(seconds=30)
-    assert (a.login_check, a.login_delay) == (False, timedelta(0))
+    assert (a.health.timeout, a.health.interval) == (60, 0.25)
+    assert a.pre_reboot_hook == ("drain", "now") and a.post_boot_hook == ("uncordon",)
+    assert a.pre_reboot_timeout == a.post_boot_timeout == 30
+    assert (a.login_check, a.login_delay) == (False, 0)
     assert a.metrics == MetricsAddress(host="127.0.0.1", port=9721)
     assert str(a.metrics) == "127.0.0.1:9721"
     assert a.coordinator_file == Path("/tmp/coordinator.conf")
     assert (a.log_format, a.log_level) == ("json", "warning")
-    assert conf(env={"LOCKSMITHD_METRICS": "unix:/run/l.sock"}).agent.metrics.kind == "unix"  # type: ignore[union-attr]
-    assert conf(env={"LOCKSMITHD_METRICS": "[::1]:9"}).agent.metrics == MetricsAddress(host="::1", port=9)  # type: ignore[union-attr]
-    assert conf(env={"LOCKSMITHD_METRICS": "off"}).agent.metrics is None  # type: ignore[union-attr]
+
+    def metrics(value: str) -> MetricsAddress | None:
+        return agent_settings(conf(env={"LOCKSMITHD_METRICS": value})).metrics
+
+    assert (address := metrics("unix:/run/l.sock")) is not None and address.kind == "unix"
+    assert metrics("[::1]:9") == MetricsAddress(host="::1", port=9)
+    assert metrics("off") is None
 
 
 @pytest.mark.parametrize(
@@ -321,7 +331,7 @@ def test_shared_argparse_options(conf: Callable[..., Config]) -> None:
         assert f"[{key}]" in help_text, key
     flags = flags_from_args(agent.parse_args(["--no-login-check", "--reboot-strategy", "off"]), "locksmithd")
     c = conf(flags=flags)
-    assert c.agent is not None and c.agent.login_check is False and c.strategy == "off"
+    assert agent_settings(c).login_check is False and c.strategy == "off"
 
 
 # --- Fuzz ---------------------------------------------------------------------------------------
@@ -339,4 +349,4 @@ def test_fuzz_any_values_give_a_config_or_one_config_error(env: dict[str, str]) 
         assert "\n" not in message
         assert " (from " in message or message.startswith("config file")
     else:
-        assert c.agent is not None
+        assert agent_settings(c).coordinator_file.is_absolute()
