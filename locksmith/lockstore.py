@@ -20,13 +20,16 @@ import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from locksmith.kv.base import KVError, KVStore
+from locksmith.logging import outside_text
 from locksmith.protocol.semaphore import (
     INITIAL,
+    MAX_VALUE_BYTES,
     Semaphore,
     SemaphoreCorrupt,
     SemaphoreError,
     decode,
     encode,
+    holder_problem,
     holders_key,
     semaphore_key,
 )
@@ -195,13 +198,14 @@ class LockStore:
         try:
             entry = await self.kv.get(self.ages_key)
         except KVError as exc:
-            return {}, f"cannot read {self.ages_key!r}: {exc}"
+            return {}, f"cannot read {self.ages_key!r}: {outside_text(exc)}"
         if entry is None:
             return {}, None
         try:
             return _decode_ages(entry.value), None
-        except ValueError as exc:
-            return {}, f"{self.ages_key!r} is not valid ({exc}); left unchanged"
+        except AgesUnreadable as exc:
+            log.warning("holder ages record unreadable; ignored", key=self.ages_key, error=outside_text(exc))
+            return {}, f"{self.ages_key!r} is not valid ({outside_text(exc)}); left unchanged"
 
     async def _record_ages(self, holder: str, *, acquired: bool) -> None:
         """Note `holder` taking (or giving back) its slot, and drop ids that no longer hold one."""
@@ -212,7 +216,8 @@ class LockStore:
                 await asyncio.sleep(random.uniform(0, CONFLICT_JITTER))
             log.warning("holder ages not updated: too many concurrent writers", key=self.ages_key)
         except (KVError, SemaphoreError) as exc:
-            log.warning("holder ages not updated", key=self.ages_key, error=str(exc))
+            # The semaphore itself is already written: its caller's result must not depend on this.
+            log.warning("holder ages not updated", key=self.ages_key, error=outside_text(exc))
 
     async def _record_ages_once(self, holder: str, *, acquired: bool) -> bool:
         holders = set((await self.get()).semaphore.holders)
@@ -221,9 +226,9 @@ class LockStore:
         if entry is not None:
             try:
                 old = _decode_ages(entry.value)
-            except ValueError as exc:
+            except AgesUnreadable as exc:
                 # Never overwrite what we cannot parse, even our own bookkeeping.
-                log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=str(exc))
+                log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))
                 return True
         new = {h: t for h, t in old.items() if h in holders}
         if acquired and holder in holders:
@@ -244,22 +249,42 @@ def _encode_ages(ages: dict[str, datetime]) -> bytes:
     ).encode()
 
 
+class AgesUnreadable(ValueError):
+    """The holder-ages record is not what we write; it is ignored (and left as it is)."""
+
+
 def _decode_ages(raw: bytes) -> dict[str, datetime]:
-    data = json.loads(raw.decode("utf-8"))
+    """Parse the side record. Anyone with write access to the store may have put anything there,
+    so every failure — size, encoding, nesting depth, a date out of range — is AgesUnreadable."""
+    if len(raw) > MAX_VALUE_BYTES:
+        raise AgesUnreadable(f"{len(raw)} bytes long, far more than a record of holder ages")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise AgesUnreadable(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
+        raise AgesUnreadable("expected a JSON object")
     ages: dict[str, datetime] = {}
-    for holder, stamp in data.items():
-        if not isinstance(stamp, str):
-            raise ValueError(f"time of {holder!r} is not a string")
-        when = datetime.fromisoformat(stamp)
-        if when.tzinfo is None:
-            raise ValueError(f"time of {holder!r} has no time zone")
-        ages[holder] = when.astimezone(UTC)
+    for index, (holder, stamp) in enumerate(data.items()):
+        # Neither the id nor the stamp is repeated in the message: they are not ours to print.
+        if holder_problem(holder):
+            raise AgesUnreadable(f"entry #{index + 1} is not keyed by a valid holder id")
+        if not isinstance(stamp, str) or len(stamp) > 64:
+            raise AgesUnreadable(f"the time of entry #{index + 1} is not a short string")
+        try:
+            when = datetime.fromisoformat(stamp)
+            # Near datetime.min/max, converting to UTC overflows.
+            utc = when.astimezone(UTC) if when.tzinfo is not None else None
+        except (ValueError, OverflowError):
+            raise AgesUnreadable(f"the time of entry #{index + 1} is not an RFC 3339 time in range") from None
+        if utc is None:
+            raise AgesUnreadable(f"the time of entry #{index + 1} has no time zone")
+        ages[holder] = utc
     return ages
 
 
 __all__ = [
+    "AgesUnreadable",
     "HolderInfo",
     "LockStore",
     "SemaphoreContention",

@@ -207,6 +207,24 @@ def scrub(text: str) -> str:
     return _redactor.scrub(text)
 
 
+# How much of a text from outside (a D-Bus body, a config line, a stored value) a log line or an error
+# message carries: enough to recognise it, never enough to flood the journal or forge lines.
+OUTSIDE_TEXT_LIMIT = 200
+
+
+def outside_text(value: object, limit: int = OUTSIDE_TEXT_LIMIT) -> str:
+    """`value` as text safe to put in a log line or a one-line message: every character that is not
+    printable (newlines, escape sequences, line separators, lone surrogates) is shown escaped, and
+    anything past `limit` characters is cut, saying how much was dropped."""
+    text = value if isinstance(value, str) else str(value)
+    # Escape only what we keep: a 5 MB body is cut before any work on all of it.
+    head = text[:limit]
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in head)
+    if len(text) > limit:
+        shown += f"...({len(text) - limit} more characters)"
+    return shown
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger named `name` (e.g. "locksmith.agent")."""
     return structlog.get_logger(name)

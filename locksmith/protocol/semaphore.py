@@ -19,6 +19,15 @@ from urllib.parse import quote_plus
 KEY_PREFIX = "coreos.com/updateengine/rebootlock"
 DEFAULT_KEY = f"{KEY_PREFIX}/semaphore"
 
+# A holder id is a machine id (32 hex characters) in practice; the Go tool takes any word an admin
+# types. What we accept, wherever an id enters (the command line, the machine-id file, the stored
+# JSON): 1 to HOLDER_MAX_LEN printable characters, no white space — so no id can carry a newline or
+# an escape sequence into `status` output and forge a line there.
+HOLDER_MAX_LEN = 256
+HOLDER_RULE = f"1 to {HOLDER_MAX_LEN} printable characters without spaces"
+# A stored value this large is no semaphore (max holders * the longest id is far below it).
+MAX_VALUE_BYTES = 1 << 20
+
 # Go's json decodes into a 64-bit int; anything larger it rejects, so do we.
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
@@ -62,7 +71,20 @@ class InvalidMax(SemaphoreError):
 
 
 class InvalidHolder(SemaphoreError):
-    """A holder id we refuse to store (empty, or not a string)."""
+    """A holder id we refuse to store (see HOLDER_RULE); the message never repeats the id."""
+
+
+def holder_problem(holder: object) -> str | None:
+    """Why `holder` is not an id we accept (HOLDER_RULE), or None when it is one."""
+    if not isinstance(holder, str):
+        return "it is not a string"
+    if not holder:
+        return "it is empty"
+    if len(holder) > HOLDER_MAX_LEN:
+        return f"it is {len(holder)} characters long (at most {HOLDER_MAX_LEN})"
+    if not holder.isprintable() or any(ch.isspace() for ch in holder):
+        return "it contains white space or characters that are not printable"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +164,8 @@ def holders_key(key: str) -> str:
 
 def decode(raw: bytes, key: str) -> Semaphore:
     """Parse a stored value; anything we cannot trust raises SemaphoreCorrupt naming `key`."""
+    if len(raw) > MAX_VALUE_BYTES:
+        raise SemaphoreCorrupt(key, f"{len(raw)} bytes long, far more than a semaphore")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -168,6 +192,11 @@ def decode(raw: bytes, key: str) -> Semaphore:
         raise SemaphoreCorrupt(key, f"holders must be a list or null, got {type(holders).__name__}")
     if not all(isinstance(h, str) for h in holders):
         raise SemaphoreCorrupt(key, "holders must all be strings")
+    for index, holder in enumerate(holders):
+        why = holder_problem(holder)
+        if why and holder:  # an empty id keeps its own message below
+            # The id itself is not repeated: it may be what would forge a line in the output.
+            raise SemaphoreCorrupt(key, f"holder #{index + 1} is not a valid id ({why}; an id is {HOLDER_RULE})")
     problem = _inconsistency(semaphore, max_, tuple(holders))
     if problem:
         raise SemaphoreCorrupt(key, problem)
@@ -197,8 +226,9 @@ def _inconsistency(semaphore: int, max_: int, holders: tuple[str, ...]) -> str |
 
 
 def _check_holder(holder: str) -> None:
-    if not isinstance(holder, str) or not holder:
-        raise InvalidHolder(f"a holder id must be a non-empty string, got {holder!r}")
+    why = holder_problem(holder)
+    if why:
+        raise InvalidHolder(f"the holder id is not valid: {why} (an id is {HOLDER_RULE})")
 
 
 def _reject_constant(name: str) -> object:
@@ -242,6 +272,8 @@ INITIAL_VALUE = encode(INITIAL)  # b'{"semaphore":1,"max":1,"holders":null}'
 
 __all__ = [
     "DEFAULT_KEY",
+    "HOLDER_MAX_LEN",
+    "HOLDER_RULE",
     "INITIAL",
     "INITIAL_VALUE",
     "KEY_PREFIX",
@@ -254,6 +286,7 @@ __all__ = [
     "SemaphoreFull",
     "decode",
     "encode",
+    "holder_problem",
     "holders_key",
     "semaphore_key",
 ]
