@@ -22,7 +22,7 @@ from locksmith.kv import KVError, KVStore, open_store
 from locksmith.lockstore import LockStore, Status
 from locksmith.logging import add_secret, configure_logging, scrub
 from locksmith.machineid import MachineIdError, read_machine_id
-from locksmith.protocol.semaphore import SemaphoreError, semaphore_key
+from locksmith.protocol.semaphore import HOLDER_RULE, SemaphoreError, holder_problem, semaphore_key
 from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
 
 PROG = "locksmithctl"
@@ -162,6 +162,10 @@ def _holder_id(args: argparse.Namespace, config: Config) -> str:
     if args.id is not None:
         if not args.id.strip():
             raise CommandFailed("the machine id given is empty")
+        why = holder_problem(args.id)
+        if why:
+            # Refused here, where it enters: an id with a newline would forge lines in `status`.
+            raise CommandFailed(f"the machine id given is not valid: {why} (an id is {HOLDER_RULE})")
         return str(args.id)
     return read_machine_id(config.machine_id_file)
 
@@ -245,9 +249,13 @@ async def _run(args: argparse.Namespace, config: Config) -> None:
     if args.command == "send-need-reboot":
         await cmd_send_need_reboot(config, args)
         return
-    # One --timeout bounds both a single request and the retries across endpoints.
+    # One --timeout bounds both a single request and the retries across endpoints. `status` only
+    # reads: it must not create or convert an embedded store (a mistyped path, another program's file).
     options = dataclasses.replace(
-        config.kv, retry_budget=args.timeout, request_timeout=min(config.kv.request_timeout, args.timeout)
+        config.kv,
+        retry_budget=args.timeout,
+        request_timeout=min(config.kv.request_timeout, args.timeout),
+        read_only=args.command == "status",
     )
     kv: KVStore = open_store(options)
     try:

@@ -27,7 +27,9 @@ def open_store(options: KVOptions) -> KVStore:
     if options.backend == BACKEND_EMBEDDED:
         from locksmith.kv.embedded import EmbeddedStore
 
-        return EmbeddedStore(options.endpoints[0].address, busy_timeout=options.retry_budget)
+        return EmbeddedStore(
+            options.endpoints[0].address, busy_timeout=options.retry_budget, read_only=options.read_only
+        )
     if options.backend == BACKEND_ETCD3:
         from locksmith.kv.etcd3 import Etcd3Store
 

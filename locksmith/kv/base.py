@@ -165,6 +165,9 @@ class KVOptions:
     request_timeout: float = 5.0
     # How long one operation may keep retrying unreachable endpoints before KVUnavailable.
     retry_budget: float = 10.0
+    # Only reads will follow (locksmithctl status): the embedded store then opens its file with
+    # SQLite's mode=ro and creates nothing. The etcd backends need no such mode.
+    read_only: bool = False
 
     @property
     def backend(self) -> str:

@@ -10,6 +10,13 @@ revision, which lets `watch` report deletions with a proper revision.
 
 All SQLite calls run on one dedicated thread per store (the connection lives there), so the
 event loop never blocks and the connection is never shared between threads.
+
+The file may be anyone's (an endpoint is one mistyped path away from another program's
+database), so a store is known by its mark: `PRAGMA application_id` = APPLICATION_ID, set when we
+create it (a store made before the mark is known by its exact tables, and marked on its next write
+open). Nothing is changed — no WAL switch, no table — before the file is known to be ours or empty.
+A read-only store (`read_only=True`, what `locksmithctl status` opens) uses SQLite's `mode=ro`: it
+creates nothing, never writes, and never waits for a writer (WAL readers do not block).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +45,11 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
 """
 
+# "LKSM": marks a SQLite file as a locksmith store; user_version is the layout of its tables.
+APPLICATION_ID = 0x4C4B534D
+SCHEMA_VERSION = 1
+_OUR_TABLES = frozenset({"kv", "meta"})
+
 # How often a watcher re-reads its key when inotify cannot tell it about writes.
 POLL_INTERVAL = 0.05
 # With inotify, a re-read this often anyway: a safety net should an event be lost.
@@ -46,8 +59,9 @@ RECHECK_INTERVAL = 5.0
 class EmbeddedStore:
     """KVStore over a SQLite file. Safe for many processes on one host sharing the file."""
 
-    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 10.0, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._busy_ms = max(1, int(busy_timeout * 1000))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kv-sqlite:{self.path.name}")
         self._conn: sqlite3.Connection | None = None
@@ -61,6 +75,9 @@ class EmbeddedStore:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
+        return self._open_read_only() if self.read_only else self._open_read_write()
+
+    def _open_read_write(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None)
@@ -68,11 +85,45 @@ class EmbeddedStore:
             raise KVUnavailable(f"cannot open the embedded store {self.path}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            _check_ours(conn, self.path, empty_ok=True)  # before WAL: a foreign file is left as it was
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise KVUnavailable(f"the embedded store {self.path} cannot use WAL mode (got {mode}): use a local fs")
             conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _check_ours(conn, self.path, empty_ok=True)  # again under the lock: another creator may have won
+                # One statement at a time: executescript would commit our open transaction first.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _translate(exc, self.path) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise KVUnavailable(
+                f"the embedded store {self.path} does not exist: check the file:// endpoint "
+                "(a read-only command never creates a store; locksmithd or 'locksmithctl lock' does)"
+            )
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self._busy_ms / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise KVUnavailable(f"cannot open the embedded store {self.path}: {exc}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            _check_ours(conn, self.path, empty_ok=False)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _translate(exc, self.path) from None
@@ -83,6 +134,8 @@ class EmbeddedStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside one BEGIN IMMEDIATE transaction (the cross-process write lock)."""
+        if self.read_only:
+            raise KVUnavailable(f"the embedded store {self.path} was opened read-only; this command cannot write")
         conn = self._connection()
         try:
             before = conn.total_changes
@@ -193,6 +246,26 @@ class EmbeddedStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=False)
+
+
+def _check_ours(conn: sqlite3.Connection, path: Path, *, empty_ok: bool) -> None:
+    """Refuse, with one line, a SQLite file that is not a locksmith store (and, unless `empty_ok`,
+    one that is empty: a read-only command has nothing to read there)."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app_id == APPLICATION_ID:
+        return
+    if app_id == 0 and tables == _OUR_TABLES:
+        return  # a store created before the mark
+    if app_id == 0 and not tables:
+        if empty_ok:
+            return
+        raise KVProtocolError(f"{path} is an empty database, not a locksmith store yet: check the file:// endpoint")
+    what = f"application id {app_id:#x}" if app_id else f"{len(tables)} table(s) of its own"
+    raise KVProtocolError(
+        f"{path} is not a locksmith store (an SQLite database with {what}): "
+        "point the file:// endpoint at locksmith's own file; it was not changed"
+    )
 
 
 def _next_revision(conn: sqlite3.Connection) -> int:

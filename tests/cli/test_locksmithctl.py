@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,19 @@ def ctl(tmp_path: Path) -> Ctl:
     endpoints = [f"file://{tmp_path}/kv.db"]
     env = clean_env(tmp_path)
     env["LOCKSMITHCTL_ENDPOINT"] = endpoints[0]
-    return Ctl(endpoints, env)
+    ctl = Ctl(endpoints, env)
+    # On its own thread: async tests request this fixture from inside their running event loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _create_store(ctl)).result(timeout=30)
+    return ctl
+
+
+async def _create_store(ctl: Ctl) -> None:
+    """The empty store a host has once locksmithd ran (it opens the store at start): `status` reads
+    an existing file only, it never creates one."""
+    store = open_store(ctl.kv_options())
+    await store.ping()
+    await store.aclose()
 
 
 @pytest.fixture(params=["etcd3", "etcd2"])
@@ -80,9 +93,21 @@ def etcd_ctl(request: pytest.FixtureRequest, etcd: EtcdCluster, tmp_path: Path) 
     yield Ctl(endpoints, env)
 
 
-def test_status_of_a_fresh_store_writes_nothing(ctl: Ctl) -> None:
+async def test_status_of_a_fresh_store_writes_nothing(ctl: Ctl) -> None:
     r = ctl("status")
     assert (r.returncode, r.stdout, r.stderr) == (0, "Available: 1\nMax: 1\n", "")
+    assert await ctl.raw() is None
+
+
+def test_status_on_a_missing_store_file_is_one_line_and_creates_nothing(ctl: Ctl, tmp_path: Path) -> None:
+    # No store at all is a mistyped path, not a free semaphore (issue 9, class 2).
+    for created in tmp_path.glob("kv.db*"):
+        created.unlink()
+    before = sorted(tmp_path.iterdir())
+    r = ctl("status")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and f"{tmp_path}/kv.db does not exist" in r.stderr
+    assert sorted(tmp_path.iterdir()) == before
 
 
 async def test_lock_unlock_set_max_status_round(ctl: Ctl) -> None:
@@ -257,3 +282,27 @@ async def test_concurrent_processes_get_exactly_max_slots(
     data = json.loads(c("status", "--json").stdout)
     assert data["available"] == 0
     assert sorted(h["id"] for h in data["holders"]) == [f"host-{i:02d}" for i in winners]
+
+
+def test_status_refuses_another_programs_database_in_one_line(ctl: Ctl, tmp_path: Path) -> None:
+    import sqlite3
+
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.close()
+    before = other.read_bytes()
+    for command in (["status"], ["lock"]):
+        r = ctl("--endpoint", f"file://{other}", *command)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert f"{other} is not a locksmith store" in r.stderr and "Traceback" not in r.stderr
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.glob("app.db*")) == ["app.db"]
+
+
+def test_lock_refuses_an_id_that_would_forge_status_lines(ctl: Ctl) -> None:
+    for forged in ("m1\nAvailable: 99", "a b", "\x1b[2J", "x" * 300):
+        r = ctl("lock", forged)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "is not valid" in r.stderr, r.stderr
+        assert forged not in r.stderr
+    r = ctl("status")
+    assert (r.returncode, r.stdout) == (0, "Available: 1\nMax: 1\n")
