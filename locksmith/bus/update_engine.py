@@ -41,6 +41,7 @@ from locksmith.bus.system import (
     own_name,
     serve_methods,
 )
+from locksmith.logging import outside_text
 from locksmith.protocol import update1
 from locksmith.protocol.update1 import MalformedStatus, Status
 
@@ -55,6 +56,9 @@ NAME_OWNER_MATCH_RULE: Final = (
 START_TIMEOUT: Final = DEFAULT_CALL_TIMEOUT
 
 _log = structlog.get_logger("locksmith.bus.update_engine")
+
+# Longer than any OS version string; the bound keeps a peer's text out of everyone's log lines.
+MAX_VERSION_LEN = 128
 
 StatusCallback = Callable[[Status], None]
 _CLOSED: Final = object()
@@ -125,7 +129,7 @@ class UpdateEngineWatcher:
                 try:
                     await call_daemon(self._bus, "RemoveMatch", "s", [rule])
                 except Exception as exc:  # the bus may be going away; nothing to undo then
-                    _log.debug("remove-match-failed", rule=rule, error=str(exc))
+                    _log.debug("remove-match-failed", rule=rule, error=outside_text(exc))
         for queue in self._subscribers:
             queue.put_nowait(_CLOSED)
 
@@ -168,7 +172,7 @@ class UpdateEngineWatcher:
                 elif msg.interface == update1.INTERFACE and msg.member == update1.STATUS_SIGNAL:
                     self._on_status_signal(msg)
         except Exception as exc:  # a bug here must not take the bus connection down
-            _log.error("update-engine-watcher-error", error=f"{exc.__class__.__name__}: {exc}")
+            _log.error("update-engine-watcher-error", error=outside_text(f"{exc.__class__.__name__}: {exc}"))
         return False  # never claim the message: other handlers on this bus may want it
 
     def _on_reply(self, msg: Message, kind: str, asked: str | None) -> None:
@@ -183,13 +187,14 @@ class UpdateEngineWatcher:
             if asked != self._owner or msg.sender != asked:
                 _log.debug("stale-getstatus-reply", asked=asked, owner=self._owner)
             elif msg.message_type is MessageType.ERROR:
-                _log.warning("getstatus-failed", owner=asked, error=f"{msg.error_name}: {first_string(msg.body)}"[:200])
+                error = outside_text(f"{msg.error_name}: {first_string(msg.body)}")
+                _log.warning("getstatus-failed", owner=asked, error=error)
             else:
                 self._accept(msg, source="GetStatus")
 
     def _on_name_owner_changed(self, msg: Message) -> None:
         if msg.sender != DBUS_NAME or msg.path != DBUS_PATH:
-            _log.warning("ignored-spoofed-name-owner-changed", sender=msg.sender)
+            _log.warning("ignored-spoofed-name-owner-changed", sender=outside_text(msg.sender))
             return
         if msg.signature != "sss" or msg.body[0] != update1.SERVICE:
             return
@@ -220,7 +225,7 @@ class UpdateEngineWatcher:
             )
             return
         if msg.path != update1.OBJECT_PATH:
-            _log.warning("ignored-status-update-wrong-path", sender=msg.sender, path=msg.path)
+            _log.warning("ignored-status-update-wrong-path", sender=msg.sender, path=outside_text(msg.path))
             return
         self._accept(msg, source="StatusUpdate")
 
@@ -228,7 +233,18 @@ class UpdateEngineWatcher:
         try:
             status = Status.from_dbus(msg.signature, list(msg.body))
         except MalformedStatus as exc:
-            _log.warning("ignored-malformed-status", source=source, sender=msg.sender, reason=str(exc))
+            # The reason may quote the body: a peer's text, bounded and escaped (a 5 MB string stays short).
+            _log.warning("ignored-malformed-status", source=source, sender=msg.sender, reason=outside_text(exc))
+            return
+        if len(status.new_version) > MAX_VERSION_LEN or not status.new_version.isprintable():
+            # Every consumer logs the version: one that long or with control characters would
+            # flood or forge their lines. No release version looks like that (e.g. 3815.2.0).
+            _log.warning(
+                "ignored-malformed-status",
+                source=source,
+                sender=msg.sender,
+                reason=f"new_version {outside_text(repr(status.new_version))} is not a release version",
+            )
             return
         self._latest = status
         _log.debug("update-engine-status", source=source, operation=status.current_operation.value)
@@ -238,7 +254,7 @@ class UpdateEngineWatcher:
             try:
                 self._on_status(status)
             except Exception as exc:
-                _log.error("status-callback-failed", error=f"{exc.__class__.__name__}: {exc}")
+                _log.error("status-callback-failed", error=outside_text(f"{exc.__class__.__name__}: {exc}"))
 
 
 async def update_statuses(bus: LazyBus) -> AsyncIterator[Status]:
@@ -252,7 +268,7 @@ async def update_statuses(bus: LazyBus) -> AsyncIterator[Status]:
             async for status in watcher:
                 yield status
         except (CallError, TimeoutError) as exc:
-            _log.warning("update-engine.watch-failed", reason=str(exc))
+            _log.warning("update-engine.watch-failed", reason=outside_text(exc))
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from locksmith.logging import OUTSIDE_TEXT_LIMIT, outside_text
 from locksmith.settings.schema import PREFIX, PROGRAMS, WARN_PREFIXES, Program, known_keys, settings_of
 from locksmith.settings.sources import ConfigError, FlagValue, RawValues, Source, shown
 
@@ -49,6 +50,8 @@ class Builder:
         return item
 
     def fail(self, key: str, value: str, source: Source, problem: str) -> ConfigError:
+        # A parser's problem may quote the value again: bounded like the value itself.
+        problem = outside_text(problem, limit=2 * OUTSIDE_TEXT_LIMIT)
         return ConfigError(f"{key}={shown_value(key, value)} (from {source}): {problem}", key, source)
 
     def get(self, name: str) -> Any:

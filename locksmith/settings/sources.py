@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from locksmith.logging import OUTSIDE_TEXT_LIMIT, outside_text
 from locksmith.settings.envfile import EnvFileError, load_env_file
 
 
@@ -48,8 +49,16 @@ class ConfigError(Exception):
 
 
 def shown(value: str, secret: bool) -> str:
-    # json.dumps quotes and escapes newlines, so the message stays one line whatever the value.
-    return '"***"' if secret else json.dumps(value, ensure_ascii=False)
+    """`value` quoted for a message: one line whatever it holds, and short whatever its length (a
+    1 MB line is named by its first characters, not repeated whole)."""
+    if secret:
+        return '"***"'
+    # json.dumps quotes and escapes newlines; outside_text also escapes what it leaves (U+2028, DEL).
+    quoted = json.dumps(value[:OUTSIDE_TEXT_LIMIT], ensure_ascii=False)
+    quoted = outside_text(quoted, limit=len(quoted))
+    if len(value) > OUTSIDE_TEXT_LIMIT:
+        quoted += f"...({len(value) - OUTSIDE_TEXT_LIMIT} more characters)"
+    return quoted
 
 
 FlagValue = str | bool | int | Sequence[str] | None
@@ -78,7 +87,7 @@ class RawValues:
             return
         self._warned.add(key)
         self.warnings.append(
-            f"{key} (from {source}) is not a setting this version of locksmith knows; ignored "
+            f"{outside_text(key)} (from {source}) is not a setting this version of locksmith knows; ignored "
             "(check the spelling, or it is meant for a newer version)"
         )
 
@@ -89,7 +98,10 @@ class RawValues:
             except FileNotFoundError:
                 continue  # optional, like systemd's EnvironmentFile=-/path
             except EnvFileError as exc:
-                raise ConfigError(f"{exc}", source=Source("file", str(path), exc.line)) from None
+                # The parser's message may quote the offending line: bounded, escaped.
+                raise ConfigError(
+                    outside_text(exc, limit=2 * OUTSIDE_TEXT_LIMIT), source=Source("file", str(path), exc.line)
+                ) from None
             except IsADirectoryError:
                 raise ConfigError(f"config file {path} is a directory: remove it or point to a file") from None
             except PermissionError:
