@@ -20,7 +20,7 @@ from locksmith import __version__
 from locksmith.cli import Expected, fail, one_line, run_main
 from locksmith.kv import KVError, KVStore, open_store
 from locksmith.lockstore import LockStore, Status
-from locksmith.logging import add_secret, configure_logging, scrub
+from locksmith.logging import OUTSIDE_TEXT_LIMIT, add_secret, configure_logging, outside_text, scrub
 from locksmith.machineid import MachineIdError, read_machine_id
 from locksmith.protocol.semaphore import HOLDER_RULE, SemaphoreError, holder_problem, semaphore_key
 from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
@@ -28,6 +28,8 @@ from locksmith.settings.config import Config, ConfigError, add_config_arguments,
 PROG = "locksmithctl"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT = 10.0
+# An error line may quote a store's or a server's reply: long enough for any message of ours.
+_ERROR_TEXT_LIMIT = 5 * OUTSIDE_TEXT_LIMIT
 
 # What the Go tool printed before the cause, per command.
 _ERROR_PREFIX = {
@@ -281,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config("locksmithctl", flags=flags_from_args(args, "locksmithctl"))
         semaphore_key(config.lock_group)  # refuses groups Go would map onto another key
     except (ConfigError, ValueError) as exc:
-        return fail("Error", str(exc), EXIT_USAGE)
+        return fail("Error", _bounded(exc), EXIT_USAGE)
     if config.kv.password:
         add_secret(config.kv.password)
     for warning in config.warnings:
@@ -290,11 +292,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(
         _ERROR_PREFIX[args.command],
         lambda: _command(args, config),
-        Expected(CommandFailed, detail=str, label=""),
-        Expected((SemaphoreError, KVError, MachineIdError, OSError)),
+        Expected(CommandFailed, detail=_bounded, label=""),
+        Expected((SemaphoreError, KVError, MachineIdError, OSError), detail=_bounded),
         debug=args.debug,
         interrupted_detail="interrupted",
     )
+
+
+def _bounded(exc: BaseException) -> str:
+    """The error's one line, bounded and escaped: it may carry what a store or a file said."""
+    return outside_text(one_line(exc), limit=_ERROR_TEXT_LIMIT)
 
 
 def _command(args: argparse.Namespace, config: Config) -> int:

@@ -204,7 +204,7 @@ class LockStore:
         try:
             return _decode_ages(entry.value), None
         except AgesUnreadable as exc:
-            log.warning("holder ages record unreadable; ignored", key=self.ages_key, error=outside_text(exc))
+            # Reported once, through Status.ages_problem (locksmithctl prints it as a warning).
             return {}, f"{self.ages_key!r} is not valid ({outside_text(exc)}); left unchanged"
 
     async def _record_ages(self, holder: str, *, acquired: bool) -> None:

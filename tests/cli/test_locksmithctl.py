@@ -306,3 +306,25 @@ def test_lock_refuses_an_id_that_would_forge_status_lines(ctl: Ctl) -> None:
         assert forged not in r.stderr
     r = ctl("status")
     assert (r.returncode, r.stdout) == (0, "Available: 1\nMax: 1\n")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b'{"x":"0001-01-01T00:00:00+01:00"}', b"[" * 100_000, b'{"x":"9999-12-31T23:59:59-23:59"}', b"\xff\xfe"],
+    ids=["overflow", "nesting", "overflow-up", "not-utf8"],
+)
+async def test_a_garbage_ages_record_never_changes_an_exit_status(ctl: Ctl, record: bytes) -> None:
+    store = open_store(ctl.kv_options())
+    try:
+        assert await store.create(semaphore_key(None) + "-holders", record) is not None
+    finally:
+        await store.aclose()
+    r = ctl("lock")
+    assert (r.returncode, r.stdout) == (0, ""), r.stderr  # the slot was taken: success
+    assert "Traceback" not in r.stderr and len(r.stderr) < 1000
+    assert await ctl.raw() == f'{{"semaphore":0,"max":1,"holders":["{MACHINE_ID}"]}}'.encode()
+    r = ctl("status")
+    assert r.returncode == 0 and r.stdout.startswith("Available: 0\nMax: 1\n")
+    assert re.search(MACHINE_ID + r"\s+unknown$", r.stdout, re.M)
+    assert r.stderr.startswith("Warning: holder ages unknown: ") and r.stderr.count("\n") == 1
+    assert ctl("unlock").returncode == 0
