@@ -17,7 +17,7 @@ from locksmith.disk.layout import DiskError, make_coreos_disk, write_image_to_pa
 from locksmith.disk.slots import read_slots
 from locksmith.image.errors import ImageError
 from locksmith.image.filesystems import make_ext4, make_squashfs, make_vfat
-from locksmith.image.formats import FORMATS, PREFIX
+from locksmith.image.formats import FORMATS, PREFIX, Artifacts
 from locksmith.image.grub import encode_env, make_efi_binary, slot_env
 from locksmith.image.qemu import PROBE_KERNEL
 from locksmith.image.recipe import DEFAULT_CACHE, Recipe
@@ -109,10 +109,10 @@ def build(opts: BuildOptions) -> BuildResult:
         raise ImageError(f"ROOT of {opts.root_mib} MiB is too small for /etc and /var; give at least 64")
     timings: dict[str, float] = {}
     start = time.monotonic()
-    tarball, built = ensure_rootfs(opts.recipe, opts.cache_dir)
-    timings["rootfs"] = time.monotonic() - start
     tmp = _temp_beside(opts.out)
     try:
+        tarball, built = ensure_rootfs(opts.recipe, opts.cache_dir)
+        timings["rootfs"] = time.monotonic() - start
         work = tmp / ".work"
         tree = work / "tree"
         work.mkdir()
@@ -129,8 +129,10 @@ def build(opts: BuildOptions) -> BuildResult:
         timings["disk"] = time.monotonic() - step
         step = time.monotonic()
         files = [usr]
+        boot = work / "usr-tree/boot"
+        artifacts = Artifacts(disk, usr, boot / "vmlinuz", boot / "initrd.img")
         for name in formats:
-            files += FORMATS[name](disk, tmp)
+            files += FORMATS[name](artifacts, tmp)
         timings["formats"] = time.monotonic() - step
         _keep_probe_kernel(work / "usr-tree/boot/vmlinuz", opts.cache_dir)
         shutil.rmtree(work)

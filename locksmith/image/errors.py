@@ -32,19 +32,33 @@ def require(*tools: str) -> None:
 
 
 def run(
-    args: list[str], what: str, *, nice: bool = True, env: dict[str, str] | None = None, timeout: float = 1800
+    args: list[str],
+    what: str,
+    *,
+    nice: bool = True,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float = 1800,
 ) -> str:
     """Run a build tool (niced: the machine is shared), returning stdout; failure is one ImageError line."""
     cmd = ["nice", "-n", "19", *args] if nice else args
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, check=False, env=env and {**os.environ, **env}, timeout=timeout
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env and {**os.environ, **env},
+            cwd=cwd,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         raise ImageError(f"{what}: {args[0]} did not finish within {timeout:.0f} s") from None
     if proc.returncode != 0:
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith(("E:", "Error", "error"))]
-        detail = (errors or lines or [f"exit {proc.returncode}"])[-1].strip()
+        # The first error is the cause (apt: "Unable to locate package X"); later ones are its consequences.
+        detail = errors[0] if errors else (lines or [f"exit {proc.returncode}"])[-1]
+        detail = detail.strip()
         raise ImageError(f"{what} failed: {detail}")
     return proc.stdout

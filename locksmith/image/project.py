@@ -61,6 +61,9 @@ def install_project(tree: Path, cache_dir: Path, work: Path) -> None:
     compile_cmd = [sys.executable, "-m", "compileall", "-q", "-j", "1", "--invalidation-mode", "unchecked-hash"]
     if sys.version_info[:2] == (3, 11):
         run([*compile_cmd, "-d", "/" + SITE, str(site)], "byte-compiling the project")
+    # pip records the wheel's temporary path there: it would make every USR image differ.
+    for record in site.glob("*.dist-info/direct_url.json"):
+        record.unlink()
     for bin_dir in site.glob("bin"):
         shutil.rmtree(bin_dir)  # pip's own launchers point at the build host's Python
     for name, target in _pyproject(root)["scripts"].items():

@@ -76,7 +76,11 @@ def qemu_command(opts: VmOptions, accel: str, work: Path) -> list[str]:
         raise ImageError(f"image {opts.image} not found; build one with locksmith-image build")
     with open(opts.image, "rb") as f:
         fmt = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
-    args = ["qemu-system-x86_64", "-machine", f"q35,accel={accel}", "-m", str(opts.memory_mib), "-smp", "2"]
+    # One vCPU under TCG: on a loaded host a descheduled second vCPU thread shows up as RCU stalls and soft
+    # lockups that time out systemd's watchdogs; one vCPU boots as fast and does not stall.
+    smp = "1" if accel == "tcg" else "2"
+    args = ["nice", "-n", "19", "qemu-system-x86_64", "-machine", f"q35,accel={accel}", "-m", str(opts.memory_mib)]
+    args += ["-smp", smp]
     # -cpu host/max abort under nested KVM here ("failed to set MSR 0x10a"): the default model for KVM.
     args += ["-cpu", "max"] if accel == "tcg" else []
     args += ["-bios", str(OVMF), "-nodefaults", "-display", "none"]

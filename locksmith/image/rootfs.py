@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from locksmith.image.errors import ImageError, require, run
@@ -23,7 +24,8 @@ def ensure_rootfs(recipe: Recipe, cache_dir: Path, log: bool = True) -> tuple[Pa
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageError(f"cannot create the cache {cache_dir}: {exc.strerror}; set LOCKSMITH_IMAGE_CACHE") from None
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    # mmdebstrap picks its output format from the name: keep ".tar" last, or it writes a directory.
+    partial = target.with_name(f"{target.stem}.partial-{os.getpid()}.tar")
     conf = cache_dir / f"dracut-{os.getpid()}.conf"
     conf.write_text(DRACUT_CONF)
     # The dracut config is in place before the kernel's postinst runs dracut, so the initrd is made once.
@@ -37,6 +39,8 @@ def ensure_rootfs(recipe: Recipe, cache_dir: Path, log: bool = True) -> tuple[Pa
         run(args, "mmdebstrap (check the package names and the machine's apt sources)")
         partial.rename(target)
     finally:
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
         partial.unlink(missing_ok=True)
         conf.unlink(missing_ok=True)
     return target, True
