@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from image.console import Shell, booted, with_autologin
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import BuildOptions, BuildResult, build
+from locksmith.image.session import Shell, booted, with_autologin
 
 pytestmark = pytest.mark.timeout(3600)
 VERSION = "1.0.0-test"

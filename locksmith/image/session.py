@@ -1,4 +1,8 @@
-"""Driving a booted image over its serial console: log in (coreos.autologin), run commands, read their output."""
+"""A scripted boot for tests and benchmarks: an image copy with console autologin, commands over the serial line.
+
+The OEM partition's grub.cfg adds `coreos.autologin=ttyS0` (as CoreOS's OEM grub.cfg could), so a root shell
+appears on the serial console; only the copy is changed, never the built image.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from locksmith.disk.layout import write_image_to_partition
+from locksmith.image.errors import ImageError, run
 from locksmith.image.filesystems import make_ext4
 from locksmith.image.qemu import Console, VmOptions, choose_accel, qemu_command, stop
 
@@ -26,10 +31,12 @@ class Shell:
         tag = f"{self.count:03d}"
         self.console.send(f"echo @@B''EGIN{tag}; {command}; echo @@E''ND{tag} $?\n")
         begin = self.console.wait_for(re.compile(rb"@@BEGIN" + tag.encode() + rb"\r?\n"), seconds)
-        assert begin is not None, f"no output from {command!r}"
+        if begin is None:
+            raise ImageError(f"no output from {command!r} within {seconds} s")
         start = self.console.mark
         end = self.console.wait_for(re.compile(rb"@@END" + tag.encode() + rb" (\d+)"), seconds)
-        assert end is not None, f"{command!r} did not finish within {seconds} s"
+        if end is None:
+            raise ImageError(f"{command!r} did not finish within {seconds} s")
         text = self.console.buffer[start : end.start()].decode(errors="replace").replace("\r", "")
         return int(end.group(1)), text
 
@@ -37,7 +44,7 @@ class Shell:
 def with_autologin(image: Path, work: Path) -> Path:
     """A sparse copy of a raw image whose OEM partition asks GRUB for CoreOS's console autologin."""
     disk = work / "boot-test.raw"
-    subprocess.run(["cp", "--sparse=always", str(image), str(disk)], check=True)
+    run(["cp", "--sparse=always", str(image), str(disk)], "copying the image", nice=False)
     oem = work / "oem"
     oem.mkdir()
     (oem / "grub.cfg").write_text('set linux_append="coreos.autologin=ttyS0"\n')
@@ -55,7 +62,8 @@ def booted(disk: Path, work: Path, login_seconds: float) -> Iterator[tuple[Shell
     console = Console(proc, work / "serial.log")
     try:
         found = console.wait_for(PROMPT, login_seconds)
-        assert found, f"no root prompt within {login_seconds} s; see {work}/serial.log"
+        if not found:
+            raise ImageError(f"no root prompt within {login_seconds} s; see {work}/serial.log")
         shell = Shell(console)
         # Quiet the console (kernel messages, bracketed paste, echo) so outputs read cleanly.
         shell.run("dmesg -n 1; bind 'set enable-bracketed-paste off'; stty -echo; export TERM=dumb", 120)
