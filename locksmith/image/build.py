@@ -21,6 +21,7 @@ from locksmith.image.formats import FORMATS, PREFIX, Artifacts
 from locksmith.image.grub import encode_env, make_efi_binary, slot_env
 from locksmith.image.qemu import PROBE_KERNEL
 from locksmith.image.recipe import DEFAULT_CACHE, Recipe
+from locksmith.image.release import check_release_key, install_public_key, pack
 from locksmith.image.rootfs import ensure_rootfs
 from locksmith.image.tree import Release, customise, unpack
 
@@ -43,6 +44,7 @@ class BuildOptions:
     usr_mib: int = 1024
     epoch: int = int(os.environ.get("SOURCE_DATE_EPOCH", "1700000000"))
     recipe: Recipe = field(default_factory=Recipe)
+    release_key: Path | None = None  # sign a release (release/) and trust its public half in the image
 
 
 @dataclass
@@ -107,6 +109,8 @@ def build(opts: BuildOptions) -> BuildResult:
     formats = check_formats(opts.formats)
     if opts.root_mib < 64:
         raise ImageError(f"ROOT of {opts.root_mib} MiB is too small for /etc and /var; give at least 64")
+    if opts.release_key is not None:
+        check_release_key(opts.release_key)  # before minutes of work, not after
     timings: dict[str, float] = {}
     start = time.monotonic()
     tmp = _temp_beside(opts.out)
@@ -119,16 +123,20 @@ def build(opts: BuildOptions) -> BuildResult:
         step = time.monotonic()
         unpack(tarball, tree)
         customise(tree, Release(opts.version, opts.channel, opts.server), opts.cache_dir, work)
+        if opts.release_key is not None:
+            install_public_key(tree, opts.release_key)
         timings["tree"] = time.monotonic() - step
         step = time.monotonic()
         usr = tmp / USR_IMAGE
         make_squashfs(tree / "usr", usr, opts.epoch)
+        if opts.release_key is not None:
+            pack(usr, opts.version, opts.release_key, tmp / "release")
         timings["usr"] = time.monotonic() - step
         step = time.monotonic()
         disk = _disk(opts, work, tree, usr)
         timings["disk"] = time.monotonic() - step
         step = time.monotonic()
-        files = [usr]
+        files = [usr, *sorted((tmp / "release").glob("*"))]
         boot = work / "usr-tree/boot"
         artifacts = Artifacts(disk, usr, boot / "vmlinuz", boot / "initrd.img")
         for name in formats:
@@ -144,4 +152,4 @@ def build(opts: BuildOptions) -> BuildResult:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     timings["total"] = time.monotonic() - start
-    return BuildResult(opts.out, [opts.out / f.name for f in files], timings, built)
+    return BuildResult(opts.out, [opts.out / f.relative_to(tmp) for f in files], timings, built)

@@ -1,6 +1,6 @@
 """`locksmith-image`: build the OS image in CoreOS's formats, or boot one under qemu.
 
-  build --version V [--channel GROUP] [--server URL] [--format F ...] [--out DIR]
+  build --version V [--channel GROUP] [--server URL] [--format F ...] [--out DIR] [--release-key KEY]
   run IMAGE [--user-data FILE] [--ssh-port P] [--serial-log FILE] [--accel auto|kvm|tcg]
 
 Exit codes: 0 done, 1 the build or boot failed (one-line reason on stderr), 2 bad usage.
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="output folder (default build/images/<version>); must be new or empty")
     b.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"root-tree cache (default {DEFAULT_CACHE})")
     b.add_argument("--root-size", type=int, default=1024, help="ROOT partition size in MiB (default 1024)")
+    b.add_argument("--release-key", type=Path, help="sign a release of the USR image into OUT/release with this key")
     r = sub.add_parser("run", help="boot an image under qemu (serial console on this terminal)")
     r.add_argument("image", type=Path)
     r.add_argument("--user-data", type=Path, help="cloud-config, passed in a config-2 drive")
@@ -58,6 +59,7 @@ def _build(args: argparse.Namespace) -> None:
     formats = check_formats([f for item in (args.formats or ["qemu"]) for f in item.split(",") if f])
     out = args.out or Path("build/images") / args.version
     opts = BuildOptions(args.version, out, args.channel, args.server, formats, args.cache, args.root_size)
+    opts.release_key = args.release_key
     result = build(opts)
     figures = " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items())
     tree = "built" if result.rootfs_built else "cached"

@@ -55,15 +55,14 @@ def install_project(tree: Path, cache_dir: Path, work: Path) -> None:
     house = _wheelhouse(root, cache_dir)
     site = tree / SITE
     install = [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--no-index", "--target", str(site)]
-    install += ["--find-links", str(house), *_PLATFORM, *map(str, wheels.glob("*.whl"))]
+    # By name from a wheel folder, not by file path: pip would record the (temporary) path in
+    # direct_url.json and RECORD, and every USR image would differ.
+    install += ["--find-links", str(house), "--find-links", str(wheels), *_PLATFORM, _pyproject(root)["name"]]
     run(install, "installing the project into the image")
     # Hash-checked pyc: Python never rewrites them (/usr is read-only) and they carry no build time.
     compile_cmd = [sys.executable, "-m", "compileall", "-q", "-j", "1", "--invalidation-mode", "unchecked-hash"]
     if sys.version_info[:2] == (3, 11):
         run([*compile_cmd, "-d", "/" + SITE, str(site)], "byte-compiling the project")
-    # pip records the wheel's temporary path there: it would make every USR image differ.
-    for record in site.glob("*.dist-info/direct_url.json"):
-        record.unlink()
     for bin_dir in site.glob("bin"):
         shutil.rmtree(bin_dir)  # pip's own launchers point at the build host's Python
     for name, target in _pyproject(root)["scripts"].items():

@@ -26,6 +26,7 @@ PACKAGES: tuple[str, ...] = (
     "etcd-server",
     "docker.io",
     "lxc",
+    "apparmor",  # the kernel enables AppArmor: docker and lxc refuse to start containers without its parser
     "python3",
     "python3-venv",  # the project's venv in /usr/lib/locksmith
     "dracut",  # its systemd initrd honours mount.usr= (initramfs-tools does not)
