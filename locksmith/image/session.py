@@ -1,0 +1,73 @@
+"""A scripted boot for tests and benchmarks: an image copy with console autologin, commands over the serial line.
+
+The OEM partition's grub.cfg adds `coreos.autologin=ttyS0` (as CoreOS's OEM grub.cfg could), so a root shell
+appears on the serial console; only the copy is changed, never the built image.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from locksmith.disk.layout import write_image_to_partition
+from locksmith.image.errors import ImageError, run
+from locksmith.image.filesystems import make_ext4
+from locksmith.image.qemu import Console, VmOptions, choose_accel, qemu_command, stop
+
+PROMPT = re.compile(rb"root@locksmith:~# ")
+
+
+class Shell:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.count = 0
+
+    def run(self, command: str, seconds: float) -> tuple[int, str]:
+        """(exit status, output) of one shell command; markers are split so the typed line cannot match."""
+        self.count += 1
+        tag = f"{self.count:03d}"
+        self.console.send(f"echo @@B''EGIN{tag}; {command}; echo @@E''ND{tag} $?\n")
+        begin = self.console.wait_for(re.compile(rb"@@BEGIN" + tag.encode() + rb"\r?\n"), seconds)
+        if begin is None:
+            raise ImageError(f"no output from {command!r} within {seconds} s")
+        start = self.console.mark
+        end = self.console.wait_for(re.compile(rb"@@END" + tag.encode() + rb" (\d+)"), seconds)
+        if end is None:
+            raise ImageError(f"{command!r} did not finish within {seconds} s")
+        text = self.console.buffer[start : end.start()].decode(errors="replace").replace("\r", "")
+        return int(end.group(1)), text
+
+
+def with_autologin(image: Path, work: Path) -> Path:
+    """A sparse copy of a raw image whose OEM partition asks GRUB for CoreOS's console autologin."""
+    disk = work / "boot-test.raw"
+    run(["cp", "--sparse=always", str(image), str(disk)], "copying the image", nice=False)
+    oem = work / "oem"
+    oem.mkdir()
+    (oem / "grub.cfg").write_text('set linux_append="coreos.autologin=ttyS0"\n')
+    make_ext4(oem, work / "oem.ext4", 128, "OEM", 0)
+    write_image_to_partition(disk, 6, work / "oem.ext4")
+    return disk
+
+
+@contextmanager
+def booted(disk: Path, work: Path, login_seconds: float) -> Iterator[tuple[Shell, str]]:
+    """Boot `disk`, wait for the autologin prompt, yield a shell and the accelerator line; qemu always stops."""
+    accel, why = choose_accel("auto")
+    cmd = [*qemu_command(VmOptions(disk), accel, work), "-serial", "stdio"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    console = Console(proc, work / "serial.log")
+    try:
+        found = console.wait_for(PROMPT, login_seconds)
+        if not found:
+            raise ImageError(f"no root prompt within {login_seconds} s; see {work}/serial.log")
+        shell = Shell(console)
+        # Quiet the console (kernel messages, bracketed paste, echo) so outputs read cleanly.
+        shell.run("dmesg -n 1; bind 'set enable-bracketed-paste off'; stty -echo; export TERM=dumb", 120)
+        yield shell, why
+    finally:
+        stop(proc)
+        console.close()

@@ -1,0 +1,68 @@
+"""`locksmith-image` bad input: one line on stderr, exit 1, nothing left where the output should be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from locksmith.image.build import BuildOptions, build
+from locksmith.image.cli import main
+from locksmith.image.errors import ImageError
+from locksmith.image.recipe import Recipe
+
+
+def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("locksmith-image: ")
+    return err
+
+
+def test_unknown_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    err = _fails(capsys, ["build", "--version", "1.0.0", "--format", "qemu", "--format", "floppy", "--out", str(out)])
+    assert "unknown format 'floppy'" in err and "qemu" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_version_and_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "is not a version" in _fails(capsys, ["build", "--version", "../1", "--out", str(tmp_path / "o")])
+    err = _fails(capsys, ["build", "--version", "1", "--channel", "a b", "--out", str(tmp_path / "o")])
+    assert "not a channel name" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    err = _fails(capsys, ["build", "--version", "1.0.0", "--out", str(blocker / "out")])
+    assert "cannot write the output folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_non_empty_out_dir_is_not_touched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("data")
+    assert "exists and is not empty" in _fails(capsys, ["build", "--version", "1.0.0", "--out", str(out)])
+    assert [p.name for p in out.iterdir()] == ["keep"] and (out / "keep").read_text() == "data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_run_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails(capsys, ["run", str(tmp_path / "nope.img"), "--accel", "tcg"])
+    assert "not found" in err
+
+
+@pytest.mark.timeout(600)
+def test_missing_package_fails_cleanly(tmp_path: Path) -> None:
+    """apt cannot find a package: a one-line error naming apt's complaint; no output, no cached tree."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    opts = BuildOptions("1.0.0", out, cache_dir=cache, recipe=Recipe(packages=("locksmith-no-such-package",)))
+    with pytest.raises(ImageError) as info:
+        build(opts)
+    message = str(info.value)
+    assert "\n" not in message and "locksmith-no-such-package" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    assert [p.name for p in cache.iterdir() if p.name.startswith("rootfs-")] == []
