@@ -268,11 +268,7 @@ class UpdateEngine:
         if same:
             return f"{problem}: it is the booted version, nothing to install (the update server should say noupdate)"
         if self.config.allow_downgrade:
-            log.warning(
-                "installing a version not newer than the booted one (UPDATE_ENGINE_ALLOW_DOWNGRADE=true)",
-                offered=offered,
-                booted=booted,
-            )
+            log.warning("installing a downgrade: UPDATE_ENGINE_ALLOW_DOWNGRADE=true", offered=offered, booted=booted)
             return None
         return f"{problem}: refused as a downgrade (to roll back on purpose set UPDATE_ENGINE_ALLOW_DOWNGRADE=true)"
 
@@ -379,11 +375,14 @@ class UpdateEngine:
             raise _Transfer(f"{url}: {exc.__class__.__name__}: {exc}") from None
 
     async def _fail(self, exc: UpdateFailure) -> None:
-        log.error("update refused" if isinstance(exc, Refused) else "update failed", error=str(exc), errorcode=exc.code)
-        self.last_error = None if isinstance(exc, Refused) else str(exc)
+        refused = isinstance(exc, Refused)
+        log.error("update refused" if refused else "update failed", error=str(exc), errorcode=exc.code)
+        self.last_error = None if refused else str(exc)
         self._enter(Operation.REPORTING_ERROR_EVENT, progress=0.0)
         try:
-            await asyncio.to_thread(self.target.discard)
+            # A refused offer never opened the slot: it may hold the host's fallback, keep it bootable.
+            if not refused:
+                await asyncio.to_thread(self.target.discard)
         except Exception as discard_exc:  # the slot stays unbootable from prepare(); log and go on
             log.error("could not mark the inactive slot unbootable", error=str(discard_exc))
         await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.ERROR, errorcode=exc.code))

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.omaha_server import DevServer, newest_release
+from locksmith.disk import slots
 from locksmith.protocol import omaha
 from locksmith.protocol.omaha import COREOS_APPID, ErrorCode
 from locksmith.protocol.update1 import Operation
@@ -69,7 +70,9 @@ async def test_not_newer_is_refused_reported_once_and_never_downloaded(
     world: World, dbus_bus: PrivateBus, booted: str
 ) -> None:
     before = world.usr_a_fingerprint()
-    b_before = world.slot("USR-B")
+    # USR-B as the previous release a host keeps as its fallback: a refusal must not disarm it.
+    b_before = slots.mark_installed(world.disk, world.slot("USR-B"))
+    assert b_before.bootable
     with HostileServer(world) as server, capture_logs() as logs:
         async with running_service(world.config(server.dev.update_url, version=booted)) as (engine, rec):
             await rec.call("AttemptUpdate")
