@@ -70,6 +70,8 @@ class DiskEngine:
         # The booted /usr's release file, as CoreOS has it at /usr/share/coreos/release.
         release_file = root / "usr/share/coreos/release"
         release_file.write_text("".join(f"{k}={v}\n" for k, v in release.items()))
+        # The vendor's file, empty here: both programs are told its path, so it must exist (issue 9).
+        (root / "usr/share/coreos/update.conf").touch()
         conf = root / "etc/coreos/update.conf"
         conf.write_text(
             f"GROUP={self.channel}\nSERVER={self.server_url}\n"

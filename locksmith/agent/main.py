@@ -35,6 +35,7 @@ from locksmith.settings.config import (
     flags_from_args,
     load_config,
 )
+from locksmith.settings.sources import require_file
 from locksmith.strategy import StrategyContext, StrategyError, load_strategy
 
 DESCRIPTION = f"""\
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    # A file named with --config must be there: a typo must not leave the host on defaults.
+    for path in args.config_files or ():
+        require_file(path, "--config")
     config = load_config(
         "locksmithd",
         flags_from_args(args, "locksmithd"),

@@ -51,6 +51,7 @@ class ErrorCode:
     DOWNLOAD_PAYLOAD_PUBKEY_VERIFICATION_ERROR = 18
     OMAHA_REQUEST_XML_PARSE_ERROR = 31
     OMAHA_RESPONSE_INVALID = 34
+    OMAHA_UPDATE_IGNORED_PER_POLICY = 35  # we send it for a refused downgrade
 
 
 class OmahaError(Exception):

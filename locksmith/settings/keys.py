@@ -338,4 +338,11 @@ SETTINGS += (
         metavar="DURATION",
     ),
     _engine("UPDATE_ENGINE_MAX_BACKOFF", "longest back-off after failed checks", _DURATION, "4h"),
+    _engine(
+        "UPDATE_ENGINE_ALLOW_DOWNGRADE",
+        "install a release offered that is not newer than the booted one (a deliberate rollback; logged)",
+        v.parse_bool,
+        "false",
+        flag="--allow-downgrade",
+    ),
 )

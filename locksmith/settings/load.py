@@ -8,7 +8,7 @@ through it, so every invalid value reads `KEY="value" (from source): problem: fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,16 @@ from locksmith.settings.sources import ConfigError, FlagValue, RawValues, Source
 
 
 def read_sources(
-    program: Program, flags: Mapping[str, FlagValue], environ: Mapping[str, str], paths: Sequence[Path]
+    program: Program,
+    flags: Mapping[str, FlagValue],
+    environ: Mapping[str, str],
+    paths: Sequence[Path],
+    required: Collection[Path] = (),
 ) -> RawValues:
+    """`required`: the files among `paths` the user named, which must exist (the defaults may be absent)."""
     every_key = frozenset().union(*(known_keys(p) for p in PROGRAMS))
     values = RawValues(known_keys(program), every_key, WARN_PREFIXES[program])
-    values.read_files(paths)
+    values.read_files(paths, required)
     values.read_environ(environ)
     values.read_flags(flags)
     return values

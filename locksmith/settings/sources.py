@@ -2,14 +2,15 @@
 
 Each value remembers its source (`Source`). When the environment holds exactly the value a file gave
 (systemd's `EnvironmentFile=` put it there), the file stays the source: that is where an admin goes to
-change it. A missing file is fine; a file we cannot read or parse is a `ConfigError`.
+change it. A missing default file is fine (systemd's `EnvironmentFile=-`); a file the user named
+(`required`, e.g. `locksmithd --config`) must exist; a file we cannot read or parse is a `ConfigError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -64,6 +65,34 @@ def shown(value: str, secret: bool) -> str:
 FlagValue = str | bool | int | Sequence[str] | None
 
 
+def missing_file(path: Path, named_by: str = "") -> str:
+    by = f" (given with {named_by})" if named_by else ""
+    return f"config file {path}{by} does not exist: fix the path, or leave the option out to use the defaults"
+
+
+def require_file(path: Path, named_by: str) -> None:
+    """A file the user named (with the option `named_by`) must exist and be readable, else ConfigError.
+
+    Checked before anything is read, so a typo in a unit file stops the program instead of leaving it
+    running on defaults the admin did not choose."""
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except FileNotFoundError:
+        raise ConfigError(missing_file(path, named_by)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} (given with {named_by}) is a directory: point to a file") from None
+    except PermissionError:
+        raise ConfigError(
+            f"config file {path} (given with {named_by}) is not readable by uid {os.geteuid()}: "
+            "fix its permissions (chmod 644)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} (given with {named_by}) cannot be read ({exc.strerror}): fix it"
+        ) from None
+
+
 class RawValues:
     """The merged raw settings: for each key its winning value and source."""
 
@@ -91,11 +120,14 @@ class RawValues:
             "(check the spelling, or it is meant for a newer version)"
         )
 
-    def read_files(self, paths: Sequence[Path]) -> None:
+    def read_files(self, paths: Sequence[Path], required: Collection[Path] = ()) -> None:
+        """Read `paths` in order; one missing is skipped unless it is in `required` (named by the user)."""
         for path in paths:
             try:
                 entries = load_env_file(path)
             except FileNotFoundError:
+                if path in required:
+                    raise ConfigError(missing_file(path)) from None
                 continue  # optional, like systemd's EnvironmentFile=-/path
             except EnvFileError as exc:
                 # The parser's message may quote the offending line: bounded, escaped.

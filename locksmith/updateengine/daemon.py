@@ -17,6 +17,7 @@ from locksmith.logging import configure_logging
 from locksmith.machineid import DEFAULT_MACHINE_ID_PATH, MachineIdError, read_machine_id
 from locksmith.protocol import update1
 from locksmith.settings.flags import add_config_arguments, flags_from_args
+from locksmith.settings.sources import require_file
 from locksmith.updateengine import engineconfig
 from locksmith.updateengine.engine import Identity, UpdateEngine
 from locksmith.updateengine.scheduler import Scheduler
@@ -30,10 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="update_engine", description=f"The {update1.SERVICE} update engine (Omaha client, A/B USR installer)."
     )
+    # No argparse default: a file named here must exist, a default one may be absent.
     release, usr, etc = engineconfig.DEFAULT_FILES
-    p.add_argument("--update-conf", type=Path, default=etc, help=f"admin config, wins over the others (default {etc})")
-    p.add_argument("--usr-update-conf", type=Path, default=usr, help=f"vendor config (default {usr})")
-    p.add_argument("--release-file", type=Path, default=release, help=f"release facts (default {release})")
+    p.add_argument("--update-conf", type=Path, help=f"admin config, wins over the others (default {etc})")
+    p.add_argument("--usr-update-conf", type=Path, help=f"vendor config (default {usr})")
+    p.add_argument("--release-file", type=Path, help=f"release facts (default {release})")
     p.add_argument("--machine-id-file", type=Path, default=DEFAULT_MACHINE_ID_PATH)
     add_config_arguments(p, "update_engine")
     p.add_argument("--no-periodic", action="store_true", help="check only on AttemptUpdate (tests, demo)")
@@ -48,10 +50,26 @@ def _boot_id() -> str:
         return ""
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    config = engineconfig.load(
-        (args.release_file, args.usr_update_conf, args.update_conf), flags_from_args(args, "update_engine")
+def _load_config(args: argparse.Namespace) -> engineconfig.EngineConfig:
+    given = (
+        ("--release-file", args.release_file),
+        ("--usr-update-conf", args.usr_update_conf),
+        ("--update-conf", args.update_conf),
     )
+    for option, path in given:
+        if path is not None:
+            require_file(path, option)
+    files = tuple(path or default for (_, path), default in zip(given, engineconfig.DEFAULT_FILES, strict=True))
+    named = {path for _, path in given if path is not None}
+    config = engineconfig.load(files, flags_from_args(args, "update_engine"), required=named)
+    if config.allow_downgrade:
+        log = structlog.get_logger("update_engine")
+        log.warning("downgrades allowed: a release not newer than the booted one will be installed if offered")
+    return config
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    config = _load_config(args)
     identity = Identity(machine_id=read_machine_id(args.machine_id_file), boot_id=_boot_id())
     engine = UpdateEngine(config, identity, SlotTarget(config.disk, config.boot_record, config.public_key))
     scheduler = Scheduler(

@@ -22,6 +22,7 @@ from locksmith.protocol import omaha
 from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
 from locksmith.protocol.release import signature_name
 from locksmith.protocol.update1 import NEED_REBOOT, NO_VERSION, Operation, Status
+from locksmith.updateengine import versions
 from locksmith.updateengine.engineconfig import EngineConfig
 from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
 
@@ -42,6 +43,14 @@ class UpdateFailure(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Refused(UpdateFailure):
+    """The server offered a release we must not install (a downgrade): reported, then back to IDLE.
+    Not a failed check: the server answered, so the scheduler keeps its normal interval."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.OMAHA_UPDATE_IGNORED_PER_POLICY)
 
 
 class _Transfer(Exception):
@@ -76,6 +85,7 @@ class UpdateEngine:
         self._status = Status()
         self._busy = False
         self._boot_reported = False
+        self._refused: str | None = None  # the last version refused, reported once
         self.last_error: str | None = None
         self._restore_need_reboot()
 
@@ -235,8 +245,32 @@ class UpdateEngine:
             self._enter(Operation.IDLE, last_checked_time=now)
             return
         assert isinstance(result, UpdateOffer)
+        refusal = self._refusal(result.version)
+        if refusal is not None:
+            if result.version == self._refused:
+                # Reported already: the server keeps offering it until it has something newer.
+                log.info("update refused again", offered=result.version, booted=self.config.version)
+                self._enter(Operation.IDLE, last_checked_time=now)
+                return
+            self._refused = result.version
+            raise Refused(refusal)
         self._enter(Operation.UPDATE_AVAILABLE, last_checked_time=now, new_version=result.version, new_size=result.size)
         await self._install(result)
+
+    def _refusal(self, offered: str) -> str | None:
+        """Why `offered` must not replace the booted version (a rollback attack, even signed), or None.
+        The booted version itself is refused even with ALLOW_DOWNGRADE: reinstalling it would loop."""
+        booted = self.config.version
+        found = versions.not_newer(offered, booted)
+        if found is None:
+            return None
+        problem, same = found
+        if same:
+            return f"{problem}: it is the booted version, nothing to install (the update server should say noupdate)"
+        if self.config.allow_downgrade:
+            log.warning("installing a downgrade: UPDATE_ENGINE_ALLOW_DOWNGRADE=true", offered=offered, booted=booted)
+            return None
+        return f"{problem}: refused as a downgrade (to roll back on purpose set UPDATE_ENGINE_ALLOW_DOWNGRADE=true)"
 
     async def _install(self, offer: UpdateOffer) -> None:
         try:
@@ -341,11 +375,14 @@ class UpdateEngine:
             raise _Transfer(f"{url}: {exc.__class__.__name__}: {exc}") from None
 
     async def _fail(self, exc: UpdateFailure) -> None:
-        log.error("update failed", error=str(exc), errorcode=exc.code)
-        self.last_error = str(exc)
+        refused = isinstance(exc, Refused)
+        log.error("update refused" if refused else "update failed", error=str(exc), errorcode=exc.code)
+        self.last_error = None if refused else str(exc)
         self._enter(Operation.REPORTING_ERROR_EVENT, progress=0.0)
         try:
-            await asyncio.to_thread(self.target.discard)
+            # A refused offer never opened the slot: it may hold the host's fallback, keep it bootable.
+            if not refused:
+                await asyncio.to_thread(self.target.discard)
         except Exception as discard_exc:  # the slot stays unbootable from prepare(); log and go on
             log.error("could not mark the inactive slot unbootable", error=str(discard_exc))
         await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.ERROR, errorcode=exc.code))

@@ -11,7 +11,7 @@ accepted, as the first version of these files had them.
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +48,18 @@ class EngineConfig:
     check_interval: float
     check_fuzz: float
     max_backoff: float
+    # Not newer than the booted version is refused unless this is set (see versions.py).
+    allow_downgrade: bool = False
 
 
-def load(files: Sequence[Path] = DEFAULT_FILES, flags: Mapping[str, FlagValue] | None = None) -> EngineConfig:
-    """Read `files` (lowest precedence first) and `flags` (variable name → text); raises ConfigError."""
-    b = Builder(PROGRAM, read_sources(PROGRAM, flags or {}, {}, tuple(files)))
+def load(
+    files: Sequence[Path] = DEFAULT_FILES,
+    flags: Mapping[str, FlagValue] | None = None,
+    required: Collection[Path] = (),
+) -> EngineConfig:
+    """Read `files` (lowest precedence first) and `flags` (variable name → text); raises ConfigError.
+    `required`: the files the admin named explicitly, which must exist (the defaults may be absent)."""
+    b = Builder(PROGRAM, read_sources(PROGRAM, flags or {}, {}, tuple(files), required))
     return EngineConfig(
         group=b.get("GROUP"),
         server=b.get("SERVER"),
@@ -68,4 +75,5 @@ def load(files: Sequence[Path] = DEFAULT_FILES, flags: Mapping[str, FlagValue] |
         check_interval=b.get("UPDATE_ENGINE_CHECK_INTERVAL"),
         check_fuzz=b.get("UPDATE_ENGINE_CHECK_FUZZ"),
         max_backoff=b.get("UPDATE_ENGINE_MAX_BACKOFF"),
+        allow_downgrade=b.get("UPDATE_ENGINE_ALLOW_DOWNGRADE"),
     )

@@ -50,7 +50,7 @@ def start_daemon(world: World, bus: PrivateBus, server: DevServer, version: str 
         [
             str(BIN / "update_engine"),
             "--update-conf", str(world.tmp / "update.conf"),
-            "--usr-update-conf", str(world.tmp / "none.conf"),
+            "--usr-update-conf", "/dev/null",
             "--release-file", str(world.tmp / "release"),
             "--machine-id-file", str(machine_id),
             "--no-periodic",

@@ -89,7 +89,7 @@ def test_update_engine_hides_the_server_password_in_its_log(tmp_path: Path, dbus
         proc = subprocess.Popen(
             [
                 str(BIN / "update_engine"), "-v", "--no-periodic",
-                "--update-conf", str(tmp_path / "update.conf"), "--usr-update-conf", str(tmp_path / "none.conf"),
+                "--update-conf", str(tmp_path / "update.conf"), "--usr-update-conf", "/dev/null",
                 "--release-file", str(tmp_path / "release"), "--machine-id-file", str(tmp_path / "machine-id"),
             ],
             env=dbus_bus.env(), stdout=log, stderr=subprocess.STDOUT,

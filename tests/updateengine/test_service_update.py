@@ -55,6 +55,7 @@ async def test_happy_path_installs_into_inactive_slot(world: World, server: DevS
         await rec.call("AttemptUpdate")
         ops = await rec.wait_for(lambda o: o[-1] is Operation.UPDATED_NEED_REBOOT)
         reply = await rec.call("GetStatus")
+        await events_arrived(server, 1)  # sent after the state that announces it
     assert ops == [
         Operation.CHECKING_FOR_UPDATE,
         Operation.UPDATE_AVAILABLE,

@@ -146,7 +146,8 @@ class Recorder:
 
     async def wait_for(self, predicate: Callable[[list[Operation]], bool]) -> list[Operation]:
         async with asyncio.timeout(30):
-            while not predicate(self.ops):
+            # No signal yet is never the awaited state (the predicates look at the last one).
+            while not (self.ops and predicate(self.ops)):
                 self._changed.clear()
                 await self._changed.wait()
         return self.ops
