@@ -105,6 +105,21 @@ async def test_max_two_lets_two_hosts_in(etcd_ctx) -> None:  # type: ignore[no-u
             await closable.aclose()
 
 
+class _Events:
+    """Stands in for the strategy's logger: records the event names it logs."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.waiting = asyncio.Event()  # set once the strategy logged that it waits for a slot
+
+    def info(self, event: str, **_fields: object) -> None:
+        self.names.append(event)
+        if event == "lock.wait":
+            self.waiting.set()
+
+    warning = error = debug = info
+
+
 async def test_a_change_that_leaves_no_free_slot_is_not_a_reason_to_try(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
     """A waiter woken by a write that keeps the semaphore full (another host taking the slot just
     freed) keeps watching without a lock attempt; the write that frees a slot lets it in."""
@@ -122,8 +137,11 @@ async def test_a_change_that_leaves_no_free_slot_is_not_a_reason_to_try(etcd_ctx
             return await real_get(key)
 
         locks_b.kv.get = counting_get  # type: ignore[method-assign]
+        events = _Events()
+        ctx_b.log = events
         waiting = asyncio.create_task(second.acquire(ctx_b))
-        await asyncio.sleep(0.3)  # B tried once, found it full, and watches
+        # B tried once, found it full, and read the revision it watches from.
+        await asyncio.wait_for(events.waiting.wait(), 10)
         tried = len(reads)
         # A's slot passes to C in one write: still full.
         admin = LockStore(open_store(ctx_a.kv), ctx_a.group)
