@@ -26,7 +26,7 @@ import contextlib
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,7 +83,7 @@ class EmbeddedStore:
             conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise KVUnavailable(f"cannot open the embedded store {self.path}: {exc}") from None
-        try:
+        with _closed_on_error(conn, self.path):
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             _check_ours(conn, self.path, empty_ok=True)  # before WAL: a foreign file is left as it was
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -102,12 +102,6 @@ class EmbeddedStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise _translate(exc, self.path) from None
-        except BaseException:
-            conn.close()
-            raise
         return conn
 
     def _open_read_only(self) -> sqlite3.Connection:
@@ -121,15 +115,9 @@ class EmbeddedStore:
             conn = sqlite3.connect(uri, uri=True, timeout=self._busy_ms / 1000, isolation_level=None)
         except sqlite3.Error as exc:
             raise KVUnavailable(f"cannot open the embedded store {self.path}: {exc}") from None
-        try:
+        with _closed_on_error(conn, self.path):
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             _check_ours(conn, self.path, empty_ok=False)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise _translate(exc, self.path) from None
-        except BaseException:
-            conn.close()
-            raise
         return conn
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -246,6 +234,20 @@ class EmbeddedStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def _closed_on_error(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """Set-up of a new connection: on any failure close it (a half-opened store is not kept), and say
+    a SQLite error in our own one-line words."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _translate(exc, path) from None
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _check_ours(conn: sqlite3.Connection, path: Path, *, empty_ok: bool) -> None:
