@@ -3,6 +3,9 @@
   choose --disk IMG [--boot-record PATH]            pick the slot to boot (consuming a try), record it
   mark-successful --disk IMG [--slot NAME|--booted] after a good boot: the slot sticks
   status --disk IMG                                 both slots' attributes
+  sync [--disk DEV] [--env FILE]                    at boot: fold the try GRUB spent into the GPT, re-mirror
+
+On a booted host --disk may be left out: the disk holding the USR partition on the kernel command line.
 
 Exit codes: 0 done, 1 the disk or its slots are unusable (one-line reason on stderr), 2 bad usage.
 """
@@ -14,11 +17,13 @@ import sys
 from pathlib import Path
 
 from locksmith.cli import Expected, file_error, run_main
+from locksmith.disk import grubenv
 from locksmith.disk.gpt import GptError
 from locksmith.disk.slots import (
     SLOT_NAMES,
     Slot,
     SlotError,
+    booted_disk,
     booted_slot,
     choose_boot,
     mark_successful,
@@ -41,23 +46,31 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     choose = sub.add_parser("choose", help="choose the slot to boot, like GRUB's gptprio.next, and record it")
     choose.add_argument("--disk", required=True, type=Path)
+    sync = sub.add_parser("sync", help="at boot: fold the try GRUB consumed into the GPT and re-mirror its env block")
+    sync.add_argument("--disk", type=Path, help="default: the disk of the booted USR partition")
+    sync.add_argument("--env", type=Path, default=grubenv.HOST_ENV, help=f"default {grubenv.HOST_ENV}")
     choose.add_argument("--boot-record", type=Path, help="where to record the choice (default <disk>.boot)")
     ok = sub.add_parser("mark-successful", help="mark a slot as booted successfully (default: the booted one)")
-    ok.add_argument("--disk", required=True, type=Path)
+    ok.add_argument("--disk", type=Path, help="default: the disk of the booted USR partition")
     which = ok.add_mutually_exclusive_group()
     which.add_argument("--slot", choices=SLOT_NAMES)
     which.add_argument("--booted", action="store_true", help="the slot in the boot record (the default)")
     ok.add_argument("--boot-record", type=Path)
     status = sub.add_parser("status", help="print both slots' gptprio attributes")
-    status.add_argument("--disk", required=True, type=Path)
+    status.add_argument("--disk", type=Path, help="default: the disk of the booted USR partition")
     status.add_argument("--boot-record", type=Path)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    disk: Path = args.disk
-    if args.command == "choose":
+    disk: Path = args.disk or booted_disk()
+    if args.command == "sync":
+        spent = grubenv.fold_spent_tries(disk, args.env)
+        for slot in read_slots(disk):
+            folded = " (a try GRUB spent, folded in)" if slot.number in spent else ""
+            print(format_slot(slot) + folded)
+    elif args.command == "choose":
         slot = choose_boot(disk)
         record = write_boot_record(disk, slot, args.boot_record)
         print(format_slot(slot))
@@ -85,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "locksmith-bootloader",
         lambda: _run(args),
         Expected((GptError, SlotError)),
-        Expected(OSError, detail=file_error(args.disk)),
+        Expected(OSError, detail=file_error(args.disk or Path("/proc/cmdline"))),
         debug=args.debug,
     )
 

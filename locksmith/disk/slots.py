@@ -174,6 +174,23 @@ def _booted_partuuid(disk: Path | str, boot_record: Path | None, cmdline: Path) 
         raise SlotError(msg) from None
 
 
+def booted_disk(cmdline: Path = Path("/proc/cmdline"), dev: Path = Path("/dev"), sys: Path = Path("/sys")) -> Path:
+    """On a booted host: the whole disk holding the USR partition named on the kernel command line."""
+    try:
+        partuuid = partuuid_from_cmdline(cmdline.read_text())
+    except OSError as exc:
+        raise SlotError(f"cannot read kernel command line {cmdline}: {exc.strerror}") from None
+    if partuuid is None:
+        raise SlotError(f"{cmdline} names no USR partition (mount.usr=PARTUUID=…); give the disk with --disk")
+    link = dev / "disk/by-partuuid" / partuuid
+    # sysfs: /sys/class/block/<partition> is a symlink into the disk's own folder.
+    part = (sys / "class/block" / link.resolve().name).resolve()
+    disk = dev / part.parent.name
+    if not (part / "partition").is_file() or not _is_block_device(disk):
+        raise SlotError(f"cannot find the disk holding USR partition {partuuid}; give the disk with --disk")
+    return disk
+
+
 def booted_slot(disk: Path | str, boot_record: Path | None = None, cmdline: Path = Path("/proc/cmdline")) -> Slot:
     """The slot the running system booted from.
 
@@ -210,7 +227,22 @@ def _set(disk: Path | str, slot: Slot, change: Callable[[Slot, Slot], dict[int, 
         return {n: encode_attributes(parts[n].attributes, *fields) for n, fields in wanted.items()}
 
     gpt = update_attributes(disk, compute)
+    _mirror_for_grub(disk)
     return slot_from_partition(gpt.partition(slot.number))
+
+
+def _mirror_for_grub(disk: Path | str) -> None:
+    """On a booted host whose GRUB reads the slots from an environment block, keep it equal to the GPT.
+
+    Image files (tests, the process demo) have no such block: their 'bootloader' reads the GPT itself."""
+    from locksmith.disk import grubenv  # grubenv builds on this module's types
+
+    if _is_block_device(disk) and grubenv.HOST_ENV.is_file():
+        try:
+            grubenv.mirror(disk, grubenv.HOST_ENV)
+        except OSError as exc:
+            msg = f"slot attributes written, but not mirrored into {grubenv.HOST_ENV}: {exc.strerror}"
+            raise SlotError(msg) from None
 
 
 def mark_unbootable(disk: Path | str, slot: Slot) -> Slot:

@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from locksmith.disk.grubenv import encode_env, slot_env
 from locksmith.disk.layout import DiskError, make_coreos_disk, write_image_to_partition
 from locksmith.disk.slots import read_slots
 from locksmith.image.errors import ImageError
 from locksmith.image.filesystems import make_ext4, make_squashfs, make_vfat
 from locksmith.image.formats import FORMATS, PREFIX, Artifacts
-from locksmith.image.grub import encode_env, make_efi_binary, slot_env
+from locksmith.image.grub import make_efi_binary
 from locksmith.image.qemu import PROBE_KERNEL
 from locksmith.image.recipe import DEFAULT_CACHE, Recipe
 from locksmith.image.release import check_release_key, install_public_key, pack

@@ -6,55 +6,20 @@ RAUC documents for GRUB. The script below applies the same rule as `locksmith.di
 (highest priority among slots with priority > 0 and tries > 0 or successful; tie → USR-A; a try is consumed
 and saved before the kernel starts) and loads kernel and initramfs from the chosen slot's own squashfs, so
 kernel and /usr always come from the same slot. The GPT stays the record: the env block is rewritten from it
-whenever slot attributes are written, and the consumed try is folded back into the GPT early in boot.
+whenever slot attributes are written, and the consumed try is folded back into the GPT early in boot
+(`locksmith.disk.grubenv`, run by `locksmith-boot-sync.service`). An unreadable block leaves every variable
+unset; the script then boots USR-A, the slot the image shipped with, rather than no slot at all.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from locksmith.disk.slots import MAX_TRIES, Slot
+from locksmith.disk.grubenv import ENV_PATH
+from locksmith.disk.slots import MAX_TRIES
 from locksmith.image.errors import require, run
 
-ENV_PATH = "/EFI/locksmith/grubenv"
-ENV_SIZE = 1024
-_HEADER = "# GRUB Environment Block\n"
-GRUB_MODULES = "part_gpt fat ext2 squash4 gzio xzio linux normal echo test regexp loadenv configfile sleep reboot"
-
-
-def encode_env(values: dict[str, str]) -> bytes:
-    """A GRUB environment block (grub-editenv's format): header, key=value lines, '#' padding to 1 KiB."""
-    body = _HEADER + "".join(f"{k}={v}\n" for k, v in values.items())
-    data = body.encode()
-    if len(data) > ENV_SIZE:
-        raise ValueError("GRUB environment block overflows 1024 bytes")
-    return data + b"#" * (ENV_SIZE - len(data))
-
-
-def decode_env(data: bytes) -> dict[str, str]:
-    text = data.decode(errors="replace")
-    if not text.startswith(_HEADER):
-        raise ValueError("not a GRUB environment block")
-    values = {}
-    for line in text[len(_HEADER) :].split("\n"):
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key] = value
-    return values
-
-
-def slot_env(slots: tuple[Slot, Slot]) -> dict[str, str]:
-    """The env block's mirror of the two slots' GPT attributes (keys usr_a_* and usr_b_*)."""
-    values = {}
-    for key, slot in zip(("a", "b"), slots, strict=True):
-        values |= {
-            f"usr_{key}_partuuid": slot.partuuid,
-            f"usr_{key}_number": str(slot.number),
-            f"usr_{key}_priority": str(slot.priority),
-            f"usr_{key}_tries": str(slot.tries),
-            f"usr_{key}_successful": str(int(slot.successful)),
-        }
-    return values
+GRUB_MODULES = "part_gpt fat ext2 squash4 gzio xzio linux normal echo test regexp loadenv configfile sleep reboot probe"
 
 
 def _decrement(key: str) -> str:
@@ -93,6 +58,9 @@ def grub_cfg(cmdline: str) -> str:
             "regexp --set=1:disk '^\\(([^,]+),' \"$cmdpath\"",
             f"set envfile=($disk,gpt1){ENV_PATH}",
             "load_env -f $envfile",
+            'if [ -z "$usr_a_number" ]; then set usr_a_number=3; set usr_a_priority=1; set usr_a_successful=1;'
+            " probe --part-uuid --set=usr_a_partuuid ($disk,gpt3); fi",
+            'if [ -z "$usr_b_number" ]; then set usr_b_number=4; set usr_b_priority=0; set usr_b_tries=0; fi',
             "# CoreOS: the OEM partition may add kernel arguments (set linux_append=...).",
             "if [ -f ($disk,gpt6)/grub.cfg ]; then source ($disk,gpt6)/grub.cfg; fi",
             "set slot=none",

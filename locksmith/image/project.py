@@ -78,15 +78,25 @@ def install_project(tree: Path, cache_dir: Path, work: Path) -> None:
         script.chmod(0o755)
 
 
-def install_units(tree: Path) -> list[str]:
-    """The project's units into /usr/lib/systemd/system and its D-Bus policies; returns the unit names."""
+def _wanted_by(unit: Path) -> list[str]:
+    targets = [line.partition("=")[2].split() for line in unit.read_text().splitlines() if line.startswith("WantedBy=")]
+    return [t for line in targets for t in line]
+
+
+def install_units(tree: Path) -> dict[str, list[str]]:
+    """The project's units into /usr/lib/systemd/system and its D-Bus policies.
+
+    Returns {target: units it wants}: each unit's own WantedBy=; a service without one (the cloud-config
+    units, started by udev or other units as on CoreOS) is wanted by multi-user.target as before."""
     systemd = project_root() / "systemd"
-    units = []
-    for unit in sorted(systemd.glob("*.service")):
+    wants: dict[str, list[str]] = {}
+    for unit in sorted([*systemd.glob("*.service"), *systemd.glob("*.target")]):
         shutil.copy2(unit, tree / "usr/lib/systemd/system" / unit.name)
-        units.append(unit.name)
+        targets = _wanted_by(unit) or (["multi-user.target"] if unit.suffix == ".service" else [])
+        for target in targets:
+            wants.setdefault(target, []).append(unit.name)
     policy_dir = tree / "usr/share/dbus-1/system.d"
     policy_dir.mkdir(parents=True, exist_ok=True)
     for policy in sorted(systemd.glob("*.conf")):
         shutil.copy2(policy, policy_dir / policy.name)
-    return units
+    return wants

@@ -86,12 +86,12 @@ def customise(tree: Path, release: Release, cache_dir: Path, work: Path) -> str:
     """Turn the Debian tree into the image's tree; returns the kernel version."""
     kver = _move_kernel(tree)
     install_project(tree, cache_dir, work)
-    units = install_units(tree)
+    ours = install_units(tree)
     usr_units = tree / "usr/lib/systemd/system"
-    for wants, names in {
-        **_ENABLE_IN_USR,
-        "multi-user.target.wants": [*_ENABLE_IN_USR["multi-user.target.wants"], *units],
-    }.items():
+    enable = dict(_ENABLE_IN_USR)
+    for target, names in ours.items():
+        enable[f"{target}.wants"] = [*enable.get(f"{target}.wants", []), *names]
+    for wants, names in enable.items():
         for name in names:
             link = usr_units / wants / name
             link.parent.mkdir(exist_ok=True)
@@ -110,5 +110,6 @@ def customise(tree: Path, release: Release, cache_dir: Path, work: Path) -> str:
     _write(tree / "etc/machine-id", "", 0o444)
     (tree / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     _write(tree / "etc/hostname", "locksmith\n")
-    _write(tree / "etc/fstab", "LABEL=ROOT / ext4 defaults 0 1\n")
+    # The ESP at /boot, as on CoreOS: the A/B environment block GRUB reads lives there.
+    _write(tree / "etc/fstab", "LABEL=ROOT / ext4 defaults 0 1\nPARTLABEL=EFI-SYSTEM /boot vfat umask=0077 0 2\n")
     return kver

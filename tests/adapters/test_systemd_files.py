@@ -44,6 +44,7 @@ def with_local_binaries(text: str) -> str:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (scripts/bootstrap)")
 def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     units = sorted(SYSTEMD.glob("*.service")) + sorted(SYSTEMD.glob("*.timer")) + sorted(SYSTEMD.glob("*.socket"))
+    units += sorted(SYSTEMD.glob("*.target"))
     assert any(u.name == "locksmithd.service" for u in units)
     copies = []
     for unit in units:

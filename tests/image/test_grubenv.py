@@ -6,9 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from locksmith.disk.grubenv import ENV_SIZE, decode_env, encode_env, fold_spent_tries, mirror, slot_env
 from locksmith.disk.layout import make_coreos_disk
 from locksmith.disk.slots import mark_installed, read_slots
-from locksmith.image.grub import ENV_SIZE, decode_env, encode_env, grub_cfg, slot_env
+from locksmith.image.grub import grub_cfg
 
 
 def test_grub_editenv_reads_and_writes_our_block(tmp_path: Path) -> None:
@@ -39,3 +40,47 @@ def test_script_boots_kernel_and_usr_from_the_same_slot() -> None:
         assert f"set usr=($disk,gpt$usr_{key}_number)" in block
         assert f"linux $usr/boot/vmlinuz mount.usr=PARTUUID=$usr_{key}_partuuid" in block
         assert "initrd $usr/boot/initrd.img" in block and f"save_env -f $envfile usr_{key}_tries" in block
+
+
+def _grub_spends_a_try(env: Path, key: str, left: int) -> None:
+    subprocess.run(["grub-editenv", str(env), "set", f"usr_{key}_tries={left}"], check=True)
+
+
+def test_the_try_grub_spent_is_folded_into_the_gpt(tmp_path: Path) -> None:
+    disk = make_coreos_disk(tmp_path / "disk.raw", usr_size_mib=1, small=True)
+    env = tmp_path / "grubenv"
+    mark_installed(disk, read_slots(disk)[1])
+    mirror(disk, env)
+    _grub_spends_a_try(env, "b", 0)
+    assert fold_spent_tries(disk, env) == {4: 0}
+    b = read_slots(disk)[1]
+    assert (b.priority, b.tries, b.successful, b.bootable) == (2, 0, False, False)
+    assert decode_env(env.read_bytes())["usr_b_tries"] == "0"
+    assert fold_spent_tries(disk, env) == {}  # nothing more to fold: the block equals the GPT
+
+
+def test_a_stale_or_foreign_block_is_rewritten_not_folded(tmp_path: Path) -> None:
+    disk = make_coreos_disk(tmp_path / "disk.raw", usr_size_mib=1, small=True)
+    env = tmp_path / "grubenv"
+    mark_installed(disk, read_slots(disk)[1])
+    stale = slot_env(read_slots(disk)) | {"usr_b_partuuid": "00000000-0000-0000-0000-000000000000", "usr_b_tries": "0"}
+    env.write_bytes(encode_env(stale))
+    assert fold_spent_tries(disk, env) == {}
+    assert read_slots(disk)[1].tries == 1
+    assert decode_env(env.read_bytes()) == slot_env(read_slots(disk))
+    env.write_bytes(b"\x00garbage" * 100)
+    assert fold_spent_tries(disk, env) == {}
+    assert decode_env(env.read_bytes()) == slot_env(read_slots(disk))
+
+
+def test_bootloader_sync_command(tmp_path: Path) -> None:
+    disk = make_coreos_disk(tmp_path / "disk.raw", usr_size_mib=1, small=True)
+    env = tmp_path / "grubenv"
+    mark_installed(disk, read_slots(disk)[1])
+    mirror(disk, env)
+    _grub_spends_a_try(env, "b", 0)
+    cmd = ["locksmith-bootloader", "sync", "--disk", str(disk), "--env", str(env)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "USR-B partition=4" in out and "tries=0" in out and "folded in" in out
+    missing = subprocess.run([*cmd[:-1], str(tmp_path / "no/such/dir/grubenv")], capture_output=True, text=True)
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
