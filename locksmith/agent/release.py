@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from locksmith.agent.hooks import run_hook
+from locksmith.agent.hooks import run_command, run_hook
 from locksmith.agent.ports import Clock, Event, HealthCheck, HealthGateStarted, LockKept, LockReleased
 from locksmith.agent.settings import AgentSettings
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
@@ -40,11 +40,20 @@ class Releaser:
         self.log = log
         self.update_pending = update_pending
         self._deferred: asyncio.Task[None] | None = None
+        self._gate_passed: bool | None = None  # this boot's health verdict, once known
+        self._target_started = False
 
     async def after_boot(self) -> None:
         """RELEASING_AFTER_BOOT: give back a lock held from before this boot, unless the post-boot
         hook or the health gate fails (then it is kept on purpose, and the log says so)."""
         hook_ok = await self.post_boot_hook()
+        if self.settings.healthy_target and hook_ok:
+            # Whether this boot is good does not depend on the lock (a host of strategy reboot, or one whose
+            # store is down, still marks its new slot): the gate runs once, here, and the release reuses it.
+            if await self._healthy():
+                await self._start_healthy_target()
+            else:
+                self.log.error("after-boot.unhealthy", detail="the booted slot is not marked good; a reboot rolls back")
         try:
             held = await self.strategy.holds(self.ctx)
         except StrategyUnavailable as exc:
@@ -99,17 +108,47 @@ class Releaser:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._deferred
 
+    async def _healthy(self) -> bool:
+        """The health gate's verdict for this boot (run at most once)."""
+        if self._gate_passed is None:
+            if self.health is None:
+                self._gate_passed = True
+            else:
+                self.emit(HealthGateStarted(self.health.timeout))
+                self._gate_passed = await self.health.wait_healthy(self.log)
+        return self._gate_passed
+
+    async def _start_healthy_target(self) -> bool:
+        """Tell the system this boot is good (the image's target marks the booted slot successful)."""
+        target = self.settings.healthy_target
+        if not target or self._target_started:
+            return True
+        result = await run_command(["systemctl", "start", target], self.settings.post_boot_timeout)
+        self._target_started = result.ok
+        if result.ok:
+            self.log.info("after-boot.healthy", unit=target)
+        else:
+            output = result.output.strip()[-500:] or None
+            self.log.error("after-boot.healthy-failed", unit=target, result=result.detail, output=output)
+        return result.ok
+
     async def _gate_and_release(self) -> None:
-        if self.health is not None:
-            self.emit(HealthGateStarted(self.health.timeout))
-            if not await self.health.wait_healthy(self.log):
-                self._keep(
-                    "health-gate",
-                    f"the health gate did not pass within {self.health.timeout:g}s",
-                    detail="no other host reboots until this one is fixed; then run "
-                    f"`locksmithctl unlock {self.ctx.machine_id}` or restart locksmithd",
-                )
-                return
+        if not await self._healthy():
+            self._keep(
+                "health-gate",
+                f"the health gate did not pass within {self.health.timeout if self.health else 0:g}s",
+                detail="no other host reboots until this one is fixed; then run "
+                f"`locksmithctl unlock {self.ctx.machine_id}` or restart locksmithd",
+            )
+            return
+        if not await self._start_healthy_target():
+            self._keep(
+                "health-gate",
+                f"{self.settings.healthy_target} did not start, so this boot is not marked good",
+                detail=f"see `systemctl status {self.settings.healthy_target}`; then run "
+                f"`locksmithctl unlock {self.ctx.machine_id}` or restart locksmithd",
+            )
+            return
         if self.update_pending():
             # Flatcar#408: the Go agent kept the lock here and blocked the whole group.
             self.log.info("after-boot.update-pending", detail="releasing anyway; the new update queues in turn")

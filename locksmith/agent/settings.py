@@ -38,6 +38,8 @@ class AgentSettings:
     post_boot_hook: str | Sequence[str] | None = None
     post_boot_timeout: float = default_seconds("locksmithd", _P + "HOOK_TIMEOUT")
     health: HealthGate | None = None
+    #: Started (systemctl start) once the gate passes after boot; the image's marks the USR slot successful.
+    healthy_target: str | None = None
     #: Wait before a new attempt after a failed hook, a failed reboot call or a strategy error.
     retry_interval: float = default_seconds("locksmithd", _P + "RETRY_INTERVAL")
     #: Cap of the back-off while the strategy's service (KV store, FleetLock server) is unreachable.

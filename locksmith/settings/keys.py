@@ -180,6 +180,13 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="DURATION",
     ),
     Setting(
+        "HEALTHY_TARGET",
+        "after boot, once the gate passes: start this unit (the image's marks the slot successful)",
+        v.parse_unit,
+        flag="--healthy-target",
+        metavar="UNIT",
+    ),
+    Setting(
         "PRE_REBOOT_HOOK", "run before rebooting (e.g. drain)", v.parse_command, flag="--pre-reboot-hook", metavar="CMD"
     ),
     Setting(
