@@ -81,11 +81,16 @@ class DevServer:
         port: int = 0,
         events_file: Path | None = None,
         log: TextIO | None = None,
+        public_url: str | None = None,
     ) -> None:
-        """`log` receives the request log and events (default: stderr at the time of writing)."""
+        """`log` receives the request log and events (default: stderr at the time of writing).
+
+        `public_url`: the address clients reach this server at, when that is not where it listens (a VM
+        behind qemu's guestfwd, a host inside a network namespace); payload URLs are built from it."""
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"--host {host} is not a loopback address; this server is for development only")
         self.root = Path(root)
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.events_file = events_file
         self.log = log
         self.events: list[dict[str, Any]] = []
@@ -99,8 +104,15 @@ class DevServer:
 
     @property
     def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        """The loopback port it listens on (what a qemu guestfwd or a namespace forward points at)."""
+        return int(self._httpd.server_address[1])
 
     @property
     def update_url(self) -> str:

@@ -58,6 +58,9 @@ class VmOptions:
     memory_mib: int = 1024
     accel: str = "auto"  # auto, kvm or tcg
     snapshot: bool = False  # writes go to a temporary overlay (tests)
+    #: (guest address:port, host loopback port): the guest reaches a service on the host's 127.0.0.1
+    #: at that address (qemu guestfwd), and nothing else on the host or beyond.
+    guest_forwards: tuple[tuple[str, int], ...] = ()
 
 
 def config_drive(user_data: Path, out: Path) -> Path:
@@ -86,6 +89,10 @@ def qemu_command(opts: VmOptions, accel: str, work: Path) -> list[str]:
     args += ["-bios", str(OVMF), "-nodefaults", "-display", "none"]
     args += ["-drive", f"if=virtio,format={fmt},file={opts.image}" + (",snapshot=on" if opts.snapshot else "")]
     fwd = f",hostfwd=tcp:127.0.0.1:{opts.ssh_port}-:22" if opts.ssh_port else ""
+    if opts.guest_forwards:
+        fwd += ",restrict=on"  # the guest reaches only the forwards, never the host's other ports or the world
+    for guest, port in opts.guest_forwards:
+        fwd += f",guestfwd=tcp:{guest}-tcp:127.0.0.1:{port}"
     args += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
     if opts.user_data is not None:
         drive = config_drive(opts.user_data, work / "config-2.img")

@@ -18,6 +18,9 @@ from locksmith.image.filesystems import make_ext4
 from locksmith.image.qemu import Console, VmOptions, choose_accel, qemu_command, stop
 
 PROMPT = re.compile(rb"root@locksmith:~# ")
+GRUB_CHOICE = re.compile(rb"locksmith: booting (USR-[AB])")
+# Quiet the console (kernel messages, bracketed paste, echo) so outputs read cleanly.
+_QUIET = "dmesg -n 1; bind 'set enable-bracketed-paste off'; stty -echo; export TERM=dumb"
 
 
 class Shell:
@@ -40,6 +43,19 @@ class Shell:
         text = self.console.buffer[start : end.start()].decode(errors="replace").replace("\r", "")
         return int(end.group(1)), text
 
+    def login(self, seconds: float) -> None:
+        if not self.console.wait_for(PROMPT, seconds):
+            raise ImageError(f"no root prompt within {seconds} s; see the serial log")
+        self.run(_QUIET, 120)
+
+    def await_reboot(self, seconds: float) -> str:
+        """After the guest reboots (by itself or asked): the slot GRUB chose, once a fresh prompt is up."""
+        choice = self.console.wait_for(GRUB_CHOICE, seconds)
+        if choice is None:
+            raise ImageError(f"the guest did not reboot within {seconds} s; see the serial log")
+        self.login(seconds)
+        return choice.group(1).decode()
+
 
 def with_autologin(image: Path, work: Path) -> Path:
     """A sparse copy of a raw image whose OEM partition asks GRUB for CoreOS's console autologin."""
@@ -54,19 +70,19 @@ def with_autologin(image: Path, work: Path) -> Path:
 
 
 @contextmanager
-def booted(disk: Path, work: Path, login_seconds: float) -> Iterator[tuple[Shell, str]]:
-    """Boot `disk`, wait for the autologin prompt, yield a shell and the accelerator line; qemu always stops."""
+def booted(
+    disk: Path, work: Path, login_seconds: float, forwards: tuple[tuple[str, int], ...] = ()
+) -> Iterator[tuple[Shell, str]]:
+    """Boot `disk`, wait for the autologin prompt, yield a shell and the accelerator line; qemu always stops.
+
+    `forwards`: (guest address:port, host loopback port) pairs the guest may reach (qemu guestfwd)."""
     accel, why = choose_accel("auto")
-    cmd = [*qemu_command(VmOptions(disk), accel, work), "-serial", "stdio"]
+    cmd = [*qemu_command(VmOptions(disk, guest_forwards=forwards), accel, work), "-serial", "stdio"]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     console = Console(proc, work / "serial.log")
     try:
-        found = console.wait_for(PROMPT, login_seconds)
-        if not found:
-            raise ImageError(f"no root prompt within {login_seconds} s; see {work}/serial.log")
         shell = Shell(console)
-        # Quiet the console (kernel messages, bracketed paste, echo) so outputs read cleanly.
-        shell.run("dmesg -n 1; bind 'set enable-bracketed-paste off'; stty -echo; export TERM=dumb", 120)
+        shell.login(login_seconds)
         yield shell, why
     finally:
         stop(proc)

@@ -47,7 +47,12 @@ class SlotTarget:
 
     def _disk(self) -> Path:
         if self.disk is None:
-            raise TargetError("no disk configured; set UPDATE_ENGINE_DISK=/dev/… or an image file (or --disk)")
+            # A booted host: the disk holding the USR partition the kernel command line names, as CoreOS's
+            # engine found its root device; an explicit UPDATE_ENGINE_DISK always wins.
+            try:
+                self.disk = slots.booted_disk()
+            except slots.SlotError as exc:
+                raise TargetError(f"no disk configured ({exc}); set UPDATE_ENGINE_DISK=/dev/… or --disk") from None
         return self.disk
 
     def prepare(self) -> None:
