@@ -1,18 +1,24 @@
-"""The image boots for real under qemu: multi-user with no failed unit, /usr read-only from USR-A.
+"""The image boots for real under qemu: multi-user with no failed unit, /usr read-only from USR-A; then A/B.
 
 Builds the image (the Debian tree comes from the cache outside the clone after the first run) and boots
 it with OVMF. KVM only if a probe guest proves it works, else TCG; either way the test runs, never skips.
+The last tests (in file order, on the same VM) update it through its own update engine from a dev Omaha
+server on the host's loopback: a version whose health gate fails is booted once, then rolled back; the
+same version with a passing gate sticks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.devtools.omaha_server import DevServer
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import USR_IMAGE, BuildOptions, BuildResult, build
 from locksmith.image.session import Shell, booted, with_autologin
@@ -21,6 +27,8 @@ from locksmith.updateengine.pack import load_release
 
 pytestmark = pytest.mark.timeout(3600)
 VERSION = "1.0.0-test"
+V2 = "2.0.0-test"
+GUEST_SERVER = "10.0.2.100:8080"  # qemu guestfwd to the dev server on the host's loopback
 LOGIN_SECONDS = 1500  # TCG on two shared cores: ~1-2 min when idle, far longer under the other suites' load
 
 
@@ -34,10 +42,25 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
 
 
 @pytest.fixture(scope="module")
-def shell(image: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Shell, Path]]:
+def update_server(image: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """The dev Omaha server offering V2 (signed with the key V1 trusts), reachable from the guest only."""
+    base = image.out.parent
+    opts = BuildOptions(version=V2, out=base / "out-v2", channel="beta", formats=[])
+    opts.release_key = base / "release.key"
+    v2 = build(opts)
+    root = tmp_path_factory.mktemp("releases")
+    shutil.copytree(v2.out / "release", root / "beta" / V2)
+    with DevServer(root, public_url=f"http://{GUEST_SERVER}", log=io.StringIO()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shell(
+    image: BuildResult, update_server: DevServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Shell, Path]]:
     work = tmp_path_factory.mktemp("boot")
     disk = with_autologin(image.out / "locksmith_production_ami_image.bin", work)
-    with booted(disk, work, LOGIN_SECONDS) as (sh, why):
+    with booted(disk, work, LOGIN_SECONDS, forwards=((GUEST_SERVER, update_server.port),)) as (sh, why):
         print(f"boot test under {why}")
         yield sh, disk
 
@@ -104,3 +127,93 @@ def test_lxc_runs_a_container(shell: tuple[Shell, Path]) -> None:
     sh.run(f"printf '{config}' > /tmp/smoke.conf", 60)
     status, out = sh.run("lxc-execute -n smoke -f /tmp/smoke.conf -- /bin/echo hello from lxc 2>&1", 300)
     assert status == 0 and "hello from lxc" in out, out
+
+
+def test_the_ab_units_ran_and_update_engine_client_answers(shell: tuple[Shell, Path]) -> None:
+    sh, _ = shell
+    _, boot = sh.run("findmnt -no FSTYPE /boot", 60)
+    assert boot.strip() == "vfat"  # the ESP, where GRUB's environment block lives
+    status, _ = sh.run("systemctl is-active locksmith-boot-sync.service", 60)
+    assert status == 0
+    # locksmithd starts locksmith-healthy.target after its after-boot step: wait for it (bounded).
+    wait = "timeout 300 sh -c 'until systemctl is-active -q locksmith-mark-successful.service; do sleep 1; done'"
+    status, out = sh.run(wait, 330)
+    assert status == 0, sh.run("systemctl status locksmith-mark-successful.service locksmithd.service", 60)[1]
+    _, slots = sh.run("locksmith-bootloader status", 60)
+    assert "USR-A partition=3" in slots and "successful=1 (booted)" in slots, slots
+    _, env = sh.run("head -c 1024 /boot/EFI/locksmith/grubenv | grep -a '^usr_'", 60)
+    assert "usr_a_successful=1" in env.split() and "usr_b_priority=0" in env.split(), env
+    status, out = sh.run("update_engine_client -status", 120)
+    assert status == 0 and "CURRENT_OP=UPDATE_STATUS_IDLE" in out, out
+
+
+REBOOT_SECONDS = 1500  # download + verify under TCG, the agent's reboot, then a full boot
+
+
+def _configure(sh: Shell, health_command: str | None, restart: bool = True) -> None:
+    """The guest's /etc/coreos/update.conf: our server, reboot as soon as the engine says so, maybe a gate."""
+    lines = [
+        "GROUP=beta",
+        f"SERVER=http://{GUEST_SERVER}/v1/update/",
+        "REBOOT_STRATEGY=reboot",
+        "LOCKSMITHD_LOGIN_CHECK=false",  # the test's own console session is a logged-in user
+    ]
+    if health_command:
+        lines += [f"LOCKSMITHD_HEALTH_COMMAND={health_command}", "LOCKSMITHD_HEALTH_TIMEOUT=15s"]
+    sh.run(f"mkdir -p /etc/coreos && printf '%s\\n' {' '.join(repr(x) for x in lines)} > /etc/coreos/update.conf", 60)
+    if restart:
+        status, out = sh.run("systemctl restart update-engine.service locksmithd.service", 300)
+        assert status == 0, out
+
+
+def _slot_line(sh: Shell, name: str) -> str:
+    _, out = sh.run("locksmith-bootloader status", 60)
+    return next(line for line in out.splitlines() if line.startswith(name + " "))
+
+
+def _version(sh: Shell) -> str:
+    _, out = sh.run(". /usr/share/coreos/release; echo $COREOS_RELEASE_VERSION", 60)
+    return out.strip()
+
+
+def _wait_journal(sh: Shell, unit: str, word: str, seconds: int) -> None:
+    cmd = f"timeout {seconds} sh -c 'until journalctl -b -u {unit} -o cat | grep -q {word}; do sleep 2; done'"
+    status, _ = sh.run(cmd, seconds + 30)
+    assert status == 0, sh.run(f"journalctl -b -u {unit} -o cat | tail -n 30", 60)[1]
+
+
+def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(shell: tuple[Shell, Path]) -> None:
+    sh, _ = shell
+    _configure(sh, "/bin/false")
+    sh.run("update_engine_client -check_for_update", 120)
+    # The engine writes V2 into USR-B; locksmithd (strategy reboot) asks logind; GRUB picks USR-B.
+    assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
+    assert _version(sh) == V2
+    _wait_journal(sh, "locksmithd", "after-boot.unhealthy", 300)
+    assert "priority=2 tries=0 successful=0 (booted)" in _slot_line(sh, "USR-B")
+    status, _ = sh.run("systemctl is-active locksmith-mark-successful.service", 60)
+    assert status != 0  # never marked good
+    # Fixed in /etc for the next boots (not restarting the agent, which would mark this boot good);
+    # USR-B's try is spent whatever /etc says.
+    _configure(sh, None, restart=False)
+    sh.console.send("systemctl reboot\n")
+    assert sh.await_reboot(REBOOT_SECONDS) == "USR-A"  # spent try, never successful: rollback
+    assert _version(sh) == VERSION
+    assert "successful=1 (booted)" in _slot_line(sh, "USR-A")
+    assert "priority=2 tries=0 successful=0" in _slot_line(sh, "USR-B")  # why USR-B was skipped
+
+
+def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], update_server: DevServer) -> None:
+    sh, _ = shell
+    sh.run("update_engine_client -check_for_update", 120)
+    assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
+    assert _version(sh) == V2
+    wait = "timeout 300 sh -c 'until systemctl is-active -q locksmith-mark-successful.service; do sleep 1; done'"
+    status, _ = sh.run(wait, 330)
+    assert status == 0, sh.run("journalctl -b -u locksmithd -o cat | tail -n 30", 60)[1]
+    b = _slot_line(sh, "USR-B")
+    assert "priority=2 tries=0 successful=1 (booted)" in b, b
+    _, mount = sh.run("findmnt -no SOURCE /usr", 60)
+    assert mount.strip() == "/dev/vda4"
+    # From outside: the server's event log shows the guest's reports (download, install) from V1.
+    assert any(e["version"] == VERSION for e in update_server.events), update_server.events

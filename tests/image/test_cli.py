@@ -66,3 +66,14 @@ def test_missing_package_fails_cleanly(tmp_path: Path) -> None:
     assert "\n" not in message and "locksmith-no-such-package" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
     assert [p.name for p in cache.iterdir() if p.name.startswith("rootfs-")] == []
+
+
+@pytest.mark.timeout(1200)
+def test_a_usr_slot_too_small_for_the_os_fails_cleanly(tmp_path: Path) -> None:
+    """The USR squashfs does not fit its slot: one line saying so, and no output folder at all."""
+    out = tmp_path / "out"
+    with pytest.raises(ImageError) as info:
+        build(BuildOptions("1.0.0", out, formats=["ami"], usr_mib=16))
+    message = str(info.value)
+    assert "\n" not in message and "too small" in message, message
+    assert list(tmp_path.iterdir()) == []
