@@ -60,6 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.logging": set(),
     "locksmith.cli": {"locksmith.logging"},
     "locksmith.machineid": set(),
+    "locksmith.hostrecord": set(),
     "locksmith": set(),
 }
 
