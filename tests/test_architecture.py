@@ -61,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.cli": {"locksmith.logging"},
     "locksmith.machineid": set(),
     "locksmith.hostrecord": set(),
+    "locksmith.pacing": set(),
     "locksmith": set(),
 }
 
