@@ -62,6 +62,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.machineid": set(),
     "locksmith.hostrecord": set(),
     "locksmith.pacing": set(),
+    "locksmith.ctl_hosts": {"locksmith.hostrecord"},
     "locksmith": set(),
 }
 
