@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from locksmith.hostrecord import HostRecord, Unreadable, decode, is_stale
+from locksmith.protocol.hostrecord import HostRecord, Unreadable, decode, is_stale
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.logging": set(),
     "locksmith.cli": {"locksmith.logging"},
     "locksmith.machineid": set(),
-    "locksmith.hostrecord": set(),
-    "locksmith.pacing": set(),
-    "locksmith.ctl_hosts": {"locksmith.hostrecord"},
+    "locksmith.ctl_hosts": {"locksmith.protocol"},
     "locksmith": set(),
 }
 

@@ -68,8 +68,11 @@ def write_env(env: Path, values: dict[str, str]) -> None:
 
 
 def mirror(disk: Path | str, env: Path) -> None:
-    """Rewrite the environment block from the GPT (the record)."""
-    write_env(env, slot_env(read_slots(disk)))
+    """Rewrite the environment block from the GPT (the record); SlotError names the block if it cannot."""
+    try:
+        write_env(env, slot_env(read_slots(disk)))
+    except OSError as exc:
+        raise SlotError(f"cannot rewrite the GRUB environment block {env} from the GPT: {exc.strerror}") from None
 
 
 def _spent_tries(env_values: dict[str, str], slots: tuple[Slot, Slot]) -> dict[int, int]:
@@ -79,11 +82,10 @@ def _spent_tries(env_values: dict[str, str], slots: tuple[Slot, Slot]) -> dict[i
     so a mismatch means the block is stale or foreign and is simply rewritten."""
     spent = {}
     for key, slot in zip(("a", "b"), slots, strict=True):
-        same = env_values.get(f"usr_{key}_partuuid") == slot.partuuid and env_values.get(f"usr_{key}_priority") == str(
-            slot.priority
-        )
+        same_partition = env_values.get(f"usr_{key}_partuuid") == slot.partuuid
+        same_priority = env_values.get(f"usr_{key}_priority") == str(slot.priority)
         tries = env_values.get(f"usr_{key}_tries", "")
-        if same and tries.isdigit() and int(tries) < slot.tries:
+        if same_partition and same_priority and tries.isdigit() and int(tries) < slot.tries:
             spent[slot.number] = int(tries)
     return spent
 
@@ -109,8 +111,5 @@ def fold_spent_tries(disk: Path | str, env: Path) -> dict[int, int]:
             return changes
 
         update_attributes(disk, compute)
-    try:
-        mirror(disk, env)
-    except OSError as exc:
-        raise SlotError(f"cannot rewrite the GRUB environment block {env}: {exc.strerror}") from None
+    mirror(disk, env)
     return spent

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from locksmith import ctl_hosts
-from locksmith.hostrecord import HostRecord
+from locksmith.protocol.hostrecord import HostRecord
 
 
 def test_table_shows_holder_waiter_stale_and_unreadable() -> None:

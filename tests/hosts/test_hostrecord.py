@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith import hostrecord
-from locksmith.hostrecord import HostRecord, Unreadable
+from locksmith.protocol import hostrecord
+from locksmith.protocol.hostrecord import HostRecord, Unreadable
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith import pacing
-from locksmith.pacing import Pacing
+from locksmith.protocol import pacing
+from locksmith.protocol.pacing import Pacing
 
 
 def test_unpaced_never_waits() -> None:

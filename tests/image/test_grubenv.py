@@ -4,6 +4,7 @@ mirrors the GPT slot attributes the update engine writes."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from locksmith.disk.grubenv import ENV_SIZE, decode_env, encode_env, fold_spent_tries, mirror, slot_env
@@ -46,12 +47,18 @@ def _grub_spends_a_try(env: Path, key: str, left: int) -> None:
     subprocess.run(["grub-editenv", str(env), "set", f"usr_{key}_tries={left}"], check=True)
 
 
-def test_the_try_grub_spent_is_folded_into_the_gpt(tmp_path: Path) -> None:
+def _installed_b_with_a_try_spent(tmp_path: Path) -> tuple[Path, Path]:
+    """USR-B installed (tries=1), the block mirrored, then GRUB's boot of B lowers its tries in the block."""
     disk = make_coreos_disk(tmp_path / "disk.raw", usr_size_mib=1, small=True)
     env = tmp_path / "grubenv"
     mark_installed(disk, read_slots(disk)[1])
     mirror(disk, env)
     _grub_spends_a_try(env, "b", 0)
+    return disk, env
+
+
+def test_the_try_grub_spent_is_folded_into_the_gpt(tmp_path: Path) -> None:
+    disk, env = _installed_b_with_a_try_spent(tmp_path)
     assert fold_spent_tries(disk, env) == {4: 0}
     b = read_slots(disk)[1]
     assert (b.priority, b.tries, b.successful, b.bootable) == (2, 0, False, False)
@@ -74,12 +81,8 @@ def test_a_stale_or_foreign_block_is_rewritten_not_folded(tmp_path: Path) -> Non
 
 
 def test_bootloader_sync_command(tmp_path: Path) -> None:
-    disk = make_coreos_disk(tmp_path / "disk.raw", usr_size_mib=1, small=True)
-    env = tmp_path / "grubenv"
-    mark_installed(disk, read_slots(disk)[1])
-    mirror(disk, env)
-    _grub_spends_a_try(env, "b", 0)
-    cmd = ["locksmith-bootloader", "sync", "--disk", str(disk), "--env", str(env)]
+    disk, env = _installed_b_with_a_try_spent(tmp_path)
+    cmd = [str(Path(sys.executable).with_name("locksmith-bootloader")), "sync", "--disk", str(disk), "--env", str(env)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "USR-B partition=4" in out and "tries=0" in out and "folded in" in out
     missing = subprocess.run([*cmd[:-1], str(tmp_path / "no/such/dir/grubenv")], capture_output=True, text=True)

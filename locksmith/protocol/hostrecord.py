@@ -8,8 +8,9 @@ cannot trust comes back as an `Unreadable` naming the reason, and the fleet view
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
+
+from locksmith.protocol.bounded_json import json_object, unix_time
 
 MAX_RECORD_BYTES = 2048
 MAX_FIELD_CHARS = 200
@@ -61,25 +62,11 @@ def _text(data: dict[str, object], name: str) -> str | None:
     return value
 
 
-def _time(data: dict[str, object], name: str) -> float | None:
-    value = data.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not math.isfinite(value) or not 0 <= value < 2**40:
-        return None
-    return float(value)
-
-
 def decode(raw: bytes) -> HostRecord | Unreadable:
     """Parse a stored record; never raises."""
-    if len(raw) > MAX_RECORD_BYTES:
-        return Unreadable(f"{len(raw)} bytes, more than {MAX_RECORD_BYTES}")
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=lambda c: None)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return Unreadable("not UTF-8 JSON")
-    if not isinstance(data, dict):
-        return Unreadable("not a JSON object")
+    data = json_object(raw, MAX_RECORD_BYTES)
+    if isinstance(data, str):
+        return Unreadable(data)
     texts = {name: _text(data, name) for name in _TEXT_FIELDS}
     bad = [name for name, value in texts.items() if value is None]
     if bad:
@@ -91,7 +78,7 @@ def decode(raw: bytes) -> HostRecord | Unreadable:
     slot = data.get("slot", False)
     if not isinstance(slot, bool):
         return Unreadable("slot is not true/false")
-    since, updated = _time(data, "since"), _time(data, "updated")
+    since, updated = unix_time(data.get("since", 0)), unix_time(data.get("updated", 0))
     if since is None or updated is None:
         return Unreadable("since/updated is not a time")
     return HostRecord(

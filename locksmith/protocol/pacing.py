@@ -11,8 +11,9 @@ reader's clock but never exceeds the spacing itself — a release stamped in the
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
+
+from locksmith.protocol.bounded_json import json_object, unix_time
 
 MAX_PACING_BYTES = 256
 
@@ -31,25 +32,13 @@ class Pacing:
         return json.dumps(data, separators=(",", ":")).encode()
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not math.isfinite(value) or not 0 <= value < 2**40:
-        return None
-    return float(value)
-
-
 def decode(raw: bytes) -> Pacing | None:
     """Parse the stored value; None (treated as "no pacing", and reported by the caller) if untrusted."""
-    if len(raw) > MAX_PACING_BYTES:
+    data = json_object(raw, MAX_PACING_BYTES)
+    if isinstance(data, str):
         return None
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=lambda c: None)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    spacing, last = _number(data.get("spacing_seconds", 0)), _number(data.get("last_release", 0))
+    # A spacing is a duration, not a time, but the same bound keeps it finite and sane.
+    spacing, last = unix_time(data.get("spacing_seconds", 0)), unix_time(data.get("last_release", 0))
     if spacing is None or last is None:
         return None
     return Pacing(spacing, last)
