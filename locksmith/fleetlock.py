@@ -12,6 +12,7 @@ from __future__ import annotations
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from locksmith.deadline import total_deadline
 from locksmith.protocol.fleetlock import (
     DEFAULT_GROUP,
     PATHS,
@@ -66,6 +67,7 @@ class FleetLockClient:
         self.group = validate_group(group)
         self._attempts = attempts
         self._max_backoff = max_backoff
+        self._request_timeout = request_timeout
         self._http = httpx.AsyncClient(timeout=request_timeout, transport=transport, headers=PROTOCOL_HEADER)
 
     async def pre_reboot(self) -> None:
@@ -97,7 +99,8 @@ class FleetLockClient:
                 reraise=True,
             ):
                 with attempt:
-                    response = await self._http.post(url, json=body)
+                    async with total_deadline(self._request_timeout):
+                        response = await self._http.post(url, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise FleetLockUnavailableError(
                 f"cannot reach the FleetLock server at {url} after {self._attempts} attempts: {one_line(str(exc))}"

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 400
 
 # Utilities any product component may use (but the pure protocol layer).
-_UTILITIES = {"locksmith", "locksmith.logging", "locksmith.machineid", "locksmith.cli"}
+_UTILITIES = {"locksmith", "locksmith.logging", "locksmith.machineid", "locksmith.cli", "locksmith.deadline"}
 
 # component -> the components it may import (besides itself). A component is a sub-package of
 # locksmith (locksmith.agent) or a top-level module (locksmith.ctl); strategies/ is one component.
@@ -60,6 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.logging": set(),
     "locksmith.cli": {"locksmith.logging"},
     "locksmith.machineid": set(),
+    "locksmith.deadline": set(),
     "locksmith.ctl_hosts": {"locksmith.protocol"},
     "locksmith": set(),
 }

@@ -21,7 +21,7 @@ import httpx
 
 from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
 from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints
-from locksmith.kv.watch import Reconnect, resync
+from locksmith.kv.watch import WATCH_IDLE_SECONDS, Reconnect, resync
 
 API = "etcd v2"
 
@@ -33,8 +33,6 @@ UNAUTHORIZED = 110
 EVENT_INDEX_CLEARED = 401
 _TRANSIENT_CODES = (300, 301, 302)  # raft internal error, during leader election, watcher cleared
 
-# A long poll is re-issued after this long without an event; an idle wait is normal, not an error.
-WAIT_READ_TIMEOUT = 60.0
 
 # Go's url path escaping leaves these unescaped (besides letters, digits and -._~).
 _GO_PATH_SAFE = "/$&+,:;=@"
@@ -220,7 +218,7 @@ class Etcd2Store:
             params = {"wait": "true", "waitIndex": str(last + 1)}
             try:
                 base, response = await self._http.open_stream(
-                    "GET", key_path(key), params=params, read_timeout=WAIT_READ_TIMEOUT
+                    "GET", key_path(key), params=params, read_timeout=WATCH_IDLE_SECONDS
                 )
                 try:
                     await response.aread()

@@ -20,7 +20,7 @@ import httpx
 
 from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
 from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints, json_body
-from locksmith.kv.watch import Reconnect, resync
+from locksmith.kv.watch import WATCH_IDLE_SECONDS, Reconnect, resync
 
 API = "etcd v3"
 
@@ -334,7 +334,7 @@ class Etcd3Store:
                     await self._authenticate()
                 request = {"create_request": {"key": b64(key), "start_revision": str(last + 1)}}
                 base, response = await self._http.open_stream(
-                    "POST", "/v3/watch", json=request, headers=self._headers(), read_timeout=None
+                    "POST", "/v3/watch", json=request, headers=self._headers(), read_timeout=WATCH_IDLE_SECONDS
                 )
                 try:
                     if response.status_code != 200:
@@ -361,6 +361,10 @@ class Etcd3Store:
                     await response.aclose()
             except InvalidToken:
                 self._token = None
+                continue
+            except httpx.ReadTimeout:
+                # Quiet for WATCH_IDLE_SECONDS: re-open from the last revision (nothing is lost). A member
+                # that froze is found out here, within seconds, by the re-open's own deadline.
                 continue
             except (KVUnavailable, EndpointUnhealthy, *TRANSPORT_ERRORS) as exc:
                 self._http.raise_if_tls(exc, self._http.current)

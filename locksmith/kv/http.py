@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
+from locksmith.deadline import total_deadline
 from locksmith.kv.base import KVAuthError, KVOptions, KVProtocolError, KVUnavailable
 
 T = TypeVar("T")
@@ -110,15 +111,16 @@ class HTTPEndpoints:
                 remaining = deadline - time.monotonic()
                 timeout = max(0.05, min(self.options.request_timeout, remaining))
                 try:
-                    response = await self.client.request(
-                        method,
-                        base + path,
-                        json=json,
-                        params=params,
-                        data=data,
-                        headers=dict(headers()) if headers else None,
-                        timeout=timeout,
-                    )
+                    async with total_deadline(timeout):
+                        response = await self.client.request(
+                            method,
+                            base + path,
+                            json=json,
+                            params=params,
+                            data=data,
+                            headers=dict(headers()) if headers else None,
+                            timeout=timeout,
+                        )
                     result = parse(response, base)
                 except TRANSPORT_ERRORS as exc:
                     self.raise_if_tls(exc, base)
@@ -170,7 +172,9 @@ class HTTPEndpoints:
                 method, base + path, json=json, params=params, headers=headers, timeout=timeout
             )
             try:
-                response = await self.client.send(request, stream=True)
+                # Only until the headers: the body is the stream, bounded by the caller's read timeout.
+                async with total_deadline(self.options.request_timeout):
+                    response = await self.client.send(request, stream=True)
             except TRANSPORT_ERRORS as exc:
                 self.raise_if_tls(exc, base)
                 last = f"{base}: {_describe(exc)}"

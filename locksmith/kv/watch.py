@@ -14,6 +14,12 @@ import time
 
 from locksmith.kv.base import Change, Entry, KVUnavailable
 
+# A watch quiet for this long is re-opened from its last revision (v3 stream, v2 long poll alike). Idle is
+# normal, but a member that froze (its kernel still accepts, the process never answers) looks the same, and
+# the re-open's deadline is what finds it out and moves to another member: this bounds how long a waiter
+# can stay deaf.
+WATCH_IDLE_SECONDS = 15.0
+
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0
 

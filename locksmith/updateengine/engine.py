@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import structlog
 
+from locksmith.deadline import total_deadline
 from locksmith.protocol import omaha
 from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
 from locksmith.protocol.release import signature_name
@@ -31,6 +32,8 @@ log = structlog.get_logger("update_engine")
 Listener = Callable[[Status], None]
 MAX_SIGNATURE_BYTES = 64 * 1024
 CHUNK_SIZE = 64 * 1024
+# The slowest payload transfer we wait for (a 1 GiB payload: about 4.5 h); slower is a stalled server.
+PAYLOAD_FLOOR_BYTES_PER_SECOND = 64 * 1024
 # One StatusUpdate per percent of download: enough for a progress bar, bounded on the bus.
 PROGRESS_STEP = 0.01
 NEED_REBOOT_FILE = "need-reboot.json"
@@ -80,6 +83,7 @@ class UpdateEngine:
         self.target = target
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(request_timeout), follow_redirects=True)
         self._clock = clock
+        self._request_timeout = request_timeout
         self._attempts = attempts_per_codebase
         self._listeners: list[Listener] = []
         self._status = Status()
@@ -133,9 +137,11 @@ class UpdateEngine:
 
     async def _post(self, body: bytes) -> bytes:
         try:
-            async with self._http.stream(
-                "POST", self.config.server, content=body, headers={"Content-Type": "text/xml"}
-            ) as reply:
+            headers = {"Content-Type": "text/xml"}
+            async with (
+                total_deadline(self._request_timeout),
+                self._http.stream("POST", self.config.server, content=body, headers=headers) as reply,
+            ):
                 if reply.status_code != 200:
                     raise UpdateFailure(
                         f"update server {self.config.server} answered HTTP {reply.status_code}; check SERVER",
@@ -331,8 +337,10 @@ class UpdateEngine:
             raise UpdateFailure(str(exc), ErrorCode.INSTALL_DEVICE_OPEN_ERROR) from None
         received = 0
         reported = 0.0
+        # A trickling server must not hold the engine for ever; a slow but honest link still gets through.
+        deadline = self._request_timeout + offer.size / PAYLOAD_FLOOR_BYTES_PER_SECOND
         try:
-            async with self._http.stream("GET", url) as reply:
+            async with total_deadline(deadline), self._http.stream("GET", url) as reply:
                 if reply.status_code != 200:
                     raise _Transfer(f"{url}: HTTP {reply.status_code}")
                 async for chunk in reply.aiter_bytes(CHUNK_SIZE):
@@ -359,7 +367,7 @@ class UpdateEngine:
 
     async def _fetch_signature(self, url: str) -> bytes:
         try:
-            async with self._http.stream("GET", url) as reply:
+            async with total_deadline(self._request_timeout), self._http.stream("GET", url) as reply:
                 if reply.status_code != 200:
                     raise _Transfer(f"{url}: HTTP {reply.status_code}")
                 data = bytearray()
