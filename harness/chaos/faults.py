@@ -6,8 +6,13 @@ Faults run one after another, drawn from a random generator seeded per run, so a
 seed replays the same choices (their timing against the agents differs from one replay to the
 next). At most one etcd member is down or frozen at a time: the cluster keeps quorum and the run
 tests the agents, not etcd's well-known unavailability without one. Agents are killed in whatever
-state they are in (read from their own log), and "agent-kill-holder" aims at the rarer states
-that hold a slot: acquired, pre-reboot, rebooting, releasing after boot.
+state they are in (read from their coordinator file), and three kinds aim at states a random kill
+rarely hits: "agent-kill-holder" at those that hold a slot (acquired, pre-reboot, rebooting, releasing
+after boot), "agent-kill-need-reboot" at the moment a freshly restarted agent has just learnt a reboot is
+needed (a state that lasts milliseconds: the kill follows its publication), and
+"agent-kill-waiting-for-window" at a host whose reboot window has not opened yet. "etcd-freeze" (long
+mode) stops a member for longer than a request's deadline and a watch's idle bound, so agents must
+notice and move on; "etcd-delay" is the short version that only slows requests.
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ WEIGHTS = {
     "etcd-kill-leader": 2,
     "etcd-kill-follower": 2,
     "etcd-delay": 2,
+    "etcd-freeze": 1,
     "agent-kill": 5,
     "agent-kill-holder": 3,
+    "agent-kill-need-reboot": 2,
+    "agent-kill-waiting-for-window": 2,
     "agent-stall": 3,
 }
+# How often the phase of an agent being aimed at is read, and for how long at most (seconds).
+_AIM_POLL = 0.002
+_AIM_FOR = 5.0
 
 
 @dataclass
@@ -43,12 +54,14 @@ class FaultInjector:
     gap: tuple[float, float] = (0.1, 0.6)
     #: How long a member stays dead or a host stalled (seconds).
     hold: tuple[float, float] = (0.3, 1.5)
+    #: How long "etcd-freeze" stops a member (seconds); None leaves the kind out (short mode: CI time).
+    freeze: tuple[float, float] | None = None
     holders: set[str] = field(default_factory=set)  # kept current by the harness from the observer
     counts: Counter[str] = field(default_factory=Counter)
     killed_in_state: Counter[str] = field(default_factory=Counter)
 
     async def run(self, until: asyncio.Event) -> None:
-        kinds = list(WEIGHTS)
+        kinds = [k for k in WEIGHTS if k != "etcd-freeze" or self.freeze is not None]
         weights = [WEIGHTS[k] for k in kinds]
         while not until.is_set():
             await asyncio.sleep(self.rng.uniform(*self.gap))
@@ -97,6 +110,17 @@ class FaultInjector:
         finally:
             member.resume()
 
+    async def _etcd_freeze(self, kind: str) -> None:
+        assert self.freeze is not None
+        member = self.rng.choice([m for m in self.cluster.members if m.running()])
+        hold = self.rng.uniform(*self.freeze)
+        self._note(kind, member=member.name, frozen_for=round(hold, 2))
+        member.pause()
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            member.resume()
+
     def _kill(self, kind: str, host: SimHost) -> None:
         state = host.agent_phase()
         if host.signal_agent(signal.SIGKILL):
@@ -111,6 +135,32 @@ class FaultInjector:
         holders = [h for h in self.hosts if h.machine_id in self.holders]
         if holders:
             self._kill(kind, self.rng.choice(holders))
+
+    async def _agent_kill_need_reboot(self, kind: str) -> None:
+        """Restart the agent of a host still to update (kill it; its supervisor starts a new one), then
+        kill the new one the moment it publishes need-reboot."""
+        pending = [h for h in self.hosts if h.boot == 0 and h.machine_id not in self.holders]
+        if not pending:
+            return
+        host = self.rng.choice(pending)
+        if host.agent_phase() == "down":
+            return
+        self._kill("agent-kill", host)  # its supervisor starts a new agent
+        await self._kill_when(kind, host, "need-reboot")
+
+    async def _agent_kill_waiting_for_window(self, kind: str) -> None:
+        waiting = [h for h in self.hosts if h.agent_phase() == "waiting-for-window"]
+        if waiting:
+            self._kill(kind, self.rng.choice(waiting))
+
+    async def _kill_when(self, kind: str, host: SimHost, phase: str) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _AIM_FOR
+        while loop.time() < give_up:
+            if host.agent_phase() == phase:
+                self._kill(kind, host)
+                return
+            await asyncio.sleep(_AIM_POLL)
 
     async def _agent_stall(self, kind: str) -> None:
         host = self.rng.choice(self.hosts)

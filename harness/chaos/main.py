@@ -5,7 +5,8 @@ the safety invariant on every run.
 One etcd cluster serves all iterations (each uses a fresh lock group), so an iteration costs only
 its hosts' start-up and their reboots. Each run's fault window is drawn between a quarter of
 --fault-time and all of it, so some runs stop their faults while hosts are still mid-reboot and
-the liveness bound is really exercised. A failing run's history (and the hosts' logs) is kept.
+the liveness bound is really exercised. About half the hosts of a run get a reboot window that opens
+a few seconds after their agent starts (window.py). A failing run's history (and the hosts' logs) is kept.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from harness.chaos.checker import Report, check
 from harness.chaos.faults import FaultInjector
 from harness.chaos.history import History, Recorder
 from harness.chaos.observer import Observer, read_key, read_revision
+from harness.chaos.window import window_env
 from harness.devtools.etcd import EtcdCluster
 from harness.devtools.simhost import Engine, FakeEngine, NullEngine, SimHost
 from locksmith.cli import fail
@@ -51,6 +53,7 @@ class Settings:
     bound: float
     agent: str
     reboot_time: float
+    freeze: tuple[float, float] | None
     keep_history: Path | None
     workdir: Path | None
     failures_dir: Path = Path("chaos-failures")
@@ -169,13 +172,14 @@ async def run_iteration(cluster: EtcdCluster, s: Settings, i: int, totals: Total
                     "REBOOT_STRATEGY": "etcd-lock",
                     # A short "drain" before each reboot, so the agent can be killed in PRE_REBOOT too.
                     "LOCKSMITHD_PRE_REBOOT_HOOK": "sleep 0.2",
+                    **(window_env(rng) if rng.random() < 0.5 else {}),
                 },
                 reboot_time=s.reboot_time,
                 on_event=on_event,
             )
             for n in names
         ]
-        injector = FaultInjector(cluster, hosts, recorder, rng)
+        injector = FaultInjector(cluster, hosts, recorder, rng, freeze=s.freeze)
 
         def all_done() -> bool:
             return all(h.boot >= 1 and not h.rebooting for h in hosts) and not holders_of(observer.last_value, key)
@@ -339,6 +343,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         bound=a.bound,
         agent=a.agent or default_agent(),
         reboot_time=a.reboot_time,
+        # Long enough to outlast a request's deadline and a watch's idle bound (5 s, 15 s); long mode only.
+        freeze=(6.0, 20.0) if long else None,
         keep_history=a.keep_history,
         workdir=a.keep_history,  # None: a temporary directory, made by main() and removed after
         failures_dir=a.failures_dir,
