@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import structlog
 
-from locksmith.deadline import total_deadline
 from locksmith.protocol import omaha
 from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
 from locksmith.protocol.release import signature_name
@@ -26,26 +25,21 @@ from locksmith.protocol.update1 import NEED_REBOOT, NO_VERSION, Operation, Statu
 from locksmith.updateengine import versions
 from locksmith.updateengine.engineconfig import EngineConfig
 from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
+from locksmith.updateengine.transfer import (
+    TransferFailed,
+    UpdateFailure,
+    fetch_signature,
+    omaha_exchange,
+    stream_payload,
+)
 
 log = structlog.get_logger("update_engine")
 
 Listener = Callable[[Status], None]
-MAX_SIGNATURE_BYTES = 64 * 1024
-CHUNK_SIZE = 64 * 1024
-# The slowest payload transfer we wait for (a 1 GiB payload: about 4.5 h); slower is a stalled server.
-PAYLOAD_FLOOR_BYTES_PER_SECOND = 64 * 1024
 # One StatusUpdate per percent of download: enough for a progress bar, bounded on the bus.
 PROGRESS_STEP = 0.01
 NEED_REBOOT_FILE = "need-reboot.json"
 LAST_VERSION_FILE = "last-booted-version"
-
-
-class UpdateFailure(Exception):
-    """Ends an attempt: reported to the server as an error event with `code`."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Refused(UpdateFailure):
@@ -54,10 +48,6 @@ class Refused(UpdateFailure):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, ErrorCode.OMAHA_UPDATE_IGNORED_PER_POLICY)
-
-
-class _Transfer(Exception):
-    """A download from one codebase failed in a way another try may fix."""
 
 
 @dataclass(frozen=True)
@@ -136,31 +126,7 @@ class UpdateEngine:
         )
 
     async def _post(self, body: bytes) -> bytes:
-        try:
-            headers = {"Content-Type": "text/xml"}
-            async with (
-                total_deadline(self._request_timeout),
-                self._http.stream("POST", self.config.server, content=body, headers=headers) as reply,
-            ):
-                if reply.status_code != 200:
-                    raise UpdateFailure(
-                        f"update server {self.config.server} answered HTTP {reply.status_code}; check SERVER",
-                        ErrorCode.OMAHA_REQUEST_ERROR,
-                    )
-                data = bytearray()
-                async for chunk in reply.aiter_bytes():
-                    data += chunk
-                    if len(data) > omaha.MAX_DOCUMENT_BYTES:
-                        raise UpdateFailure(
-                            f"update server reply exceeds {omaha.MAX_DOCUMENT_BYTES} bytes; check SERVER",
-                            ErrorCode.OMAHA_REQUEST_XML_PARSE_ERROR,
-                        )
-                return bytes(data)
-        except httpx.HTTPError as exc:
-            raise UpdateFailure(
-                f"cannot reach update server {self.config.server}: {exc.__class__.__name__}: {exc}",
-                ErrorCode.OMAHA_REQUEST_ERROR,
-            ) from None
+        return await omaha_exchange(self._http, self.config.server, body, self._request_timeout)
 
     async def send_event(self, event: Event) -> bool:
         """Best effort: an event that cannot be delivered is logged, never fatal."""
@@ -290,9 +256,10 @@ class UpdateEngine:
             for _ in range(self._attempts):
                 try:
                     await self._download(codebase, offer)
-                    signature = await self._fetch_signature(codebase + signature_name(offer.package_name))
+                    url = codebase + signature_name(offer.package_name)
+                    signature = await fetch_signature(self._http, url, self._request_timeout)
                     break
-                except _Transfer as exc:
+                except TransferFailed as exc:
                     failures.append(str(exc))
                     log.warning("download failed", url=codebase + offer.package_name, error=str(exc))
                     self._set(progress=0.0)
@@ -330,57 +297,27 @@ class UpdateEngine:
         await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.SUCCESS))
 
     async def _download(self, codebase: str, offer: UpdateOffer) -> None:
-        url = codebase + offer.package_name
         try:
             await asyncio.to_thread(self.target.begin, offer.size, offer.sha256_b64)
         except TargetError as exc:
             raise UpdateFailure(str(exc), ErrorCode.INSTALL_DEVICE_OPEN_ERROR) from None
-        received = 0
         reported = 0.0
-        # A trickling server must not hold the engine for ever; a slow but honest link still gets through.
-        deadline = self._request_timeout + offer.size / PAYLOAD_FLOOR_BYTES_PER_SECOND
-        try:
-            async with total_deadline(deadline), self._http.stream("GET", url) as reply:
-                if reply.status_code != 200:
-                    raise _Transfer(f"{url}: HTTP {reply.status_code}")
-                async for chunk in reply.aiter_bytes(CHUNK_SIZE):
-                    received += len(chunk)
-                    if received > offer.size:
-                        raise UpdateFailure(
-                            f"{url} is longer than the {offer.size} bytes the server announced",
-                            ErrorCode.PAYLOAD_SIZE_MISMATCH,
-                        )
-                    try:
-                        await asyncio.to_thread(self.target.feed, chunk)
-                    except VerificationError as exc:
-                        raise UpdateFailure(str(exc), exc.code) from None
-                    except TargetError as exc:
-                        raise UpdateFailure(str(exc), ErrorCode.DOWNLOAD_WRITE_ERROR) from None
-                    progress = received / offer.size
-                    if progress - reported >= PROGRESS_STEP or received == offer.size:
-                        reported = progress
-                        self._set(progress=progress)
-        except httpx.HTTPError as exc:
-            raise _Transfer(f"{url}: {exc.__class__.__name__}: {exc}") from None
-        if received < offer.size:
-            raise _Transfer(f"{url}: connection ended after {received} of {offer.size} bytes")
 
-    async def _fetch_signature(self, url: str) -> bytes:
-        try:
-            async with total_deadline(self._request_timeout), self._http.stream("GET", url) as reply:
-                if reply.status_code != 200:
-                    raise _Transfer(f"{url}: HTTP {reply.status_code}")
-                data = bytearray()
-                async for chunk in reply.aiter_bytes():
-                    data += chunk
-                    if len(data) > MAX_SIGNATURE_BYTES:
-                        raise UpdateFailure(
-                            f"{url} is over {MAX_SIGNATURE_BYTES} bytes; not a signature",
-                            ErrorCode.DOWNLOAD_PAYLOAD_VERIFICATION_ERROR,
-                        )
-                return bytes(data)
-        except httpx.HTTPError as exc:
-            raise _Transfer(f"{url}: {exc.__class__.__name__}: {exc}") from None
+        async def take(chunk: bytes, received: int) -> None:
+            nonlocal reported
+            try:
+                await asyncio.to_thread(self.target.feed, chunk)
+            except VerificationError as exc:
+                raise UpdateFailure(str(exc), exc.code) from None
+            except TargetError as exc:
+                raise UpdateFailure(str(exc), ErrorCode.DOWNLOAD_WRITE_ERROR) from None
+            progress = received / offer.size
+            if progress - reported >= PROGRESS_STEP or received == offer.size:
+                reported = progress
+                self._set(progress=progress)
+
+        url = codebase + offer.package_name
+        await stream_payload(self._http, url, offer.size, self._request_timeout, take)
 
     async def _fail(self, exc: UpdateFailure) -> None:
         refused = isinstance(exc, Refused)
