@@ -25,6 +25,10 @@ STEADY_STATE: Final = "/v1/steady-state"
 
 Operation = Literal["pre-reboot", "steady-state"]
 PATHS: Final[dict[Operation, str]] = {"pre-reboot": PRE_REBOOT, "steady-state": STEADY_STATE}
+# An error reply is {"kind": …, "value": …}: a few hundred bytes; anything far larger is not one.
+MAX_ERROR_BODY_BYTES: Final = 64 * 1024
+MAX_KIND_CHARS: Final = 64
+MAX_VALUE_CHARS: Final = 300
 
 
 class FleetLockFormatError(ValueError):
@@ -91,15 +95,21 @@ def error_body(kind: str, value: str) -> dict[str, str]:
 
 
 def parse_error_body(raw: bytes) -> tuple[str, str] | None:
-    """(kind, value) of an error reply, each folded onto one line; None if the body is not one."""
+    """(kind, value) of an error reply, each folded onto one line and cut short; None if the body is not one.
+
+    The body comes from the network: never trusted to be small, UTF-8, shallow or printable."""
+    if len(raw) > MAX_ERROR_BODY_BYTES:
+        return None
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict) and isinstance(data.get("kind"), str) and isinstance(data.get("value"), str):
-        return one_line(data["kind"]), one_line(data["value"])
+        return one_line(data["kind"])[:MAX_KIND_CHARS], one_line(data["value"])[:MAX_VALUE_CHARS]
     return None
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """White space (newlines too) folded to single spaces, anything else unprintable escaped."""
+    folded = " ".join(text.split())
+    return folded if folded.isprintable() else folded.encode("unicode_escape").decode("ascii")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.devtools.fleetlock_server import FleetLockServer, RecordedOperation
 from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError
@@ -174,3 +176,43 @@ def test_bad_request_bodies_name_their_kind(raw: bytes, kind: str, node_id: str)
     with pytest.raises(FleetLockFormatError) as caught:
         parse_request_body(raw)
     assert (caught.value.kind, caught.value.node_id) == (kind, node_id)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["kind", "value", "x"]), inner),
+    max_leaves=12,
+)
+
+
+@given(st.one_of(st.binary(max_size=300), _JSON.map(lambda v: json.dumps(v).encode())))
+def test_error_replies_from_the_network_parse_to_one_bounded_line_or_none(raw: bytes) -> None:
+    from locksmith.protocol import fleetlock as wire
+
+    parsed = wire.parse_error_body(raw)
+    if parsed is not None:
+        kind, value = parsed
+        assert len(kind) <= wire.MAX_KIND_CHARS and len(value) <= wire.MAX_VALUE_CHARS
+        assert kind.isprintable() and value.isprintable()
+
+
+@given(st.one_of(st.binary(max_size=300), _JSON.map(lambda v: json.dumps({"client_params": v}).encode())))
+def test_request_bodies_parse_or_fail_with_a_format_error(raw: bytes) -> None:
+    from locksmith.protocol import fleetlock as wire
+
+    try:
+        params = wire.parse_request_body(raw)
+    except wire.FleetLockFormatError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert params.id and wire.GROUP_PATTERN.match(params.group)
+
+
+def test_hostile_error_replies_are_refused_or_cut() -> None:
+    from locksmith.protocol import fleetlock as wire
+
+    assert wire.parse_error_body(b"[" * 100_000 + b"]" * 100_000) is None  # too large, and too deep
+    assert wire.parse_error_body(b"[" * 20_000 + b"]" * 20_000) is None  # too deep for the parser
+    long = json.dumps({"kind": "k" * 10_000, "value": "v\x1b[2J" * 2_000}).encode()
+    kind, value = wire.parse_error_body(long) or ("", "")
+    assert len(kind) == wire.MAX_KIND_CHARS and len(value) == wire.MAX_VALUE_CHARS and "\x1b" not in value

@@ -176,6 +176,16 @@ def _version(sh: Shell) -> str:
     return out.strip()
 
 
+def _check_for_update(sh: Shell) -> None:
+    """Ask the guest's engine to check now, once it is on the bus (right after a boot it may still be
+    starting, and a check asked of nobody would leave the test waiting for the engine's own schedule)."""
+    wait = "timeout 300 sh -c 'until update_engine_client -status >/dev/null 2>&1; do sleep 1; done'"
+    status, _ = sh.run(wait, 330)
+    assert status == 0, sh.run("systemctl status update-engine.service", 60)[1]
+    status, out = sh.run("update_engine_client -check_for_update", 120)
+    assert status == 0, out
+
+
 def _wait_journal(sh: Shell, unit: str, word: str, seconds: int) -> None:
     cmd = f"timeout {seconds} sh -c 'until journalctl -b -u {unit} -o cat | grep -q {word}; do sleep 2; done'"
     status, _ = sh.run(cmd, seconds + 30)
@@ -185,7 +195,7 @@ def _wait_journal(sh: Shell, unit: str, word: str, seconds: int) -> None:
 def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(shell: tuple[Shell, Path]) -> None:
     sh, _ = shell
     _configure(sh, "/bin/false")
-    sh.run("update_engine_client -check_for_update", 120)
+    _check_for_update(sh)
     # The engine writes V2 into USR-B; locksmithd (strategy reboot) asks logind; GRUB picks USR-B.
     assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
     assert _version(sh) == V2
@@ -205,7 +215,7 @@ def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(shell
 
 def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], update_server: DevServer) -> None:
     sh, _ = shell
-    sh.run("update_engine_client -check_for_update", 120)
+    _check_for_update(sh)
     assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
     assert _version(sh) == V2
     wait = "timeout 300 sh -c 'until systemctl is-active -q locksmith-mark-successful.service; do sleep 1; done'"
