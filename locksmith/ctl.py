@@ -259,7 +259,7 @@ async def _run(args: argparse.Namespace, config: Config) -> None:
         request_timeout=min(config.kv.request_timeout, args.timeout),
         read_only=args.command == "status",
     )
-    kv: KVStore = open_store(options)
+    kv: KVStore = open_store(options, semaphore_key(config.lock_group))
     try:
         store = LockStore(kv, config.lock_group)
         _debug(args, f"backend={options.backend} endpoints={','.join(e.original for e in options.endpoints)}")

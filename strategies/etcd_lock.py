@@ -12,7 +12,7 @@ import asyncio
 
 from locksmith.kv import KVAuthError, KVError, KVStore, KVUnavailable, open_store
 from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
-from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull
+from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull, semaphore_key
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
@@ -31,7 +31,7 @@ class EtcdLockStrategy(Strategy):
         if self._locks is None:
             if ctx.kv is None:
                 raise StrategyError("the etcd-lock strategy needs a KV store: set LOCKSMITHD_ENDPOINT")
-            self._kv = open_store(ctx.kv)
+            self._kv = open_store(ctx.kv, semaphore_key(ctx.group))
             self._locks = LockStore(self._kv, ctx.group)
         return self._locks
 

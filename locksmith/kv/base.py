@@ -98,8 +98,8 @@ _SCHEMES = {
 }
 
 ENDPOINT_HELP = (
-    "use http(s)://HOST:PORT for etcd v3, etcd2+http(s)://HOST:PORT for the etcd v2 API, "
-    "or file:///PATH for the embedded store"
+    "use http(s)://HOST:PORT for etcd (v3, or v2 where a Go locksmith's semaphore is), etcd3+http(s):// or "
+    "etcd2+http(s):// to force one API, or file:///PATH for the embedded store"
 )
 
 
@@ -111,6 +111,9 @@ class Endpoint:
     backend: str
     address: str
     original: str
+    # False for a plain http(s):// etcd endpoint: the API is then the one that holds the fleet's semaphore
+    # (kv/choose.py), since the Go tool read the same URL as the v2 API.
+    api_named: bool = True
 
 
 def parse_endpoint(url: str) -> Endpoint:
@@ -136,7 +139,7 @@ def parse_endpoint(url: str) -> Endpoint:
     if not parts.hostname or parts.path not in ("",) or parts.query or parts.fragment:
         raise ValueError(f"endpoint {url!r} must be scheme://HOST[:PORT] with no path: {ENDPOINT_HELP}")
     del port
-    return Endpoint(backend, address, url)
+    return Endpoint(backend, address, url, api_named="+" in scheme)
 
 
 def parse_endpoints(urls: list[str] | tuple[str, ...]) -> tuple[Endpoint, ...]:
