@@ -62,6 +62,8 @@ class KVStore(Protocol):
       beyond its event window) may coalesce several changes into the latest one, but never
       skip the latest state. The iterator runs until the consumer stops iterating; closing it
       (aclose / break) releases its resources.
+    - `list_prefix(prefix, limit)` returns the entries whose keys start with `prefix`, in key order, at
+      most `limit` of them (absent keys are not entries).
     - `ping` raises KVUnavailable / KVAuthError if the store cannot serve requests now.
     - Revisions grow monotonically per store; a fresh key's revision is > 0.
     """
@@ -75,6 +77,8 @@ class KVStore(Protocol):
     async def delete(self, key: str, revision: int | None = None) -> bool: ...
 
     def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]: ...
+
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]: ...
 
     async def ping(self) -> None: ...
 

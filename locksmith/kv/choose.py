@@ -112,6 +112,9 @@ class ApiChoosingStore:
             async for change in changes:
                 yield change
 
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
+        return await (await self._store()).list_prefix(prefix, limit)
+
     async def ping(self) -> None:
         await (await self._store()).ping()
 

@@ -114,6 +114,31 @@ def parse_range(body: Any, key: str) -> tuple[Entry | None, int]:
     return None, revision
 
 
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte below 0xff
+    raised by one (trailing 0xff bytes dropped); an all-0xff prefix has no end (b"\0": to the end)."""
+    trimmed = prefix.rstrip(b"\xff")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else b"\0"
+
+
+def parse_range_prefix(body: Any, prefix: str) -> list[Entry]:
+    """A prefix range reply → its entries (keys outside the prefix, which no etcd sends, are dropped)."""
+    body = _obj(body, "range reply")
+    kvs = body.get("kvs") or []
+    if not isinstance(kvs, list):
+        raise KVProtocolError("etcd v3 reply: kvs is not a list")
+    entries = []
+    for item in kvs:
+        kv = _obj(item, "kvs[]")
+        raw_key = _unb64(kv.get("key"), "kv.key")
+        if not raw_key.startswith(prefix.encode()):
+            continue
+        mod = _int(kv.get("mod_revision"), "kv.mod_revision")
+        value = _unb64(kv["value"], "kv.value") if "value" in kv else b""
+        entries.append(Entry(raw_key.decode("utf-8", errors="replace"), value, mod))
+    return entries
+
+
 @dataclass(frozen=True, slots=True)
 class TxnResult:
     succeeded: bool
@@ -287,6 +312,10 @@ class Etcd3Store:
 
     async def get(self, key: str) -> Entry | None:
         return (await self._range(key))[0]
+
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
+        request = {"key": b64(prefix), "range_end": b64(prefix_end(prefix.encode())), "limit": str(limit)}
+        return parse_range_prefix(await self._post("/v3/kv/range", f"listing {prefix}", request), prefix)
 
     async def _txn(
         self, key: str, what: str, compare: list[dict[str, Any]], success: list[dict[str, Any]]
