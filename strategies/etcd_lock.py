@@ -21,6 +21,7 @@ SAFETY_RECHECK_SECONDS = 300.0
 
 class EtcdLockStrategy(Strategy):
     name = "etcd-lock"
+    uses_kv_store = True
 
     def __init__(self, safety_recheck: float = SAFETY_RECHECK_SECONDS) -> None:
         self._kv: KVStore | None = None
