@@ -20,8 +20,10 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from locksmith.kv.base import KVError, KVStore
 from locksmith.logging import outside_text
-from locksmith.protocol import holder_ages
+from locksmith.protocol import holder_ages, pacing
 from locksmith.protocol.holder_ages import AgesRecord, AgesUnreadable
+from locksmith.protocol.hostrecord import hosts_prefix
+from locksmith.protocol.pacing import Pacing, spacing_key
 from locksmith.protocol.semaphore import (
     INITIAL,
     Semaphore,
@@ -43,6 +45,8 @@ DEFAULT_MAX_ATTEMPTS = 100
 CONFLICT_JITTER = 0.02
 CONFLICT_BACKOFF_MAX = 0.5
 _AGES_MAX_ATTEMPTS = 10
+# The fleet view reads at most this many host records (a fleet far larger than any semaphore's max).
+MAX_HOSTS = 10_000
 
 
 class SemaphoreContention(SemaphoreError):
@@ -98,6 +102,7 @@ class LockStore:
         self.kv = kv
         self.key = semaphore_key(group)
         self.ages_key = holders_key(self.key)
+        self.spacing_key = spacing_key(self.key)
         self._max_attempts = max_attempts
         self._clock = clock
 
@@ -115,6 +120,50 @@ class LockStore:
         ages, problem = await self._read_ages(snap.revision)
         holders = tuple(HolderInfo(h, ages.get(h)) for h in snap.semaphore.holders)
         return Status(self.key, snap, holders, problem)
+
+    async def host_records(self, limit: int = MAX_HOSTS) -> dict[str, bytes]:
+        """The fleet view's stored records, by machine id (raw: protocol/hostrecord.py decodes them)."""
+        prefix = hosts_prefix(self.key)
+        return {e.key[len(prefix) :]: e.value for e in await self.kv.list_prefix(prefix, limit)}
+
+    # --- pacing (protocol/pacing.py) --------------------------------------------------------
+
+    async def read_pacing(self) -> tuple[Pacing, str | None]:
+        """The fleet's pacing, and why it is ignored when the stored value is not one we trust."""
+        entry = await self.kv.get(self.spacing_key)
+        if entry is None:
+            return Pacing(), None
+        parsed = pacing.decode(entry.value)
+        if parsed is None:
+            return Pacing(), f"{self.spacing_key!r} is not a pacing record; ignored (set it again with set-spacing)"
+        return parsed, None
+
+    async def set_spacing(self, seconds: float) -> float:
+        """Set the minimum gap between a release and the next lock (0: none); returns the old one."""
+        for _ in range(self._max_attempts):
+            entry = await self.kv.get(self.spacing_key)
+            old = pacing.decode(entry.value) if entry is not None else None
+            new = Pacing(seconds, old.last_release if old else 0.0).encode()
+            if entry is None:
+                if await self.kv.create(self.spacing_key, new) is not None:
+                    return 0.0
+            elif await self.kv.compare_and_swap(self.spacing_key, new, entry.revision) is not None:
+                return old.spacing_seconds if old else 0.0
+        raise SemaphoreContention(f"gave up on {self.spacing_key!r}: other writers changed it every time; try again")
+
+    async def note_release(self) -> None:
+        """Stamp the release just made, when the fleet is paced (best effort: never fails a release)."""
+        try:
+            for _ in range(_AGES_MAX_ATTEMPTS):
+                entry = await self.kv.get(self.spacing_key)
+                current = pacing.decode(entry.value) if entry is not None else None
+                if entry is None or current is None or current.spacing_seconds <= 0:
+                    return
+                stamped = Pacing(current.spacing_seconds, self._clock().timestamp()).encode()
+                if await self.kv.compare_and_swap(self.spacing_key, stamped, entry.revision) is not None:
+                    return
+        except KVError as exc:
+            log.warning("pacing not stamped", key=self.spacing_key, error=outside_text(exc))
 
     async def wait_for_change(self, after_revision: int) -> Snapshot:
         """Block until the key changes after `after_revision` (no polling: the store's watch), and

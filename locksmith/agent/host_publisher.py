@@ -15,7 +15,15 @@ import time
 
 import structlog
 
-from locksmith.agent.ports import Event, LockAcquired, LockFailure, LockKept, LockReleased, StateEntered
+from locksmith.agent.ports import (
+    Event,
+    LockAcquired,
+    LockFailure,
+    LockHeldAfterBoot,
+    LockKept,
+    LockReleased,
+    StateEntered,
+)
 from locksmith.agent.states import State
 from locksmith.kv.base import KVError, KVStore
 from locksmith.logging import outside_text
@@ -23,10 +31,10 @@ from locksmith.protocol.hostrecord import REFRESH_SECONDS, HostRecord, record_ke
 
 log = structlog.get_logger(__name__)
 
-# What each state is in the fleet view: (state, waiting for what).
+# What each agent state is in the fleet view when no slot is held: (state, waiting for what).
 _SHOWN: dict[State, tuple[str, str]] = {
     State.STARTING: ("idle", ""),
-    State.RELEASING_AFTER_BOOT: ("holding", "health"),
+    State.RELEASING_AFTER_BOOT: ("idle", ""),
     State.IDLE: ("idle", ""),
     State.NEED_REBOOT: ("waiting", ""),
     State.WAITING_FOR_WINDOW: ("waiting", "window"),
@@ -35,6 +43,17 @@ _SHOWN: dict[State, tuple[str, str]] = {
     State.REBOOTING: ("rebooting", ""),
     State.STOPPING: ("idle", ""),
 }
+
+
+def shown(state: State, slot: bool, kept: bool) -> tuple[str, str]:
+    """(fleet-view state, waiting for) of an agent in `state`, holding a slot or not, with a kept lock."""
+    if kept:
+        return "error", ""
+    if state is State.REBOOTING:
+        return "rebooting", ""
+    if slot:
+        return "holding", "health" if state is State.RELEASING_AFTER_BOOT else ""
+    return _SHOWN[state]
 
 
 class HostPublisher:
@@ -46,6 +65,8 @@ class HostPublisher:
         self._record = HostRecord(state="idle", version=version, since=time.time())
         self._changed = asyncio.Event()
         self._failing = False
+        self._state = State.STARTING
+        self._kept = False
 
     @property
     def record(self) -> HostRecord:
@@ -55,21 +76,22 @@ class HostPublisher:
         r = self._record
         match event:
             case StateEntered(state=state, at=at):
-                shown, waiting_for = _SHOWN[state]
-                if shown == "holding" and state is State.RELEASING_AFTER_BOOT and not r.slot:
-                    shown = "idle"  # judging its boot with no lock held
-                version = event.detail.get("version", r.version)
-                r = dataclasses.replace(r, state=shown, waiting_for=waiting_for, since=at.timestamp(), version=version)
-            case LockAcquired():
-                r = dataclasses.replace(r, slot=True, state="holding", waiting_for="")
+                self._state = state
+                r = dataclasses.replace(r, since=at.timestamp(), version=event.detail.get("version", r.version))
+            case LockAcquired() | LockHeldAfterBoot():
+                r = dataclasses.replace(r, slot=True)
             case LockReleased():
                 r = dataclasses.replace(r, slot=False)
+                self._kept = False
             case LockFailure(reason=reason):
                 r = dataclasses.replace(r, last_error=outside_text(reason))
             case LockKept(reason=reason):
-                r = dataclasses.replace(r, state="error", last_error=outside_text(reason))
+                self._kept = True
+                r = dataclasses.replace(r, last_error=outside_text(reason))
             case _:
                 return
+        state, waiting_for = shown(self._state, r.slot, self._kept)
+        r = dataclasses.replace(r, state=state, waiting_for=waiting_for)
         if r != self._record:
             self._record = r
             self._changed.set()
