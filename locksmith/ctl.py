@@ -13,17 +13,19 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TextIO
 
-from locksmith import __version__
+from locksmith import __version__, ctl_hosts
 from locksmith.cli import Expected, fail, one_line, run_main
 from locksmith.kv import KVError, KVStore, open_store
 from locksmith.lockstore import LockStore, Status
 from locksmith.logging import OUTSIDE_TEXT_LIMIT, add_secret, configure_logging, outside_text, scrub
 from locksmith.machineid import MachineIdError, read_machine_id
+from locksmith.protocol.hostrecord import REFRESH_SECONDS
 from locksmith.protocol.semaphore import HOLDER_RULE, SemaphoreError, holder_problem, semaphore_key
 from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
+from locksmith.settings.duration import format_duration, parse_duration
 
 PROG = "locksmithctl"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,6 +39,7 @@ _ERROR_PREFIX = {
     "lock": "Error locking",
     "unlock": "Error unlocking",
     "set-max": "Error setting max",
+    "set-spacing": "Error setting spacing",
     "reboot": "Error rebooting",
     "send-need-reboot": "Error sending need-reboot",
 }
@@ -65,6 +68,16 @@ def _max_value(text: str) -> int:
     return value
 
 
+def _spacing(text: str) -> float:
+    try:
+        value = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; 0 means no spacing") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid spacing {text!r}: it cannot be negative")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -90,11 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     status = commands.add_parser("status", help="show the semaphore: free slots, max and holders")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    status.add_argument(
+        "--hosts", action="store_true", help="also show every host's own record: state, slot, what it waits for"
+    )
     for name, verb in (("lock", "Lock"), ("unlock", "Unlock")):
         p = commands.add_parser(name, help=f"{verb} this machine or a given machine id for reboot")
         p.add_argument("id", nargs="?", metavar="MACHINE-ID", help="default: this machine's id")
     set_max = commands.add_parser("set-max", help="set the maximum number of lock holders")
     set_max.add_argument("max", type=_max_value, metavar="N")
+    set_spacing = commands.add_parser(
+        "set-spacing", help="set the fleet's minimum gap between one host's release and the next lock (0: none)"
+    )
+    set_spacing.add_argument("spacing", type=_spacing, metavar="DURATION")
     commands.add_parser("reboot", help="take the lock, then reboot via logind (root only)")
     commands.add_parser("send-need-reboot", help="tell locksmithd an update is installed and needs a reboot")
     return parser
@@ -152,12 +172,24 @@ def status_json(status: Status, now: datetime) -> dict[str, object]:
 async def cmd_status(store: LockStore, config: Config, args: argparse.Namespace) -> None:
     status = await store.status()
     now = datetime.now(UTC)
+    hosts = ctl_hosts.rows(await store.host_records(), now.timestamp(), REFRESH_SECONDS) if args.hosts else None
     if status.ages_problem:
         print(f"Warning: holder ages unknown: {status.ages_problem}", file=sys.stderr)
     if args.json:
-        print(json.dumps(status_json(status, now), indent=2))
-    else:
-        print_status(status, now, sys.stdout)
+        data = status_json(status, now)
+        if hosts is not None:
+            data["hosts"] = ctl_hosts.as_json(hosts, now.timestamp())
+        print(json.dumps(data, indent=2))
+        return
+    print_status(status, now, sys.stdout)
+    if hosts is not None:
+        paced, problem = await store.read_pacing()
+        if problem:
+            print(f"Warning: {problem}", file=sys.stderr)
+        if paced.spacing_seconds > 0:
+            print(f"Spacing: {format_duration(timedelta(seconds=paced.spacing_seconds))}")
+        print()
+        print(ctl_hosts.table(hosts, now.timestamp()) if hosts else "No host records (agents publish them).")
 
 
 def _holder_id(args: argparse.Namespace, config: Config) -> str:
@@ -184,6 +216,12 @@ async def cmd_set_max(store: LockStore, config: Config, args: argparse.Namespace
     old, new = await store.set_max(args.max)
     print(f"Old-Max: {old}")
     print(f"Max: {new}")
+
+
+async def cmd_set_spacing(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    old = await store.set_spacing(args.spacing)
+    print(f"Old-Spacing: {format_duration(timedelta(seconds=old))}")
+    print(f"Spacing: {format_duration(timedelta(seconds=args.spacing))}")
 
 
 async def cmd_reboot(store: LockStore, config: Config, args: argparse.Namespace) -> None:
@@ -235,6 +273,7 @@ _STORE_COMMANDS: dict[str, Callable[[LockStore, Config, argparse.Namespace], Awa
     "lock": cmd_lock,
     "unlock": cmd_unlock,
     "set-max": cmd_set_max,
+    "set-spacing": cmd_set_spacing,
     "reboot": cmd_reboot,
 }
 
@@ -259,7 +298,7 @@ async def _run(args: argparse.Namespace, config: Config) -> None:
         request_timeout=min(config.kv.request_timeout, args.timeout),
         read_only=args.command == "status",
     )
-    kv: KVStore = open_store(options)
+    kv: KVStore = open_store(options, semaphore_key(config.lock_group))
     try:
         store = LockStore(kv, config.lock_group)
         _debug(args, f"backend={options.backend} endpoints={','.join(e.original for e in options.endpoints)}")

@@ -5,7 +5,7 @@ Pure: ctl.py reads the `-hosts/` prefix from the store and hands the values here
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from locksmith.protocol.hostrecord import HostRecord, Unreadable, decode, is_stale
 
@@ -48,3 +48,8 @@ def table(found: list[Row], now: float) -> str:
         lines.append((r.host, r.state, "yes" if r.slot else "", r.reason, age, r.version, r.last_error))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def as_json(found: list[Row], now: float) -> list[dict[str, object]]:
+    """The rows for `status --hosts --json`, with the age in whole seconds beside the writer's time."""
+    return [asdict(r) | {"for_seconds": int(max(now - r.since, 0)) if r.since else None} for r in found]

@@ -1,15 +1,14 @@
 """The reboot semaphore on a KV store: read, apply a pure operation, compare-and-swap.
 
 The semaphore value stays byte-exact in the Go shape, so CoreOS/Flatcar locksmiths can share it.
-When each holder took its slot is kept beside it, in `<key>-holders` (JSON `{"<id>":"<RFC3339 UTC>"}`),
-which the Go tool never reads. That record is best effort: a missing or unreadable one only means
-"age unknown" and never blocks a lock or an unlock.
+When each holder took its slot is kept beside it, in `<key>-holders` (protocol/holder_ages.py), which the
+Go tool never reads; an age is shown only while it is provably still true. That record is best effort: a
+missing or unreadable one only means "age unknown" and never blocks a lock or an unlock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable
 from contextlib import aclosing
@@ -21,15 +20,17 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from locksmith.kv.base import KVError, KVStore
 from locksmith.logging import outside_text
+from locksmith.protocol import holder_ages, pacing
+from locksmith.protocol.holder_ages import AgesRecord, AgesUnreadable
+from locksmith.protocol.hostrecord import hosts_prefix
+from locksmith.protocol.pacing import Pacing, spacing_key
 from locksmith.protocol.semaphore import (
     INITIAL,
-    MAX_VALUE_BYTES,
     Semaphore,
     SemaphoreCorrupt,
     SemaphoreError,
     decode,
     encode,
-    holder_problem,
     holders_key,
     semaphore_key,
 )
@@ -44,6 +45,8 @@ DEFAULT_MAX_ATTEMPTS = 100
 CONFLICT_JITTER = 0.02
 CONFLICT_BACKOFF_MAX = 0.5
 _AGES_MAX_ATTEMPTS = 10
+# The fleet view reads at most this many host records (a fleet far larger than any semaphore's max).
+MAX_HOSTS = 10_000
 
 
 class SemaphoreContention(SemaphoreError):
@@ -99,6 +102,7 @@ class LockStore:
         self.kv = kv
         self.key = semaphore_key(group)
         self.ages_key = holders_key(self.key)
+        self.spacing_key = spacing_key(self.key)
         self._max_attempts = max_attempts
         self._clock = clock
 
@@ -113,9 +117,53 @@ class LockStore:
 
     async def status(self) -> Status:
         snap = await self.get()
-        ages, problem = await self._read_ages()
+        ages, problem = await self._read_ages(snap.revision)
         holders = tuple(HolderInfo(h, ages.get(h)) for h in snap.semaphore.holders)
         return Status(self.key, snap, holders, problem)
+
+    async def host_records(self, limit: int = MAX_HOSTS) -> dict[str, bytes]:
+        """The fleet view's stored records, by machine id (raw: protocol/hostrecord.py decodes them)."""
+        prefix = hosts_prefix(self.key)
+        return {e.key[len(prefix) :]: e.value for e in await self.kv.list_prefix(prefix, limit)}
+
+    # --- pacing (protocol/pacing.py) --------------------------------------------------------
+
+    async def read_pacing(self) -> tuple[Pacing, str | None]:
+        """The fleet's pacing, and why it is ignored when the stored value is not one we trust."""
+        entry = await self.kv.get(self.spacing_key)
+        if entry is None:
+            return Pacing(), None
+        parsed = pacing.decode(entry.value)
+        if parsed is None:
+            return Pacing(), f"{self.spacing_key!r} is not a pacing record; ignored (set it again with set-spacing)"
+        return parsed, None
+
+    async def set_spacing(self, seconds: float) -> float:
+        """Set the minimum gap between a release and the next lock (0: none); returns the old one."""
+        for _ in range(self._max_attempts):
+            entry = await self.kv.get(self.spacing_key)
+            old = pacing.decode(entry.value) if entry is not None else None
+            new = Pacing(seconds, old.last_release if old else 0.0).encode()
+            if entry is None:
+                if await self.kv.create(self.spacing_key, new) is not None:
+                    return 0.0
+            elif await self.kv.compare_and_swap(self.spacing_key, new, entry.revision) is not None:
+                return old.spacing_seconds if old else 0.0
+        raise SemaphoreContention(f"gave up on {self.spacing_key!r}: other writers changed it every time; try again")
+
+    async def note_release(self) -> None:
+        """Stamp the release just made, when the fleet is paced (best effort: never fails a release)."""
+        try:
+            for _ in range(_AGES_MAX_ATTEMPTS):
+                entry = await self.kv.get(self.spacing_key)
+                current = pacing.decode(entry.value) if entry is not None else None
+                if entry is None or current is None or current.spacing_seconds <= 0:
+                    return
+                stamped = Pacing(current.spacing_seconds, self._clock().timestamp()).encode()
+                if await self.kv.compare_and_swap(self.spacing_key, stamped, entry.revision) is not None:
+                    return
+        except KVError as exc:
+            log.warning("pacing not stamped", key=self.spacing_key, error=outside_text(exc))
 
     async def wait_for_change(self, after_revision: int) -> Snapshot:
         """Block until the key changes after `after_revision` (no polling: the store's watch), and
@@ -141,19 +189,21 @@ class LockStore:
     async def lock(self, holder: str) -> Snapshot:
         """Take a slot for `holder` (idempotent). SemaphoreFull when none is free."""
         before, after = await self._mutate(lambda sem: sem.lock(holder))
-        if before.semaphore != after.semaphore:
-            await self._record_ages(holder, acquired=True)
+        if after.revision != before.revision:
+            await self._record_ages(before.revision, after.revision, added=holder)
         return after
 
     async def unlock(self, holder: str) -> Snapshot:
         """Give back `holder`'s slot. NotHeld when it holds none."""
-        _before, after = await self._mutate(lambda sem: sem.unlock(holder))
-        await self._record_ages(holder, acquired=False)
+        before, after = await self._mutate(lambda sem: sem.unlock(holder))
+        await self._record_ages(before.revision, after.revision)
         return after
 
     async def set_max(self, new_max: int) -> tuple[int, int]:
         """Set the number of slots; returns (old max, new max)."""
         before, after = await self._mutate(lambda sem: sem.set_max(new_max))
+        if after.revision != before.revision:
+            await self._record_ages(before.revision, after.revision)
         return before.semaphore.max, after.semaphore.max
 
     async def _mutate(self, op: Callable[[Semaphore], Semaphore]) -> tuple[Snapshot, Snapshot]:
@@ -194,7 +244,8 @@ class LockStore:
 
     # --- holder ages (best effort) ---------------------------------------------------------
 
-    async def _read_ages(self) -> tuple[dict[str, datetime], str | None]:
+    async def _read_ages(self, revision: int) -> tuple[dict[str, datetime], str | None]:
+        """The ages still true at the semaphore's `revision`, and why there are none if the record is bad."""
         try:
             entry = await self.kv.get(self.ages_key)
         except KVError as exc:
@@ -202,16 +253,16 @@ class LockStore:
         if entry is None:
             return {}, None
         try:
-            return _decode_ages(entry.value), None
+            return holder_ages.decode(entry.value).true_ages(revision), None
         except AgesUnreadable as exc:
             # Reported once, through Status.ages_problem (locksmithctl prints it as a warning).
             return {}, f"{self.ages_key!r} is not valid ({outside_text(exc)}); left unchanged"
 
-    async def _record_ages(self, holder: str, *, acquired: bool) -> None:
-        """Note `holder` taking (or giving back) its slot, and drop ids that no longer hold one."""
+    async def _record_ages(self, before: int, after: int, *, added: str | None = None) -> None:
+        """Note our semaphore write `before` → `after` (and the holder it added), dropping ids that left."""
         try:
             for _ in range(_AGES_MAX_ATTEMPTS):
-                if await self._record_ages_once(holder, acquired=acquired):
+                if await self._record_ages_once(before, after, added):
                     return
                 await asyncio.sleep(random.uniform(0, CONFLICT_JITTER))
             log.warning("holder ages not updated: too many concurrent writers", key=self.ages_key)
@@ -219,68 +270,24 @@ class LockStore:
             # The semaphore itself is already written: its caller's result must not depend on this.
             log.warning("holder ages not updated", key=self.ages_key, error=outside_text(exc))
 
-    async def _record_ages_once(self, holder: str, *, acquired: bool) -> bool:
-        holders = set((await self.get()).semaphore.holders)
+    async def _record_ages_once(self, before: int, after: int, added: str | None) -> bool:
+        holders = frozenset((await self.get()).semaphore.holders)
         entry = await self.kv.get(self.ages_key)
-        old: dict[str, datetime] = {}
+        old = AgesRecord()
         if entry is not None:
             try:
-                old = _decode_ages(entry.value)
+                old = holder_ages.decode(entry.value)
             except AgesUnreadable as exc:
                 # Never overwrite what we cannot parse, even our own bookkeeping.
                 log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))
                 return True
-        new = {h: t for h, t in old.items() if h in holders}
-        if acquired and holder in holders:
-            new[holder] = self._clock().astimezone(UTC).replace(microsecond=0)
-        else:
-            new.pop(holder, None)
+        new = old.after_write(before, after, holders, added, self._clock())
+        value = holder_ages.encode(new)
         if entry is None:
-            return not new or await self.kv.create(self.ages_key, _encode_ages(new)) is not None
-        if new == old:
+            return await self.kv.create(self.ages_key, value) is not None
+        if value == entry.value:
             return True
-        return await self.kv.compare_and_swap(self.ages_key, _encode_ages(new), entry.revision) is not None
-
-
-def _encode_ages(ages: dict[str, datetime]) -> bytes:
-    return json.dumps(
-        {h: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for h, t in sorted(ages.items())},
-        separators=(",", ":"),
-    ).encode()
-
-
-class AgesUnreadable(ValueError):
-    """The holder-ages record is not what we write; it is ignored (and left as it is)."""
-
-
-def _decode_ages(raw: bytes) -> dict[str, datetime]:
-    """Parse the side record. Anyone with write access to the store may have put anything there,
-    so every failure — size, encoding, nesting depth, a date out of range — is AgesUnreadable."""
-    if len(raw) > MAX_VALUE_BYTES:
-        raise AgesUnreadable(f"{len(raw)} bytes long, far more than a record of holder ages")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise AgesUnreadable(f"not JSON: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise AgesUnreadable("expected a JSON object")
-    ages: dict[str, datetime] = {}
-    for index, (holder, stamp) in enumerate(data.items()):
-        # Neither the id nor the stamp is repeated in the message: they are not ours to print.
-        if holder_problem(holder):
-            raise AgesUnreadable(f"entry #{index + 1} is not keyed by a valid holder id")
-        if not isinstance(stamp, str) or len(stamp) > 64:
-            raise AgesUnreadable(f"the time of entry #{index + 1} is not a short string")
-        try:
-            when = datetime.fromisoformat(stamp)
-            # Near datetime.min/max, converting to UTC overflows.
-            utc = when.astimezone(UTC) if when.tzinfo is not None else None
-        except (ValueError, OverflowError):
-            raise AgesUnreadable(f"the time of entry #{index + 1} is not an RFC 3339 time in range") from None
-        if utc is None:
-            raise AgesUnreadable(f"the time of entry #{index + 1} has no time zone")
-        ages[holder] = utc
-    return ages
+        return await self.kv.compare_and_swap(self.ages_key, value, entry.revision) is not None
 
 
 __all__ = [

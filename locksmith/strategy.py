@@ -81,6 +81,9 @@ class Strategy(abc.ABC):
     needs_window: ClassVar[bool] = True
     #: False for a strategy that never reboots (`off`): the agent then only reports status.
     reboots: ClassVar[bool] = True
+    #: Whether it coordinates through the KV store (ctx.kv): the agent then also publishes its record in
+    #: the fleet view beside the semaphore (`locksmithctl status --hosts`).
+    uses_kv_store: ClassVar[bool] = False
     #: Settings of its own (`LOCKSMITHD_` + name), declared like every other setting.
     settings: ClassVar[tuple[Setting, ...]] = ()
 

@@ -14,6 +14,7 @@ from strategies.reboot import RebootStrategy
 
 class BestEffortStrategy(Strategy):
     name = "best-effort"
+    uses_kv_store = True
 
     def __init__(self) -> None:
         self.lock = EtcdLockStrategy()

@@ -9,10 +9,12 @@ revision we read, and retry the moment any holder gives a slot back (the Go agen
 from __future__ import annotations
 
 import asyncio
+import time
 
 from locksmith.kv import KVAuthError, KVError, KVStore, KVUnavailable, open_store
 from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
-from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull
+from locksmith.protocol.pacing import wait_before_acquire
+from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull, semaphore_key
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
@@ -21,6 +23,7 @@ SAFETY_RECHECK_SECONDS = 300.0
 
 class EtcdLockStrategy(Strategy):
     name = "etcd-lock"
+    uses_kv_store = True
 
     def __init__(self, safety_recheck: float = SAFETY_RECHECK_SECONDS) -> None:
         self._kv: KVStore | None = None
@@ -31,7 +34,7 @@ class EtcdLockStrategy(Strategy):
         if self._locks is None:
             if ctx.kv is None:
                 raise StrategyError("the etcd-lock strategy needs a KV store: set LOCKSMITHD_ENDPOINT")
-            self._kv = open_store(ctx.kv)
+            self._kv = open_store(ctx.kv, semaphore_key(ctx.group))
             self._locks = LockStore(self._kv, ctx.group)
         return self._locks
 
@@ -46,6 +49,7 @@ class EtcdLockStrategy(Strategy):
         locks = self.lockstore(ctx)
         with _translated():
             while True:
+                await self._paced(locks, ctx)
                 try:
                     snap = await locks.lock(ctx.machine_id)
                 except SemaphoreFull:
@@ -79,6 +83,19 @@ class EtcdLockStrategy(Strategy):
                 ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
 
     @staticmethod
+    async def _paced(locks: LockStore, ctx: StrategyContext) -> None:
+        """Honour the fleet's spacing (locksmithctl set-spacing) before taking a slot we do not hold yet."""
+        if (await locks.get()).semaphore.holds(ctx.machine_id):
+            return
+        paced, problem = await locks.read_pacing()
+        if problem:
+            ctx.log.warning("pacing.ignored", reason=problem)
+        wait = wait_before_acquire(paced, time.time())
+        if wait > 0:
+            ctx.log.info("lock.paced", wait_seconds=round(wait, 1), spacing_seconds=paced.spacing_seconds)
+            await asyncio.sleep(wait)
+
+    @staticmethod
     async def _wait_for_a_free_slot(locks: LockStore, seen: Snapshot, me: str) -> Snapshot:
         """Follow the key until a change shows a free slot (or us holding one). A change that leaves
         it full — another waiter winning the slot just freed — is no reason to try: every waiter
@@ -96,6 +113,7 @@ class EtcdLockStrategy(Strategy):
             except NotHeld:
                 ctx.log.info("lock.release.not-held", key=locks.key)
                 return
+            await locks.note_release()
         ctx.log.info("lock.released", key=locks.key, holders=list(snap.semaphore.holders), revision=snap.revision)
 
     async def holds(self, ctx: StrategyContext) -> bool:

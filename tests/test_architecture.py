@@ -55,6 +55,7 @@ ALLOWED: dict[str, set[str]] = {
         "locksmith.kv",
         "locksmith.lockstore",
         "locksmith.bus",
+        "locksmith.ctl_hosts",
     }
     | _UTILITIES,
     "locksmith.logging": set(),

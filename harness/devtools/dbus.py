@@ -7,6 +7,7 @@ without touching the machine's system bus.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -14,12 +15,14 @@ import time
 from pathlib import Path
 
 # System-bus semantics (type "system", EXTERNAL auth) but permissive: any peer may own names
-# and send anything. Tests that need our real policy pass extra <includedir>s.
+# and send anything. Tests that need our real policy pass extra <includedir>s. The abstract socket has
+# no file permissions, so a peer running as another user (unprivileged.py) can reach the bus too.
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
   <listen>unix:path={socket}</listen>
+  <listen>unix:abstract={abstract}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
@@ -47,11 +50,17 @@ class PrivateBus:
         self.socket_path = self.directory / "bus.sock"
         self.config_path = self.directory / "bus.conf"
         self.include_dirs = include_dirs or []
+        self.abstract_name = f"locksmith-test-bus-{secrets.token_hex(8)}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"unix:path={self.socket_path}"
+
+    @property
+    def abstract_address(self) -> str:
+        """The same bus, reachable whatever the caller's user (no socket file to be denied)."""
+        return f"unix:abstract={self.abstract_name}"
 
     def start(self, timeout: float = 10.0) -> PrivateBus:
         binary = shutil.which("dbus-daemon")
@@ -59,7 +68,9 @@ class PrivateBus:
             raise RuntimeError("dbus-daemon is not installed: run scripts/bootstrap (apt-get install dbus-daemon)")
         self.directory.mkdir(parents=True, exist_ok=True)
         includes = "\n".join(f"  <includedir>{d}</includedir>" for d in self.include_dirs)
-        self.config_path.write_text(_CONFIG.format(socket=self.socket_path, includes=includes))
+        self.config_path.write_text(
+            _CONFIG.format(socket=self.socket_path, abstract=self.abstract_name, includes=includes)
+        )
         log = (self.directory / "dbus.log").open("ab")
         self.process = subprocess.Popen(
             [binary, f"--config-file={self.config_path}", "--nofork", "--nopidfile"],

@@ -195,11 +195,15 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
             server.write_log(f"{self.address_string()} {format % args}")
 
         def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up first (a deadline of its own): nothing to answer, not a server fault.
+                server.write_log(f"{self.address_string()} left before the {code} reply")
 
         def do_POST(self) -> None:
             try:

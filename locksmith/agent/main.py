@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from locksmith.agent.host_publisher import HostPublisher
 from locksmith.agent.machine import Agent
 from locksmith.agent.ports import Ports
 from locksmith.agent.reboot import CommandRebooter, LogindRebooter, Rebooter
@@ -24,9 +25,11 @@ from locksmith.agent.wiring import BusHealthGate, LoginSessions, observers_for
 from locksmith.bus.system import LazyBus
 from locksmith.bus.update_engine import update_statuses
 from locksmith.cli import Expected, run_main
+from locksmith.kv import KVStore, open_store
 from locksmith.logging import configure_logging, debug_enabled
 from locksmith.machineid import MachineIdError, read_machine_id
 from locksmith.protocol import update1
+from locksmith.protocol.semaphore import semaphore_key
 from locksmith.settings.config import (
     DEFAULT_PATHS,
     Config,
@@ -141,6 +144,12 @@ async def _serve(config: Config, strategy: object, machine_id: str) -> int:
         log=structlog.get_logger("locksmith.strategy").bind(strategy=strategy.name),
     )
     observers, background = observers_for(settings, strategy.name)
+    record_store: KVStore | None = None
+    if strategy.uses_kv_store:
+        record_store = open_store(config.kv, semaphore_key(config.lock_group))
+        publisher = HostPublisher(record_store, semaphore_key(config.lock_group), machine_id)
+        observers.append(publisher)
+        background.append(publisher.publish())
     ports = Ports(
         updates=update_statuses(bus),
         rebooter=rebooter,
@@ -157,6 +166,8 @@ async def _serve(config: Config, strategy: object, machine_id: str) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await bus.close()
+        if record_store is not None:
+            await record_store.aclose()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -102,6 +102,11 @@ class LockWoken:
 
 
 @dataclass(frozen=True, slots=True)
+class LockHeldAfterBoot:
+    """After boot the agent found it still holds the slot it took before the reboot (released after the gate)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LockKept:
     """After boot the lock is kept on purpose, so no other host reboots until this one is fixed."""
 
@@ -122,6 +127,7 @@ Event = (
     | LockFailure
     | LockReleased
     | LockWoken
+    | LockHeldAfterBoot
     | LockKept
     | HealthGateStarted
 )

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from locksmith.agent.hooks import run_command, run_hook
-from locksmith.agent.ports import Clock, Event, HealthCheck, HealthGateStarted, LockKept, LockReleased
+from locksmith.agent.ports import (
+    Clock,
+    Event,
+    HealthCheck,
+    HealthGateStarted,
+    LockHeldAfterBoot,
+    LockKept,
+    LockReleased,
+)
 from locksmith.agent.settings import AgentSettings
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
@@ -66,6 +74,7 @@ class Releaser:
         if not held:
             self.log.info("after-boot.not-held")
             return
+        self.emit(LockHeldAfterBoot())
         if not hook_ok:
             self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
             return

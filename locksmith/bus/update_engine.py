@@ -8,6 +8,11 @@ to the bus could make the host reboot. Here a status counts only when it comes f
 forged); the owner is tracked with GetNameOwner plus NameOwnerChanged signals, which are trusted
 only when they come from the bus daemon itself.
 
+Root is trusted too: a StatusUpdate from a peer whose Unix user (asked of the bus daemon, which
+learnt it from the kernel when the peer connected) is root counts as if the engine had sent it, and the
+log says so. That is what `locksmithctl send-need-reboot` relies on while an engine runs; root can
+reboot the host anyway, so nothing is given away, and every other peer is still ignored.
+
 Ordering: all bus messages (replies and signals) are handled synchronously, in arrival order, in
 one message handler. dbus-daemon is single-threaded, so arrival order is causal order; handling a
 reply after an `await` resumes would let a stale reply overwrite a newer signal.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -52,6 +58,10 @@ NAME_OWNER_MATCH_RULE: Final = (
     f"type='signal',sender='{DBUS_NAME}',path='{DBUS_PATH}',interface='{DBUS_INTERFACE}',"
     f"member='NameOwnerChanged',arg0='{update1.SERVICE}'"
 )
+#: Unix users whose StatusUpdate is believed besides the engine's: root (send-need-reboot).
+TRUSTED_UIDS: Final = frozenset({0})
+#: How long send-need-reboot stays connected after a signal sent as root, so agents can ask who sent it.
+ROOT_SENDER_LINGER: Final = 2.0
 #: How long start() waits for the bus daemon to say who owns the engine's name.
 START_TIMEOUT: Final = DEFAULT_CALL_TIMEOUT
 
@@ -81,9 +91,13 @@ class UpdateEngineWatcher:
     is still installed); `owner` is None while no engine runs.
     """
 
-    def __init__(self, bus: MessageBus, *, on_status: StatusCallback | None = None) -> None:
+    def __init__(
+        self, bus: MessageBus, *, on_status: StatusCallback | None = None, trusted_uids: frozenset[int] = TRUSTED_UIDS
+    ) -> None:
         self._bus = bus
         self._on_status = on_status
+        self._trusted_uids = trusted_uids
+        self._from_peers: dict[int, Message] = {}  # GetConnectionUnixUser serial -> the signal it is about
         self._owner: str | None = None
         self._latest: Status | None = None
         self._pending: dict[int, tuple[str, str | None]] = {}  # reply serial -> (kind, owner asked)
@@ -166,6 +180,9 @@ class UpdateEngineWatcher:
                 pending = self._pending.pop(msg.reply_serial, None)
                 if pending is not None:
                     self._on_reply(msg, *pending)
+                signal = self._from_peers.pop(msg.reply_serial, None)
+                if signal is not None:
+                    self._on_sender_user(msg, signal)
             elif msg.message_type is MessageType.SIGNAL:
                 if msg.interface == DBUS_INTERFACE and msg.member == "NameOwnerChanged":
                     self._on_name_owner_changed(msg)
@@ -216,18 +233,47 @@ class UpdateEngineWatcher:
         )
 
     def _on_status_signal(self, msg: Message) -> None:
-        if self._owner is None or msg.sender != self._owner:
-            _log.warning(
-                "ignored-status-update-from-non-owner",
-                sender=msg.sender,
-                owner=self._owner,
-                reason=f"only the owner of {update1.SERVICE} is trusted",
-            )
+        if self._owner is not None and msg.sender == self._owner:
+            self._accept_at_path(msg, source="StatusUpdate")
             return
+        if not self._trusted_uids or not msg.sender:
+            self._ignore_non_owner(msg, uid=None)
+            return
+        # Not the engine: believed only if the daemon says the sender is a trusted user (root).
+        ask = method_call(DBUS_NAME, DBUS_PATH, DBUS_INTERFACE, "GetConnectionUnixUser", "s", [msg.sender])
+        ask.serial = self._bus.next_serial()
+        self._from_peers[ask.serial] = msg
+        self._bus.send(ask)
+
+    def _on_sender_user(self, reply: Message, signal: Message) -> None:
+        answered = reply.message_type is MessageType.METHOD_RETURN and reply.signature == "u"
+        uid = reply.body[0] if answered and reply.sender == DBUS_NAME else None
+        if uid not in self._trusted_uids:
+            self._ignore_non_owner(signal, uid=uid)  # None: the sender left before the daemon was asked
+            return
+        _log.info(
+            "accepted-status-update-from-root",
+            sender=signal.sender,
+            uid=uid,
+            owner=self._owner,
+            reason="a root sender (e.g. locksmithctl send-need-reboot) is trusted as the engine is",
+        )
+        self._accept_at_path(signal, source="StatusUpdate from root")
+
+    def _ignore_non_owner(self, msg: Message, *, uid: int | None) -> None:
+        _log.warning(
+            "ignored-status-update-from-non-owner",
+            sender=msg.sender,
+            uid=uid,
+            owner=self._owner,
+            reason=f"only the owner of {update1.SERVICE} and root are trusted",
+        )
+
+    def _accept_at_path(self, msg: Message, *, source: str) -> None:
         if msg.path != update1.OBJECT_PATH:
             _log.warning("ignored-status-update-wrong-path", sender=msg.sender, path=outside_text(msg.path))
             return
-        self._accept(msg, source="StatusUpdate")
+        self._accept(msg, source=source)
 
     def _accept(self, msg: Message, *, source: str) -> None:
         try:
@@ -312,22 +358,28 @@ async def emit_status(bus: MessageBus, status: Status) -> None:
 async def send_need_reboot(bus: MessageBus, status: Status = update1.NEED_REBOOT) -> None:
     """Make locksmithd believe an update is installed (locksmithctl send-need-reboot).
 
-    The agent trusts only the owner of `update1.SERVICE`, so we briefly *become* that owner: take
-    the name with DO_NOT_QUEUE, emit StatusUpdate from the engine's object, answer GetStatus (the
-    agent asks every new owner), then release the name. If a real update engine owns the name we
-    refuse: a signal from us would be (rightly) ignored as spoofed, and the engine is the authority.
-    The caller should disconnect `bus` afterwards.
+    With no engine running we briefly *become* the engine: take its name with DO_NOT_QUEUE, emit
+    StatusUpdate from its object, answer GetStatus (the agent asks every new owner), then release the
+    name. While an engine owns the name, root emits the signal from its own connection: the agent trusts
+    root as it trusts the engine (and logs that it did). Anyone else is refused here, in one line, rather
+    than sending a signal every agent would rightly ignore. The caller should disconnect `bus` afterwards.
     """
     try:
         await own_name(bus, update1.SERVICE)
     except NameTakenError as exc:
         if exc.owner is None:
             raise SendNeedRebootError(f"could not own {update1.SERVICE}: the bus refused it") from None
-        raise UpdateEngineRunningError(
-            f"an update engine is running (it owns {update1.SERVICE} as {exc.owner}); locksmithd trusts only"
-            " StatusUpdate signals from that owner and would ignore one sent by locksmithctl — let the update"
-            " engine report the reboot, or stop it first"
-        ) from None
+        if os.geteuid() != 0:
+            raise UpdateEngineRunningError(
+                f"an update engine is running (it owns {update1.SERVICE} as {exc.owner}); locksmithd trusts"
+                " only that engine and root, so run send-need-reboot as root (or let the engine report the reboot)"
+            ) from None
+        await emit_status(bus, status)
+        # Each agent asks the daemon who sent the signal when it arrives; a peer already gone cannot be
+        # vouched for (and is ignored), so we stay on the bus a moment before the caller disconnects.
+        await get_name_owner(bus, DBUS_NAME)
+        await asyncio.sleep(ROOT_SENDER_LINGER)
+        return
     except Exception as exc:
         raise SendNeedRebootError(
             f"cannot own {update1.SERVICE} on the system bus: {exc} (run as root; check the D-Bus policy"

@@ -21,8 +21,11 @@ from locksmith.kv.base import (
 )
 
 
-def open_store(options: KVOptions) -> KVStore:
-    """Build the backend the endpoints name. Nothing connects until the first operation."""
+def open_store(options: KVOptions, decisive_key: str | None = None) -> KVStore:
+    """Build the backend the endpoints name. Nothing connects until the first operation.
+
+    `decisive_key` (the semaphore's key): for plain http(s):// etcd endpoints, the API is the one whose
+    keyspace holds it (kv/choose.py), so a host replacing a Go locksmith joins the same semaphore."""
     # Imported here so a host on the embedded store never loads the HTTP stack, and back.
     if options.backend == BACKEND_EMBEDDED:
         from locksmith.kv.embedded import EmbeddedStore
@@ -30,6 +33,10 @@ def open_store(options: KVOptions) -> KVStore:
         return EmbeddedStore(
             options.endpoints[0].address, busy_timeout=options.retry_budget, read_only=options.read_only
         )
+    if options.backend == BACKEND_ETCD3 and decisive_key is not None and not options.endpoints[0].api_named:
+        from locksmith.kv.choose import ApiChoosingStore
+
+        return ApiChoosingStore(options, decisive_key)
     if options.backend == BACKEND_ETCD3:
         from locksmith.kv.etcd3 import Etcd3Store
 

@@ -62,6 +62,8 @@ class KVStore(Protocol):
       beyond its event window) may coalesce several changes into the latest one, but never
       skip the latest state. The iterator runs until the consumer stops iterating; closing it
       (aclose / break) releases its resources.
+    - `list_prefix(prefix, limit)` returns the entries whose keys start with `prefix`, in key order, at
+      most `limit` of them (absent keys are not entries).
     - `ping` raises KVUnavailable / KVAuthError if the store cannot serve requests now.
     - Revisions grow monotonically per store; a fresh key's revision is > 0.
     """
@@ -75,6 +77,8 @@ class KVStore(Protocol):
     async def delete(self, key: str, revision: int | None = None) -> bool: ...
 
     def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]: ...
+
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]: ...
 
     async def ping(self) -> None: ...
 
@@ -98,8 +102,8 @@ _SCHEMES = {
 }
 
 ENDPOINT_HELP = (
-    "use http(s)://HOST:PORT for etcd v3, etcd2+http(s)://HOST:PORT for the etcd v2 API, "
-    "or file:///PATH for the embedded store"
+    "use http(s)://HOST:PORT for etcd (v3, or v2 where a Go locksmith's semaphore is), etcd3+http(s):// or "
+    "etcd2+http(s):// to force one API, or file:///PATH for the embedded store"
 )
 
 
@@ -111,6 +115,9 @@ class Endpoint:
     backend: str
     address: str
     original: str
+    # False for a plain http(s):// etcd endpoint: the API is then the one that holds the fleet's semaphore
+    # (kv/choose.py), since the Go tool read the same URL as the v2 API.
+    api_named: bool = True
 
 
 def parse_endpoint(url: str) -> Endpoint:
@@ -136,7 +143,7 @@ def parse_endpoint(url: str) -> Endpoint:
     if not parts.hostname or parts.path not in ("",) or parts.query or parts.fragment:
         raise ValueError(f"endpoint {url!r} must be scheme://HOST[:PORT] with no path: {ENDPOINT_HELP}")
     del port
-    return Endpoint(backend, address, url)
+    return Endpoint(backend, address, url, api_named="+" in scheme)
 
 
 def parse_endpoints(urls: list[str] | tuple[str, ...]) -> tuple[Endpoint, ...]:

@@ -202,6 +202,20 @@ class EmbeddedStore:
 
         return await self._run(self._write, op)
 
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
+        def read() -> list[tuple[str, bytes, int]]:
+            # substr, not LIKE: a prefix may hold % or _, and keys compare as exact text.
+            query = (
+                "SELECT key, value, revision FROM kv WHERE substr(key, 1, ?) = ? AND value IS NOT NULL"
+                " ORDER BY key LIMIT ?"
+            )
+            try:
+                return self._connection().execute(query, (len(prefix), prefix, limit)).fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+
+        return [Entry(key, bytes(value), int(rev)) for key, value, rev in await self._run(read)]
+
     async def ping(self) -> None:
         await self._run(self._connection)
 

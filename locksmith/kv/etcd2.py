@@ -72,6 +72,30 @@ def parse_node(body: Any, key: str) -> tuple[bytes | None, int]:
     return (None if value is None else value.encode("utf-8")), _index(node.get("modifiedIndex"), "modifiedIndex")
 
 
+def parse_dir(body: Any, prefix: str, limit: int) -> list[Entry]:
+    """A recursive keys reply on a directory → the leaf entries under it whose keys start with `prefix`."""
+    if not isinstance(body, dict) or not isinstance(body.get("node"), dict):
+        raise KVProtocolError(f"{API} reply for {prefix}: no node object")
+    entries: list[Entry] = []
+    pending = [body["node"]]
+    while pending and len(entries) < limit:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            raise KVProtocolError(f"{API} reply for {prefix}: a node is not an object")
+        if node.get("dir") is True:
+            children = node.get("nodes") or []
+            if not isinstance(children, list):
+                raise KVProtocolError(f"{API} reply for {prefix}: nodes is not a list")
+            pending.extend(reversed(children))
+            continue
+        key, value = node.get("key"), node.get("value")
+        if isinstance(key, str) and isinstance(value, str) and key.lstrip("/").startswith(prefix):
+            entries.append(
+                Entry(key.lstrip("/"), value.encode("utf-8"), _index(node.get("modifiedIndex"), "modifiedIndex"))
+            )
+    return sorted(entries, key=lambda e: e.key)
+
+
 def parse_error(body: Any) -> tuple[int, str, int] | None:
     """A v2 error object → (errorCode, one-line message, index), else None."""
     if not isinstance(body, dict) or "errorCode" not in body:
@@ -174,6 +198,25 @@ class Etcd2Store:
 
     async def get(self, key: str) -> Entry | None:
         return (await self._get(key))[0]
+
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
+        """v2 has directories, not prefixes: `prefix` must end with "/" (the directory's entries)."""
+        if not prefix.endswith("/"):
+            raise KVError(f"{API} lists directories only: {prefix!r} does not end with '/'")
+
+        def parse(response: httpx.Response, base: str) -> list[Entry]:
+            if response.status_code == 200:
+                body = _json(response)
+                if body is None:
+                    raise fail(response, base, f"listing {prefix}", self._authenticated)
+                return parse_dir(body, prefix, limit)
+            error = parse_error(_json(response))
+            if error is not None and error[0] == KEY_NOT_FOUND:
+                return []
+            raise fail(response, base, f"listing {prefix}", self._authenticated)
+
+        params = {"recursive": "true", "sorted": "true", "quorum": "true"}
+        return await self._http.call("GET", key_path(prefix.rstrip("/")), parse, params=params)
 
     async def _put(
         self, key: str, value: bytes, params: dict[str, str], what: str, no: tuple[int, ...]

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from locksmith.protocol.bounded_json import json_object, unix_time
 
 MAX_RECORD_BYTES = 2048
+# An agent rewrites its record at least this often; three intervals without one and it reads as stale.
+REFRESH_SECONDS = 30.0
 MAX_FIELD_CHARS = 200
 STATES = frozenset({"idle", "waiting", "holding", "rebooting", "error"})
 WAITING_FOR = frozenset({"", "window", "lock", "users", "health", "spacing"})

@@ -13,7 +13,7 @@ mix both tools — but never produce one: `set_max` refuses to go below the curr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
 KEY_PREFIX = "coreos.com/updateengine/rebootlock"
@@ -94,12 +94,17 @@ class Semaphore:
     semaphore: int
     max: int
     holders: tuple[str, ...] = ()
+    # Go's nil slice: a value no one has locked since it was created has `"holders":null`, one whose last
+    # holder left has `"holders":[]` (Go's RemoveHolder leaves an empty slice). Kept for the bytes only.
+    nil_holders: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         problem = _inconsistency(self.semaphore, self.max, self.holders)
         if problem:
             raise ValueError(problem)
         object.__setattr__(self, "holders", tuple(sorted(self.holders)))
+        if self.holders:
+            object.__setattr__(self, "nil_holders", False)
 
     @property
     def available(self) -> int:
@@ -122,7 +127,7 @@ class Semaphore:
         """Give back `holder`'s slot; NotHeld if it holds none."""
         if holder not in self.holders:
             raise NotHeld(holder)
-        return Semaphore(self.semaphore + 1, self.max, tuple(h for h in self.holders if h != holder))
+        return Semaphore(self.semaphore + 1, self.max, tuple(h for h in self.holders if h != holder), nil_holders=False)
 
     def set_max(self, new_max: int) -> Semaphore:
         """Change the number of slots, shifting `semaphore` by the same amount.
@@ -142,7 +147,7 @@ class Semaphore:
                 f"max {new_max} is below the {len(self.holders)} current holder(s) ({', '.join(self.holders)}); "
                 f"unlock some first, or set max to {len(self.holders)} to stop new locks"
             )
-        return Semaphore(self.semaphore + (new_max - self.max), new_max, self.holders)
+        return Semaphore(self.semaphore + (new_max - self.max), new_max, self.holders, self.nil_holders)
 
 
 def semaphore_key(group: str | None = None) -> str:
@@ -186,7 +191,8 @@ def decode(raw: bytes, key: str) -> Semaphore:
             raise SemaphoreCorrupt(key, f"{name} must be an integer, got {json.dumps(value)}")
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise SemaphoreCorrupt(key, f"{name} {value} is out of range")
-    if holders is None:  # Go marshals a nil slice as null: the value it creates
+    nil_holders = holders is None  # Go marshals a nil slice as null: the value it creates
+    if nil_holders:
         holders = []
     if not isinstance(holders, list):
         raise SemaphoreCorrupt(key, f"holders must be a list or null, got {type(holders).__name__}")
@@ -200,14 +206,17 @@ def decode(raw: bytes, key: str) -> Semaphore:
     problem = _inconsistency(semaphore, max_, tuple(holders))
     if problem:
         raise SemaphoreCorrupt(key, problem)
-    return Semaphore(semaphore, max_, tuple(holders))
+    return Semaphore(semaphore, max_, tuple(holders), nil_holders)
 
 
 def encode(sem: Semaphore) -> bytes:
     """Serialise exactly as Go's json.Marshal of CoreOS's struct: field order, no spaces, sorted
-    holders, Go's string escaping, and `null` for no holders (the shape Go's Init writes; Go reads
-    `null` and `[]` alike)."""
-    holders = "[" + ",".join(_go_string(h) for h in sem.holders) + "]" if sem.holders else "null"
+    holders, Go's string escaping; no holders is `null` until someone has locked (the shape Go's Init
+    writes) and `[]` once the last holder has left, as the Go tool writes it (Go reads both alike)."""
+    if sem.nil_holders and not sem.holders:
+        holders = "null"
+    else:
+        holders = "[" + ",".join(_go_string(h) for h in sem.holders) + "]"
     return f'{{"semaphore":{sem.semaphore},"max":{sem.max},"holders":{holders}}}'.encode()
 
 

@@ -13,7 +13,9 @@ from dbus_fast.aio import MessageBus
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.devtools.dbus import PrivateBus
 from harness.devtools.fake_update_engine import FakeUpdateEngine
+from harness.devtools.unprivileged import status_update_as_nobody, verdict
 from locksmith.bus.system import DBUS_INTERFACE, DBUS_PATH, get_name_owner
 from locksmith.bus.update_engine import (
     UpdateEngineRunningError,
@@ -116,31 +118,65 @@ async def test_get_status_then_signals_from_the_owner(engine: FakeUpdateEngine, 
     assert watcher.latest == NEED_REBOOT
 
 
-async def test_spoofed_status_update_from_another_peer_is_ignored(
-    engine: FakeUpdateEngine, watcher: UpdateEngineWatcher, other_peer: MessageBus
+async def test_spoofed_status_update_from_an_unprivileged_peer_is_ignored(
+    engine: FakeUpdateEngine, watcher: UpdateEngineWatcher, dbus_bus: PrivateBus
 ) -> None:
     await watcher.start()
     it = watcher.statuses()
     assert (await next_status(it)).current_operation is Operation.IDLE
     with structlog.testing.capture_logs() as logs:
-        # Right path, interface, member and body — only the sender is wrong.
+        # Right path, interface, member and body — only the sender is wrong: a peer running as nobody.
+        await status_update_as_nobody(dbus_bus.abstract_address, NEED_REBOOT)
+        ignored = await verdict(logs, "ignored-status-update-from-non-owner")
+        await engine.set_status(Operation.DOWNLOADING)
+        # The spoof was judged before the engine's next status: had it been believed, it would come first.
+        assert (await next_status(it)).current_operation is Operation.DOWNLOADING
+    assert watcher.latest is not None and not watcher.latest.needs_reboot
+    # dbus-send is gone by the time the daemon is asked (None: no one to vouch for), or it is nobody.
+    assert ignored["uid"] in (None, 65534) and ignored["owner"] == engine.unique_name
+
+
+async def test_who_sent_it_is_the_daemons_answer_not_the_senders(
+    engine: FakeUpdateEngine, system_bus: MessageBus, other_peer: MessageBus
+) -> None:
+    """A live peer whose user is not trusted (here: trusting only uid 12345, the peers being root)."""
+    watcher = UpdateEngineWatcher(system_bus, trusted_uids=frozenset({12345}))
+    await watcher.start()
+    it = watcher.statuses()
+    assert (await next_status(it)).current_operation is Operation.IDLE
+    with structlog.testing.capture_logs() as logs:
         await other_peer.send(
             Message.new_signal(
                 UPDATE_ENGINE_PATH, UPDATE_ENGINE_INTERFACE, STATUS_SIGNAL, STATUS_SIGNATURE, NEED_REBOOT.to_dbus()
             )
         )
-        await flushed(other_peer)
+        ignored = await verdict(logs, "ignored-status-update-from-non-owner")
         await engine.set_status(Operation.DOWNLOADING)
-        # The spoofed NEED_REBOOT reached the watcher first, yet the next accepted status is the engine's.
         assert (await next_status(it)).current_operation is Operation.DOWNLOADING
-    assert watcher.latest is not None and not watcher.latest.needs_reboot
-    ignored = [e for e in logs if e["event"] == "ignored-status-update-from-non-owner"]
-    assert ignored and ignored[0]["sender"] == other_peer.unique_name
+    assert ignored["uid"] == 0 and ignored["sender"] == other_peer.unique_name
+    await watcher.stop()
+
+
+async def test_a_status_update_from_root_is_believed_and_said_so(
+    engine: FakeUpdateEngine, watcher: UpdateEngineWatcher, other_peer: MessageBus
+) -> None:
+    """locksmithctl send-need-reboot while an engine runs: root can reboot the host anyway."""
+    await watcher.start()
+    it = watcher.statuses()
+    assert (await next_status(it)).current_operation is Operation.IDLE
+    with structlog.testing.capture_logs() as logs:
+        await send_need_reboot(other_peer)  # the tests run as root
+        assert await next_status(it) == update1.NEED_REBOOT
+    accepted = await verdict(logs, "accepted-status-update-from-root")
+    assert accepted["uid"] == 0 and accepted["sender"] == other_peer.unique_name
+    assert await get_name_owner(other_peer, UPDATE_ENGINE_NAME) == engine.unique_name  # the engine kept its name
 
 
 async def test_spoofed_name_owner_change_cannot_hand_over_trust(
-    engine: FakeUpdateEngine, watcher: UpdateEngineWatcher, other_peer: MessageBus
+    engine: FakeUpdateEngine, system_bus: MessageBus, other_peer: MessageBus
 ) -> None:
+    # Only the engine is trusted here (not root, which the test peers are): the name's hand-over is what is tested.
+    watcher = UpdateEngineWatcher(system_bus, trusted_uids=frozenset())
     await watcher.start()
     it = watcher.statuses()
     await next_status(it)
@@ -166,6 +202,7 @@ async def test_spoofed_name_owner_change_cannot_hand_over_trust(
         assert (await next_status(it)).current_operation is Operation.DOWNLOADING
     assert watcher.owner == engine.unique_name
     assert any(e["event"] == "ignored-spoofed-name-owner-changed" for e in logs)
+    await watcher.stop()
 
 
 def engine_watcher_name(watcher: UpdateEngineWatcher) -> str:
@@ -243,10 +280,11 @@ async def test_send_need_reboot_without_an_engine_reaches_the_watcher(
     assert await get_name_owner(other_peer, UPDATE_ENGINE_NAME) is None  # the name was released
 
 
-async def test_send_need_reboot_is_refused_while_an_engine_runs(
-    engine: FakeUpdateEngine, other_peer: MessageBus
+async def test_send_need_reboot_is_refused_to_non_root_while_an_engine_runs(
+    engine: FakeUpdateEngine, other_peer: MessageBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(UpdateEngineRunningError, match="would ignore") as err:
+    monkeypatch.setattr("locksmith.bus.update_engine.os.geteuid", lambda: 1000)
+    with pytest.raises(UpdateEngineRunningError, match="run send-need-reboot as root") as err:
         await send_need_reboot(other_peer)
     assert engine.unique_name in str(err.value)
     assert "\n" not in str(err.value)

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dbus_fast import Message
-from dbus_fast.aio import MessageBus
 
 from agent.procs import AGENT, Host, reboot_lines, wait_until
 from harness.devtools.etcd import EtcdCluster
+from harness.devtools.unprivileged import status_update_as_nobody
 from locksmith.kv import KVOptions, open_store, parse_endpoints
 from locksmith.lockstore import LockStore
+from locksmith.protocol.update1 import Operation, Status
 
 OTHER = "f" * 32
 
@@ -51,30 +51,12 @@ def test_spoofed_status_update_triggers_nothing(host: Host) -> None:
     host.start_agent()
     host.wait_state("idle")
 
-    async def spoof() -> None:
-        bus = await MessageBus(bus_address=host.bus.address).connect()
-        try:
-            body = [0, 1.0, "UPDATE_STATUS_UPDATED_NEED_REBOOT", "6.6.6", 1]
-            await bus.send(
-                Message.new_signal("/com/coreos/update1", "com.coreos.update1.Manager", "StatusUpdate", "xdssx", body)
-            )
-            await bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="GetId",
-                )
-            )
-        finally:
-            bus.disconnect()
-
-    asyncio.run(spoof())
+    spoof = Status(0, 1.0, Operation.UPDATED_NEED_REBOOT, "6.6.6", 1)
+    asyncio.run(status_update_as_nobody(host.bus.abstract_address, spoof))  # neither the engine nor root
     wait_until(
         lambda: any(e.get("event") == "ignored-status-update-from-non-owner" for e in host.events()),
         what="the agent to log the spoofed signal",
     )
-    time.sleep(0.3)
     assert "need-reboot" not in host.states()
     assert reboot_lines(host.reboots) == []
     host.need_reboot()  # the same signal from the real owner does lead to a reboot

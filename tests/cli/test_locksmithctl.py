@@ -134,7 +134,7 @@ async def test_lock_unlock_set_max_status_round(ctl: Ctl) -> None:
 
     assert ctl("unlock").returncode == 0
     assert ctl("unlock", "zz-other").returncode == 0
-    assert await ctl.raw() == b'{"semaphore":3,"max":3,"holders":null}'
+    assert await ctl.raw() == b'{"semaphore":3,"max":3,"holders":[]}'
     assert ctl("status").stdout == "Available: 3\nMax: 3\n"
 
 

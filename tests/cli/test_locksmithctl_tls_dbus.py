@@ -129,7 +129,7 @@ async def test_reboot_refused_releases_the_lock(bus_ctl: Ctl) -> None:
     assert err.startswith("Error rebooting: logind refused Reboot(false)")
     assert "the lock was released" in err and err.count("\n") == 1
     assert logind.calls == []
-    assert await bus_ctl.raw() == b'{"semaphore":1,"max":1,"holders":null}'
+    assert await bus_ctl.raw() == b'{"semaphore":1,"max":1,"holders":[]}'
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="reboot is root only; this run is not root")

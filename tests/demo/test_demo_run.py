@@ -149,3 +149,45 @@ def test_bad_options_are_one_line_usage_errors(tmp_path: Path, args: list[str], 
     assert r.returncode == 2
     assert needle in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def _holding(seen: set[tuple[str, bool, str]]) -> bool:
+    return any(state == "holding" and slot for state, slot, _ in seen)
+
+
+def test_status_hosts_shows_each_hosts_state_and_reason_while_the_demo_runs(tmp_path: Path) -> None:
+    """The fleet view: every agent publishes its record; `status --hosts --json` sees who holds, who waits."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*DEMO, "--out", str(out), "--hosts", "3", "--reboot-time", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    env = {"PATH": os.environ["PATH"], "LOCKSMITHCTL_ENDPOINT": f"file://{out / 'kv.db'}"}
+    seen: set[tuple[str, bool, str]] = set()
+    hosts: set[str] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "kv.db").exists():
+                r = subprocess.run([*CTL, "status", "--hosts", "--json"], capture_output=True, text=True, env=env)
+                if r.returncode == 0:
+                    rows = json.loads(r.stdout)["hosts"]
+                    hosts |= {row["host"] for row in rows}
+                    seen |= {(row["state"], row["slot"], row["reason"]) for row in rows}
+                    if ("holding", True, "") in seen and ("waiting", False, "waiting for lock") in seen:
+                        break
+            time.sleep(0.2)  # a poll of a running demo: each round is a fresh look at the store
+        stdout, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+    assert len(hosts) == 3, (hosts, seen)
+    # One host holds the slot (before its reboot, or after it while its health gate runs); another waits.
+    assert _holding(seen) and ("waiting", False, "waiting for lock") in seen, seen
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    table = subprocess.run([*CTL, "status", "--hosts"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "HOST" in table and "STATE" in table and len([ln for ln in table.splitlines() if "idle" in ln]) == 3

@@ -210,6 +210,23 @@ async def test_fifty_concurrent_increments_count_exactly(new_store: StoreFactory
     assert sum(attempts) >= 50
 
 
+async def test_list_prefix_returns_the_directorys_entries_in_key_order(store: KVStore, unique_key: str) -> None:
+    prefix = f"{unique_key}/sem-hosts/"
+    assert await store.list_prefix(prefix, 10) == []
+    made = {}
+    for name in ("c3", "a1", "b2"):
+        entry = await store.create(prefix + name, name.encode())
+        assert entry is not None
+        made[name] = entry
+    assert await store.create(f"{unique_key}/sem-hostsX", b"beside, not under") is not None
+    assert await store.create(f"{unique_key}/sem", b"the parent's sibling") is not None
+    listed = await store.list_prefix(prefix, 10)
+    assert listed == [made["a1"], made["b2"], made["c3"]]
+    assert await store.delete(prefix + "b2")
+    assert [e.key for e in await store.list_prefix(prefix, 10)] == [prefix + "a1", prefix + "c3"]
+    assert len(await store.list_prefix(prefix, 1)) == 1
+
+
 async def test_ping(store: KVStore) -> None:
     await store.ping()
 

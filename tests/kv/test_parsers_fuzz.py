@@ -11,7 +11,8 @@ from urllib.parse import unquote
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmith.kv import Change, Entry, KVProtocolError, etcd2, etcd3
+from locksmith.kv import Change, Entry, KVProtocolError, etcd2
+from locksmith.kv import etcd3_wire as etcd3
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -69,6 +70,15 @@ def test_v3_parsers_never_crash(body: Any) -> None:
     only_protocol_errors(etcd3.parse_txn, body)
     only_protocol_errors(etcd3.parse_error, body)
     only_protocol_errors(etcd3.parse_watch_line, json.dumps(body))
+    only_protocol_errors(etcd3.parse_range_prefix, body, "k/")
+
+
+@given(st.binary(min_size=1, max_size=8))
+def test_v3_prefix_end_bounds_exactly_the_keys_with_the_prefix(prefix: bytes) -> None:
+    end = etcd3.prefix_end(prefix)
+    assert end == b"\0" or prefix < end  # b"\0": every key from the prefix on
+    if end != b"\0":
+        assert prefix + b"\xff" * 4 < end and not end.startswith(prefix)
 
 
 @given(st.binary(max_size=200))
@@ -81,6 +91,7 @@ def test_v2_parsers_never_crash(body: Any) -> None:
     only_protocol_errors(etcd2.parse_node, body, "k")
     only_protocol_errors(etcd2.parse_error, body)
     only_protocol_errors(etcd2.parse_event, body, "k")
+    only_protocol_errors(etcd2.parse_dir, body, "k/", 100)
 
 
 def b64(data: bytes) -> str:

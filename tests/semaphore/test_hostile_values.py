@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from locksmith.kv.embedded import EmbeddedStore
-from locksmith.lockstore import AgesUnreadable, LockStore, _decode_ages
+from locksmith.lockstore import AgesUnreadable, LockStore
+from locksmith.protocol.holder_ages import decode as _decode_ages
 from locksmith.protocol.semaphore import HOLDER_MAX_LEN, Semaphore, SemaphoreCorrupt, decode, holder_problem
 
 KEY = "coreos.com/updateengine/rebootlock/semaphore"
@@ -73,21 +74,23 @@ stamps = st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()) | s
 @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_decode_ages_of_anything_is_a_record_or_unreadable(raw: bytes) -> None:
     try:
-        ages = _decode_ages(raw)
+        record = _decode_ages(raw)
     except AgesUnreadable:
         return
-    for holder, when in ages.items():
-        assert holder_problem(holder) is None and when.tzinfo is UTC
+    for holder, age in record.holders.items():
+        assert holder_problem(holder) is None and age.since.tzinfo is UTC and age.revision >= 0
 
 
 @settings(max_examples=300)
 @given(st.dictionaries(st.text(max_size=10), stamps, max_size=5))
 def test_decode_ages_of_any_stamps_never_crashes(record: dict[str, str]) -> None:
-    try:
-        ages = _decode_ages(json.dumps(record).encode())
-    except AgesUnreadable:
-        return
-    assert all(isinstance(when, datetime) and when.utcoffset() is not None for when in ages.values())
+    entries = {h: {"since": stamp, "revision": 7} for h, stamp in record.items()}
+    for raw in (json.dumps(record), json.dumps({"holders": entries, "writes": [[6, 7]]})):
+        try:
+            ages = _decode_ages(raw.encode()).true_ages(7)
+        except AgesUnreadable:
+            continue
+        assert all(isinstance(when, datetime) and when.utcoffset() is not None for when in ages.values())
 
 
 FORGED_HOLDERS = ["m1\nAvailable: 9", "m1\r", "\x1b[2J", "m 1", "a\u2028b", "x" * (HOLDER_MAX_LEN + 1), "\t"]

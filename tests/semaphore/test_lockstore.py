@@ -48,7 +48,7 @@ async def test_full_not_held_and_unlock(backend: Backend) -> None:
     snap = await ls.unlock("m1")
     assert snap.semaphore == INITIAL
     entry = await raw(ls)
-    assert entry is not None and entry.value == b'{"semaphore":1,"max":1,"holders":null}'
+    assert entry is not None and entry.value == b'{"semaphore":1,"max":1,"holders":[]}'  # as Go writes it
     with pytest.raises(NotHeld):
         await ls.unlock("m1")
 
@@ -152,15 +152,39 @@ async def test_status_shows_holder_ages(backend: Backend) -> None:
     since = {h.id: h.since for h in status.holders}
     assert since == {"gogo": None, "m1": datetime(2024, 5, 1, 12, 0, tzinfo=UTC), "m2": now[0]}
     assert status.holders[1].held_for(now[0] + timedelta(seconds=30)) == 330.0
-    ages = await raw(ls, ls.ages_key)
-    assert ages is not None
-    assert ages.value == b'{"m1":"2024-05-01T12:00:00Z","m2":"2024-05-01T12:05:00Z"}'
     await ls.unlock("m1")
+    status = await ls.status()
+    assert {h.id: h.since for h in status.holders} == {"gogo": None, "m2": now[0]}
     ages = await raw(ls, ls.ages_key)
-    assert ages is not None and ages.value == b'{"m2":"2024-05-01T12:05:00Z"}'
+    assert ages is not None and b'"m2":{"since":"2024-05-01T12:05:00Z","revision":' in ages.value
+    assert b'"m1"' not in ages.value
     # The semaphore value itself stays in the exact Go shape.
     entry = await raw(ls)
     assert entry is not None and entry.value == b'{"semaphore":1,"max":3,"holders":["gogo","m2"]}'
+
+
+async def test_an_age_is_dropped_once_its_holder_left_by_another_tool(backend: Backend) -> None:
+    """The Go tool (here: raw writes) unlocks m1 and locks it again: the old time would be a lie."""
+    now = [datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)]
+    ls = backend.lockstore(clock=lambda: now[0])
+    await ls.set_max(2)
+    await ls.lock("m1")
+    await ls.lock("m2")
+    first = await raw(ls)
+    assert first is not None
+    gone = await ls.kv.compare_and_swap(ls.key, b'{"semaphore":1,"max":2,"holders":["m2"]}', first.revision)
+    assert gone is not None
+    back = await ls.kv.compare_and_swap(ls.key, b'{"semaphore":0,"max":2,"holders":["m1","m2"]}', gone.revision)
+    assert back is not None
+    status = await ls.status()
+    # Both ages are from before a write we did not make: neither can be vouched for any more.
+    assert {h.id: h.since for h in status.holders} == {"m1": None, "m2": None}
+    # Our next write does not bring them back; a lock we take after it is known again.
+    now[0] += timedelta(minutes=1)
+    await ls.unlock("m2")
+    await ls.lock("m3")
+    status = await ls.status()
+    assert {h.id: h.since for h in status.holders} == {"m1": None, "m3": now[0]}
 
 
 async def test_corrupt_ages_record_never_blocks_and_is_left_alone(backend: Backend) -> None:

@@ -91,6 +91,17 @@ def test_encode_is_go_marshal_byte_for_byte() -> None:
     assert encode(Semaphore(2, 2, ())) == b'{"semaphore":2,"max":2,"holders":null}'
 
 
+def test_no_holders_is_null_until_someone_locked_then_empty_brackets_as_go_writes() -> None:
+    """Go's nil slice: Init writes null, set-max keeps it; RemoveHolder leaves an empty slice, [] from then on."""
+    assert encode(INITIAL.set_max(3)) == b'{"semaphore":3,"max":3,"holders":null}'
+    after = INITIAL.lock("a").unlock("a")
+    assert encode(after) == b'{"semaphore":1,"max":1,"holders":[]}'
+    assert encode(after.set_max(2)) == b'{"semaphore":2,"max":2,"holders":[]}'
+    for raw in (b'{"semaphore":1,"max":1,"holders":null}', b'{"semaphore":1,"max":1,"holders":[]}'):
+        assert encode(decode(raw, KEY)) == raw  # a value read and written back keeps its bytes
+        assert encode(decode(raw, KEY).set_max(1)) == raw
+
+
 def test_encode_escapes_strings_like_go() -> None:
     sem = Semaphore(0, 1, ('a"<b>&\\\n\x01\u2028é',))
     assert (

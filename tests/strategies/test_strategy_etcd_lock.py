@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
 
 from locksmith.kv import open_store
 from locksmith.lockstore import LockStore
@@ -158,3 +159,42 @@ async def test_a_change_that_leaves_no_free_slot_is_not_a_reason_to_try(etcd_ctx
         await second.release(ctx_b)
         await first.aclose()
         await second.aclose()
+
+
+async def test_the_fleets_spacing_holds_the_next_lock_back_after_a_release(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    """locksmithctl set-spacing: after A's release, B waits out the gap before it takes the slot."""
+    ctx_a, ctx_b = etcd_ctx(A), etcd_ctx(B)
+    first, second = EtcdLockStrategy(), EtcdLockStrategy()
+    try:
+        locks = first.lockstore(ctx_a)
+        assert await locks.set_spacing(1.5) == 0.0
+        await first.acquire(ctx_a)  # nobody released yet: no wait
+        await first.release(ctx_a)  # stamps the release
+        paced, problem = await locks.read_pacing()
+        assert problem is None and paced.spacing_seconds == 1.5 and paced.last_release > 0
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.wait_for(second.acquire(ctx_b), 20)
+        waits = [e["wait_seconds"] for e in logs if e["event"] == "lock.paced"]
+        assert len(waits) == 1 and 0 < waits[0] <= 1.5
+        assert await second.holds(ctx_b)
+        assert await locks.set_spacing(0) == 1.5  # no more pacing
+    finally:
+        await second.release(ctx_b)
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_an_unreadable_spacing_record_is_ignored_not_fatal(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx = etcd_ctx(A)
+    strategy = EtcdLockStrategy()
+    try:
+        locks = strategy.lockstore(ctx)
+        assert await locks.kv.create(locks.spacing_key, b'{"spacing_seconds":1e999}') is not None
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.wait_for(strategy.acquire(ctx), 20)
+        assert any(e["event"] == "pacing.ignored" for e in logs)
+        await strategy.release(ctx)
+        entry = await locks.kv.get(locks.spacing_key)
+        assert entry is not None and entry.value == b'{"spacing_seconds":1e999}'  # never overwritten by an agent
+    finally:
+        await strategy.aclose()

@@ -12,8 +12,8 @@ from dbus_fast.aio import MessageBus
 
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.fake_update_engine import FakeUpdateEngine
-from locksmith.bus.system import DBUS_NAME, connect_system_bus, disconnect, emit_signal, get_name_owner
-from locksmith.protocol import update1
+from harness.devtools.unprivileged import status_update_as_nobody, verdict
+from locksmith.bus.system import connect_system_bus, disconnect
 from locksmith.protocol.update1 import NEED_REBOOT, Operation
 from locksmith.updateengine import client
 
@@ -57,35 +57,27 @@ async def peers(dbus_bus: PrivateBus) -> AsyncIterator[tuple[MessageBus, Message
     await disconnect(attacker)
 
 
-async def spoof_need_reboot(attacker: MessageBus) -> None:
-    """A StatusUpdate right in every way but its sender; returns once the daemon has routed it."""
-    await emit_signal(
-        attacker,
-        update1.OBJECT_PATH,
-        update1.INTERFACE,
-        update1.STATUS_SIGNAL,
-        update1.STATUS_SIGNATURE,
-        NEED_REBOOT.to_dbus(),
-    )
-    await get_name_owner(attacker, DBUS_NAME)
-
-
 async def test_update_ignores_a_spoofed_need_reboot(
-    engine: FakeUpdateEngine, peers: tuple[MessageBus, MessageBus], capsys: pytest.CaptureFixture[str]
+    engine: FakeUpdateEngine,
+    peers: tuple[MessageBus, MessageBus],
+    dbus_bus: PrivateBus,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    mine, attacker = peers
+    mine, _ = peers
     with structlog.testing.capture_logs() as logs:
         run = asyncio.create_task(client._update(mine))
         async with asyncio.timeout(20):
             await engine.attempted.wait()
-        await spoof_need_reboot(attacker)
+        # A StatusUpdate right in every way but its sender: a peer that is neither the engine nor root.
+        await status_update_as_nobody(dbus_bus.abstract_address, NEED_REBOOT)
+        await verdict(logs, "ignored-status-update-from-non-owner")
         await engine.set_status(Operation.CHECKING_FOR_UPDATE)
         await engine.set_status(Operation.IDLE)
         assert await asyncio.wait_for(run, 20) == 1
     out = capsys.readouterr().out
     assert "No update available." in out and "Update installed" not in out
     ignored = [e for e in logs if e["event"] == "ignored-status-update-from-non-owner"]
-    assert ignored and ignored[0]["sender"] == attacker.unique_name
+    assert ignored and ignored[0]["owner"] == engine.unique_name
 
 
 async def test_update_believes_the_owner(engine: FakeUpdateEngine, peers: tuple[MessageBus, MessageBus]) -> None:
@@ -98,15 +90,17 @@ async def test_update_believes_the_owner(engine: FakeUpdateEngine, peers: tuple[
 
 
 async def test_watch_prints_only_the_owners_statuses(
-    engine: FakeUpdateEngine, peers: tuple[MessageBus, MessageBus]
+    engine: FakeUpdateEngine, peers: tuple[MessageBus, MessageBus], dbus_bus: PrivateBus
 ) -> None:
-    mine, attacker = peers
+    mine, _ = peers
     out = Blocks()
     watch = asyncio.create_task(client._watch(mine, out))  # type: ignore[arg-type]
     try:
         first = (await out.wait_for(1))[0]
         assert "CURRENT_OP=UPDATE_STATUS_IDLE\n" in first
-        await spoof_need_reboot(attacker)
+        with structlog.testing.capture_logs() as logs:
+            await status_update_as_nobody(dbus_bus.abstract_address, NEED_REBOOT)
+            await verdict(logs, "ignored-status-update-from-non-owner")
         await engine.set_status(Operation.DOWNLOADING)
         blocks = await out.wait_for(2)
         assert "CURRENT_OP=UPDATE_STATUS_DOWNLOADING\n" in blocks[1]

@@ -1,0 +1,193 @@
+"""The etcd v3 gateway's wire format, pure: base64 keys and values, 64-bit numbers as strings, omitted
+zero fields. Every reply goes through these parsers, which turn anything unexpected into KVProtocolError
+rather than a traceback (fuzzed by hypothesis in tests/kv)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from locksmith.kv.base import Entry, KVProtocolError
+
+
+def b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {type(value).__name__}, not base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise KVProtocolError(f"etcd v3 reply: {what} is not valid base64 ({value[:40]!r})") from None
+
+
+def _int(value: Any, what: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    # 64-bit integers come as decimal strings; small ones may come as JSON numbers.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {value!r}, not an integer")
+    if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {value[:40]!r}, not an integer")
+    return int(value)
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise KVProtocolError(f"etcd v3 reply: {what} is {type(value).__name__}, not an object")
+    return value
+
+
+def _header_revision(body: Mapping[str, Any]) -> int:
+    return _int(_obj(body.get("header"), "header").get("revision"), "header.revision", 0)
+
+
+def parse_error(body: Any) -> tuple[str, int] | None:
+    """The gateway's error shape `{"error": msg, "code": n}` (or `{"message": ...}`), else None."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error")
+    if isinstance(err, dict):  # the watch stream wraps errors one level deeper
+        body, err = err, err.get("message")
+    if err is None and "code" in body and "message" in body:
+        err = body.get("message")
+    if err is None:
+        return None
+    code = body.get("code", 0)
+    return str(err), code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def parse_range(body: Any, key: str) -> tuple[Entry | None, int]:
+    """A range reply → (the key's Entry or None, the store revision of the reply)."""
+    body = _obj(body, "range reply")
+    kvs = body.get("kvs") or []
+    if not isinstance(kvs, list):
+        raise KVProtocolError("etcd v3 reply: kvs is not a list")
+    revision = _header_revision(body)
+    if revision <= 0:
+        raise KVProtocolError("etcd v3 reply: a range reply without a header revision")
+    for item in kvs:
+        kv = _obj(item, "kvs[]")
+        if _unb64(kv.get("key"), "kv.key") != key.encode():
+            continue
+        value = _unb64(kv["value"], "kv.value") if "value" in kv else b""
+        mod = _int(kv.get("mod_revision"), "kv.mod_revision")
+        if mod <= 0:
+            raise KVProtocolError(f"etcd v3 reply: kv.mod_revision is {mod}, not positive")
+        return Entry(key, value, mod), revision
+    return None, revision
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte below 0xff
+    raised by one (trailing 0xff bytes dropped); an all-0xff prefix has no end (b"\0": to the end)."""
+    trimmed = prefix.rstrip(b"\xff")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else b"\0"
+
+
+def parse_range_prefix(body: Any, prefix: str) -> list[Entry]:
+    """A prefix range reply → its entries (keys outside the prefix, which no etcd sends, are dropped)."""
+    body = _obj(body, "range reply")
+    kvs = body.get("kvs") or []
+    if not isinstance(kvs, list):
+        raise KVProtocolError("etcd v3 reply: kvs is not a list")
+    entries = []
+    for item in kvs:
+        kv = _obj(item, "kvs[]")
+        raw_key = _unb64(kv.get("key"), "kv.key")
+        if not raw_key.startswith(prefix.encode()):
+            continue
+        mod = _int(kv.get("mod_revision"), "kv.mod_revision")
+        value = _unb64(kv["value"], "kv.value") if "value" in kv else b""
+        entries.append(Entry(raw_key.decode("utf-8", errors="replace"), value, mod))
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    deleted: int = 0
+
+
+def parse_txn(body: Any) -> TxnResult:
+    body = _obj(body, "txn reply")
+    succeeded = body.get("succeeded", False)
+    if not isinstance(succeeded, bool):
+        raise KVProtocolError(f"etcd v3 reply: succeeded is {succeeded!r}, not a boolean")
+    revision = _header_revision(body)
+    deleted = 0
+    responses = body.get("responses") or []
+    if not isinstance(responses, list):
+        raise KVProtocolError("etcd v3 reply: responses is not a list")
+    for item in responses:
+        dr = _obj(item, "responses[]").get("response_delete_range")
+        if dr is not None:
+            deleted += _int(_obj(dr, "response_delete_range").get("deleted"), "deleted", 0)
+    if succeeded and revision <= 0:
+        raise KVProtocolError("etcd v3 reply: a successful txn without a header revision")
+    return TxnResult(succeeded, revision, deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    key: bytes
+    value: bytes | None  # None for DELETE
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchMessage:
+    created: bool = False
+    canceled: bool = False
+    cancel_reason: str = ""
+    compact_revision: int = 0
+    revision: int = 0
+    events: tuple[WatchEvent, ...] = field(default_factory=tuple)
+    error: tuple[str, int] | None = None
+
+
+def parse_watch_line(line: str | bytes) -> WatchMessage:
+    """One line of the /v3/watch stream: `{"result": {...}}` or `{"error": {...}}`."""
+    try:
+        body = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        text = line if isinstance(line, str) else line.decode("utf-8", "replace")
+        raise KVProtocolError(f"etcd v3 watch stream: a line that is not JSON ({text[:60]!r})") from None
+    error = parse_error(body)
+    if error is not None:
+        return WatchMessage(error=error)
+    result = _obj(_obj(body, "watch message").get("result"), "watch result")
+    events = []
+    raw_events = result.get("events") or []
+    if not isinstance(raw_events, list):
+        raise KVProtocolError("etcd v3 watch stream: events is not a list")
+    for item in raw_events:
+        ev = _obj(item, "event")
+        kv = _obj(ev.get("kv"), "event.kv")
+        kind = ev.get("type", "PUT")
+        if kind not in ("PUT", "DELETE"):
+            raise KVProtocolError(f"etcd v3 watch stream: unknown event type {kind!r}")
+        value = None if kind == "DELETE" else (_unb64(kv["value"], "event value") if "value" in kv else b"")
+        events.append(WatchEvent(_unb64(kv.get("key"), "event key"), value, _int(kv.get("mod_revision"), "mod_rev")))
+    for flag in ("created", "canceled"):
+        if not isinstance(result.get(flag, False), bool):
+            raise KVProtocolError(f"etcd v3 watch stream: {flag} is not a boolean")
+    reason = result.get("cancel_reason", "")
+    return WatchMessage(
+        created=result.get("created", False),
+        canceled=result.get("canceled", False),
+        cancel_reason=reason if isinstance(reason, str) else repr(reason),
+        compact_revision=_int(result.get("compact_revision"), "compact_revision", 0),
+        revision=_header_revision(result),
+        events=tuple(events),
+    )
