@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 # System-bus semantics (type "system", EXTERNAL auth) but permissive: any peer may own names
-# and send anything. Tests that need our real policy pass extra <includedir>s. The abstract socket has
-# no file permissions, so a peer running as another user (unprivileged.py) can reach the bus too.
+# and send anything. Tests that need our real policy pass extra <includedir>s. It listens on an abstract
+# socket: no file, so no path-length limit under deep test folders (a path socket is at most 107 bytes),
+# and no file permissions, so a peer running as another user (unprivileged.py) can reach it too.
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
-  <listen>unix:path={socket}</listen>
   <listen>unix:abstract={abstract}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
@@ -43,11 +43,10 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
 
 
 class PrivateBus:
-    """A dbus-daemon listening on a unix socket in `directory`."""
+    """A dbus-daemon on an abstract unix socket, its config and log in `directory`."""
 
     def __init__(self, directory: Path, include_dirs: list[Path] | None = None) -> None:
         self.directory = Path(directory)
-        self.socket_path = self.directory / "bus.sock"
         self.config_path = self.directory / "bus.conf"
         self.include_dirs = include_dirs or []
         self.abstract_name = f"locksmith-test-bus-{secrets.token_hex(8)}"
@@ -55,11 +54,6 @@ class PrivateBus:
 
     @property
     def address(self) -> str:
-        return f"unix:path={self.socket_path}"
-
-    @property
-    def abstract_address(self) -> str:
-        """The same bus, reachable whatever the caller's user (no socket file to be denied)."""
         return f"unix:abstract={self.abstract_name}"
 
     def start(self, timeout: float = 10.0) -> PrivateBus:
@@ -68,9 +62,7 @@ class PrivateBus:
             raise RuntimeError("dbus-daemon is not installed: run scripts/bootstrap (apt-get install dbus-daemon)")
         self.directory.mkdir(parents=True, exist_ok=True)
         includes = "\n".join(f"  <includedir>{d}</includedir>" for d in self.include_dirs)
-        self.config_path.write_text(
-            _CONFIG.format(socket=self.socket_path, abstract=self.abstract_name, includes=includes)
-        )
+        self.config_path.write_text(_CONFIG.format(abstract=self.abstract_name, includes=includes))
         log = (self.directory / "dbus.log").open("ab")
         self.process = subprocess.Popen(
             [binary, f"--config-file={self.config_path}", "--nofork", "--nopidfile"],
@@ -80,8 +72,8 @@ class PrivateBus:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        # The socket file appears at bind(), a moment before listen(): ready means a connect works.
-        while not accepts_connections(self.socket_path):
+        # dbus-daemon binds a moment before it listens: ready means a connect works.
+        while not accepts_connections("\0" + self.abstract_name):
             if self.process.poll() is not None:
                 raise RuntimeError(f"dbus-daemon exited early; see {self.directory / 'dbus.log'}")
             if time.monotonic() > deadline:
@@ -110,8 +102,8 @@ class PrivateBus:
         self.stop()
 
 
-def accepts_connections(path: Path) -> bool:
-    """A bus (or any unix stream server) listens at `path`."""
+def accepts_connections(path: Path | str) -> bool:
+    """A bus (or any unix stream server) listens at `path` (a leading NUL names an abstract socket)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
             probe.connect(str(path))

@@ -1,8 +1,8 @@
 """A bus peer that is not root, for the tests of who is trusted: Debian's dbus-send run as `nobody`.
 
 Tests run as root, and locksmithd trusts a StatusUpdate from root (as it does from the engine), so an
-attacker in a test must really be another user. The private bus's abstract address has no socket file,
-so nobody can reach it.
+attacker in a test must really be another user. The private bus listens on an abstract socket (no file
+to be denied), so nobody can reach it.
 """
 
 from __future__ import annotations

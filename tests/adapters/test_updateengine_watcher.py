@@ -126,7 +126,7 @@ async def test_spoofed_status_update_from_an_unprivileged_peer_is_ignored(
     assert (await next_status(it)).current_operation is Operation.IDLE
     with structlog.testing.capture_logs() as logs:
         # Right path, interface, member and body — only the sender is wrong: a peer running as nobody.
-        await status_update_as_nobody(dbus_bus.abstract_address, NEED_REBOOT)
+        await status_update_as_nobody(dbus_bus.address, NEED_REBOOT)
         ignored = await verdict(logs, "ignored-status-update-from-non-owner")
         await engine.set_status(Operation.DOWNLOADING)
         # The spoof was judged before the engine's next status: had it been believed, it would come first.

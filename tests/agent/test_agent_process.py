@@ -52,7 +52,7 @@ def test_spoofed_status_update_triggers_nothing(host: Host) -> None:
     host.wait_state("idle")
 
     spoof = Status(0, 1.0, Operation.UPDATED_NEED_REBOOT, "6.6.6", 1)
-    asyncio.run(status_update_as_nobody(host.bus.abstract_address, spoof))  # neither the engine nor root
+    asyncio.run(status_update_as_nobody(host.bus.address, spoof))  # neither the engine nor root
     wait_until(
         lambda: any(e.get("event") == "ignored-status-update-from-non-owner" for e in host.events()),
         what="the agent to log the spoofed signal",

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import structlog
 
+from harness.devtools.unprivileged import verdict
 from locksmith.kv import open_store
 from locksmith.lockstore import LockStore
 from locksmith.protocol.semaphore import encode
@@ -23,8 +24,11 @@ async def test_second_host_waits_and_is_woken_by_the_watch(etcd_ctx) -> None:  #
         await first.acquire(ctx_a)
         assert await first.holds(ctx_a)
         await first.acquire(ctx_a)  # idempotent: still one slot
-        waiting = asyncio.create_task(second.acquire(ctx_b))
-        # B is parked on the watch, holding nothing, while A holds the only slot.
+        with structlog.testing.capture_logs() as logs:
+            waiting = asyncio.create_task(second.acquire(ctx_b))
+            # B is parked on the watch, holding nothing, while A holds the only slot (its first attempt
+            # takes a few round trips: release before it waits and it would take the slot unwoken).
+            await verdict(logs, "lock.wait")
         snap = await first.lockstore(ctx_a).get()
         assert snap.semaphore.holders == (A,)
         assert not waiting.done()

@@ -69,7 +69,7 @@ async def test_update_ignores_a_spoofed_need_reboot(
         async with asyncio.timeout(20):
             await engine.attempted.wait()
         # A StatusUpdate right in every way but its sender: a peer that is neither the engine nor root.
-        await status_update_as_nobody(dbus_bus.abstract_address, NEED_REBOOT)
+        await status_update_as_nobody(dbus_bus.address, NEED_REBOOT)
         await verdict(logs, "ignored-status-update-from-non-owner")
         await engine.set_status(Operation.CHECKING_FOR_UPDATE)
         await engine.set_status(Operation.IDLE)
@@ -99,7 +99,7 @@ async def test_watch_prints_only_the_owners_statuses(
         first = (await out.wait_for(1))[0]
         assert "CURRENT_OP=UPDATE_STATUS_IDLE\n" in first
         with structlog.testing.capture_logs() as logs:
-            await status_update_as_nobody(dbus_bus.abstract_address, NEED_REBOOT)
+            await status_update_as_nobody(dbus_bus.address, NEED_REBOOT)
             await verdict(logs, "ignored-status-update-from-non-owner")
         await engine.set_status(Operation.DOWNLOADING)
         blocks = await out.wait_for(2)
