@@ -85,6 +85,17 @@ class KVStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class ExpiringKeys(Protocol):
+    """Keys the store deletes by itself (a v3 lease, a v2 key TTL): what expiring holders need. The etcd
+    backends have it; the embedded store does not (one host has nobody to free a dead holder's slot)."""
+
+    async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
+        """Write `key` so that the store deletes it `ttl_seconds` after this write unless written again.
+        With `only_if_present` (a renewal) nothing is written when the key is gone: False then."""
+        ...
+
+
 # --- Choosing a backend -------------------------------------------------------------------
 
 BACKEND_ETCD3 = "etcd3"

@@ -23,7 +23,7 @@ from contextlib import aclosing
 
 import structlog
 
-from locksmith.kv.base import BACKEND_ETCD2, Change, Entry, KVError, KVOptions, KVProtocolError, KVStore
+from locksmith.kv.base import BACKEND_ETCD2, Change, Entry, ExpiringKeys, KVError, KVOptions, KVProtocolError, KVStore
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +114,11 @@ class ApiChoosingStore:
 
     async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
         return await (await self._store()).list_prefix(prefix, limit)
+
+    async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
+        store = await self._store()
+        assert isinstance(store, ExpiringKeys)  # both etcd backends have expiring keys
+        return await store.put_expiring(key, value, ttl_seconds, only_if_present=only_if_present)
 
     async def ping(self) -> None:
         await (await self._store()).ping()

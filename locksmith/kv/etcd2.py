@@ -248,6 +248,13 @@ class Etcd2Store:
 
         return await self._http.call("DELETE", key_path(key), parse, params=params)
 
+    async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
+        params = {"ttl": str(ttl_seconds)}
+        if only_if_present:
+            params["prevExist"] = "true"
+        what = "renewing" if only_if_present else "writing"
+        return await self._put(key, value, params, what, (KEY_NOT_FOUND,) if only_if_present else ()) is not None
+
     async def ping(self) -> None:
         await self._get("locksmith/ping")
 

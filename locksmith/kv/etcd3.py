@@ -9,6 +9,7 @@ unexpected into KVProtocolError rather than a traceback. Entry.revision is the k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from locksmith.kv.etcd3_wire import (
     _obj,
     b64,
     parse_error,
+    parse_lease_grant,
     parse_range,
     parse_range_prefix,
     parse_txn,
@@ -171,6 +173,21 @@ class Etcd3Store:
         )
         result = await self._txn(key, "deleting", compare, [{"request_delete_range": {"key": b64(key)}}])
         return result.succeeded and result.deleted > 0
+
+    async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
+        # A fresh lease per write: the key leaves its old lease (which then expires holding nothing), so a
+        # renewal is one grant and one txn, and a lease never outlives what it was granted for.
+        lease = await self._post("/v3/lease/grant", f"a {ttl_seconds} s lease for {key}", {"TTL": str(ttl_seconds)})
+        lease_id = parse_lease_grant(lease)
+        compare = (
+            [{"key": b64(key), "result": "GREATER", "target": "VERSION", "version": "0"}] if only_if_present else []
+        )
+        put = [{"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease_id)}}]
+        result = await self._txn(key, "renewing" if only_if_present else "writing", compare, put)
+        if not result.succeeded:
+            with contextlib.suppress(KVError):
+                await self._post("/v3/lease/revoke", f"revoking the unused lease for {key}", {"ID": str(lease_id)})
+        return result.succeeded
 
     async def ping(self) -> None:
         await self._range("locksmith/ping")

@@ -138,6 +138,17 @@ def parse_txn(body: Any) -> TxnResult:
     return TxnResult(succeeded, revision, deleted)
 
 
+def parse_lease_grant(body: Any) -> int:
+    """The ID of a granted lease (`/v3/lease/grant`); an error field or no ID is KVProtocolError."""
+    body = _obj(body, "lease grant reply")
+    if body.get("error"):
+        raise KVProtocolError(f"etcd v3 refused a lease: {str(body['error'])[:120]!r}")
+    lease_id = _int(body.get("ID"), "ID", 0)
+    if lease_id <= 0:
+        raise KVProtocolError("etcd v3 reply: a lease grant without an ID")
+    return lease_id
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     key: bytes
