@@ -206,6 +206,10 @@ class LockStore:
             await self._record_ages(before.revision, after.revision)
         return before.semaphore.max, after.semaphore.max
 
+    async def record_write(self, before: int, after: int) -> None:
+        """Note a semaphore write made outside `_mutate` (expired holders freed by leases.py)."""
+        await self._record_ages(before, after)
+
     async def _mutate(self, op: Callable[[Semaphore], Semaphore]) -> tuple[Snapshot, Snapshot]:
         try:
             async for attempt in AsyncRetrying(

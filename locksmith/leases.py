@@ -1,0 +1,208 @@
+"""Expiring holders over a KV store (opt-in, LOCKSMITHD_LOCK_TTL): keep this host's lease alive while it
+may hold, and free the slot of a holder whose lease lapsed. The rules are in protocol/holder_lease.py.
+
+Freeing is the only write to the semaphore here, and it is exactly an admin's `unlock`: the expired ids
+leave the Go-format JSON by one compare-and-swap at the revision the judgement was made at, so a holder
+that renewed or locked again in between is never removed on a stale reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from locksmith.kv.base import ExpiringKeys, KVError, KVStore
+from locksmith.lockstore import LockStore, Snapshot
+from locksmith.logging import outside_text
+from locksmith.protocol import holder_lease
+from locksmith.protocol.holder_lease import Judgement, Lease
+from locksmith.protocol.semaphore import encode
+
+log = structlog.get_logger(__name__)
+
+_JUDGE_ATTEMPTS = 10
+
+
+class LeasesUnsupported(KVError):
+    """The store has no expiring keys (the embedded store)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Freed:
+    """Holders removed because their lease lapsed, and when to look again for those that still may."""
+
+    holders: tuple[str, ...]
+    recheck_seconds: float | None
+
+
+class HolderLeases:
+    """The leases beside one semaphore."""
+
+    def __init__(self, locks: LockStore) -> None:
+        self.locks = locks
+        self.kv: KVStore = locks.kv
+
+    def _expiring(self) -> ExpiringKeys:
+        if not isinstance(self.kv, ExpiringKeys):
+            raise LeasesUnsupported(
+                "LOCKSMITHD_LOCK_TTL needs etcd: the embedded store has no expiring keys; unset it, or use etcd"
+            )
+        return self.kv
+
+    def _keys(self, holder: str) -> tuple[str, str]:
+        lease, alive = holder_lease.lease_key(self.locks.key, holder), holder_lease.alive_key(self.locks.key, holder)
+        if lease is None or alive is None:
+            raise KVError(f"holder id {holder[:64]!r} cannot have a lease: use a machine id")
+        return lease, alive
+
+    # --- this host's lease -------------------------------------------------------------------
+
+    async def declare(self, holder: str, lease: Lease) -> None:
+        """Before taking a slot: the declaration, then the alive key (see the module's order)."""
+        lease_key, alive_key = self._keys(holder)
+        store = self._expiring()
+        value = lease.encode()
+        current = await self.kv.get(lease_key)
+        if current is None:
+            await self.kv.create(lease_key, value)
+        elif current.value != value:
+            await self.kv.compare_and_swap(lease_key, value, current.revision)
+        await store.put_expiring(alive_key, value, lease.ttl_seconds)
+
+    async def renew(self, holder: str, lease: Lease, *, only_if_present: bool) -> bool:
+        _lease_key, alive_key = self._keys(holder)
+        return await self._expiring().put_expiring(
+            alive_key, lease.encode(), lease.ttl_seconds, only_if_present=only_if_present
+        )
+
+    async def withdraw(self, holder: str) -> None:
+        """After leaving the semaphore (or before taking a slot with the TTL off): no declaration, no alive key."""
+        lease_key = holder_lease.lease_key(self.locks.key, holder)
+        alive_key = holder_lease.alive_key(self.locks.key, holder)
+        if lease_key is None or alive_key is None:
+            return
+        # The declaration goes first: without it nobody judges us, whatever the alive key says.
+        await self.kv.delete(lease_key)
+        await self.kv.delete(alive_key)
+
+    # --- judging every holder ----------------------------------------------------------------
+
+    async def judge(self) -> tuple[Snapshot, Judgement]:
+        """Read the semaphore, then each holder's keys: the semaphore as read, and the judgement at it."""
+        snap = await self.locks.get()
+        holders = snap.semaphore.holders
+        declared: dict[str, bytes | None] = {}
+        alive: set[str] = set()
+        for holder in holders:
+            lease_key = holder_lease.lease_key(self.locks.key, holder)
+            alive_key = holder_lease.alive_key(self.locks.key, holder)
+            if lease_key is None or alive_key is None:
+                continue
+            entry = await self.kv.get(lease_key)
+            declared[holder] = entry.value if entry is not None else None
+            if entry is not None and await self.kv.get(alive_key) is not None:
+                alive.add(holder)
+        return snap, holder_lease.judge(holders, declared, alive)
+
+    async def free_expired(self, on_freed: Callable[[str, int], None] | None = None) -> Freed:
+        """Remove every expired holder from the semaphore (one CAS at the judged revision, judged again on a
+        conflict). Safe to call from any number of hosts at once: each expired id is removed once."""
+        judgement = Judgement((), None)
+        for _ in range(_JUDGE_ATTEMPTS):
+            snap, judgement = await self.judge()
+            if not judgement.expired:
+                return Freed((), judgement.recheck_seconds)
+            revision, remaining = snap.revision, snap.semaphore
+            for holder in judgement.expired:
+                remaining = remaining.unlock(holder)
+            written = await self.kv.compare_and_swap(self.locks.key, encode(remaining), revision)
+            if written is None:
+                continue
+            for holder in judgement.expired:
+                lease = await self.kv.get(holder_lease.lease_key(self.locks.key, holder) or "")
+                ttl = (holder_lease.decode(lease.value) if lease else None) or Lease(0)
+                log.warning(
+                    "lock.expired-holder-removed",
+                    key=self.locks.key,
+                    holder=holder,
+                    ttl_seconds=ttl.ttl_seconds,
+                    revision=written.revision,
+                    detail="its agent stopped renewing its lease; removed as an admin's unlock would",
+                )
+                if on_freed is not None:
+                    on_freed(holder, ttl.ttl_seconds)
+                with contextlib.suppress(KVError):
+                    await self.withdraw(holder)
+            await self.locks.record_write(revision, written.revision)
+            return Freed(judgement.expired, judgement.recheck_seconds)
+        return Freed((), judgement.recheck_seconds)
+
+
+class LeaseKeeper:
+    """Keeps this host's alive key written every TTL/3 while it may hold. Before the slot is held the key is
+    rewritten whatever happens (it may have lapsed during a long wait: nobody judges a non-holder); once
+    held, only while it is still there — a lapsed lease is reported, never silently revived."""
+
+    def __init__(self, leases: HolderLeases, holder: str, lease: Lease) -> None:
+        self.leases = leases
+        self.holder = holder
+        self.lease = lease
+        self.holding = False
+        self.lapsed = asyncio.Event()
+        self._renewed_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Renew from now on; the caller has just written the alive key (declared or renewed it)."""
+        if self._task is None or self._task.done():
+            self.lapsed.clear()
+            self._renewed_at = time.monotonic()
+            self._task = asyncio.create_task(self._renew_forever(), name="locksmith-lease-keeper")
+
+    def lapsed_reason(self) -> str | None:
+        """Why the slot may be gone by now (the agent then does not reboot on it), or None."""
+        if self.lapsed.is_set():
+            return f"our lease ({self.lease.ttl_seconds} s) expired: any host may have freed our slot"
+        if self._renewed_at is not None and time.monotonic() - self._renewed_at >= self.lease.ttl_seconds:
+            return f"our lease could not be renewed for {self.lease.ttl_seconds} s (the store is out of reach)"
+        return None
+
+    def mark_lapsed(self) -> None:
+        self.lapsed.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _renew_forever(self) -> None:
+        interval = self.lease.renew_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await self.leases.renew(self.holder, self.lease, only_if_present=self.holding)
+            except KVError as exc:
+                # Two more tries before the key can lapse; try again sooner than usual.
+                interval = self.lease.renew_seconds / 2
+                log.warning("lock.lease.renew-failed", reason=outside_text(exc), retry_in=round(interval, 1))
+                continue
+            interval = self.lease.renew_seconds
+            if renewed:
+                self._renewed_at = time.monotonic()
+            else:
+                log.error(
+                    "lock.lease.lapsed",
+                    key=self.leases.locks.key,
+                    ttl_seconds=self.lease.ttl_seconds,
+                    detail="our lease expired (the store was out of reach for longer than the TTL); any host may"
+                    " now remove us from the semaphore",
+                )
+                self.lapsed.set()
+                return
