@@ -63,6 +63,8 @@ class StrategyContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     log: Any = field(default_factory=lambda: structlog.get_logger("locksmith.strategy"))
     on_wake: Callable[[str], None] | None = None
+    #: Called with (holder, ttl seconds) for each holder this host removed because its lease lapsed.
+    on_expired_holder: Callable[[str, int], None] | None = None
 
     def woke(self, how: str, **details: Any) -> None:
         self.log.info("lock.wait.woken", via=how, **details)
@@ -86,6 +88,20 @@ class Strategy(abc.ABC):
     uses_kv_store: ClassVar[bool] = False
     #: Settings of its own (`LOCKSMITHD_` + name), declared like every other setting.
     settings: ClassVar[tuple[Setting, ...]] = ()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], kv: KVOptions) -> str | None:
+        """A problem across its settings and the KV store's (one line naming the fix), found at start."""
+        return None
+
+    async def started(self, ctx: StrategyContext) -> None:  # noqa: B027 - optional hook
+        """Called once when the agent starts, before the after-boot release: a strategy keeping something
+        alive for a permission held across the reboot (a lease) resumes it here."""
+
+    def permission_lapsed(self) -> str | None:
+        """Why a permission taken earlier may be gone by now (a lease that could not be renewed), else None.
+        Asked right before rebooting: the agent then gives it back instead of rebooting without a slot."""
+        return None
 
     @abc.abstractmethod
     async def acquire(self, ctx: StrategyContext) -> None:

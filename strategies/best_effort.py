@@ -7,20 +7,35 @@ whenever the store can be reached; if it cannot, the agent keeps retrying that r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from locksmith.kv import KVOptions
 from locksmith.strategy import Strategy, StrategyContext, StrategyUnavailable
-from strategies.etcd_lock import EtcdLockStrategy
+from strategies.etcd_lock import LOCK_TTL, EtcdLockStrategy
 from strategies.reboot import RebootStrategy
 
 
 class BestEffortStrategy(Strategy):
     name = "best-effort"
     uses_kv_store = True
+    settings = (LOCK_TTL,)
 
     def __init__(self) -> None:
         self.lock = EtcdLockStrategy()
         self.plain = RebootStrategy()
         #: Which strategy the last attempt used ("etcd-lock" or "reboot"); None before the first.
         self.chosen: str | None = None
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], kv: KVOptions) -> str | None:
+        return EtcdLockStrategy.check_options(options, kv)
+
+    async def started(self, ctx: StrategyContext) -> None:
+        await self.lock.started(ctx)
+
+    def permission_lapsed(self) -> str | None:
+        return self.lock.permission_lapsed() if self.chosen == self.lock.name else None
 
     async def acquire(self, ctx: StrategyContext) -> None:
         try:

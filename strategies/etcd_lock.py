@@ -10,25 +10,54 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from typing import Any
 
-from locksmith.kv import KVAuthError, KVError, KVStore, KVUnavailable, open_store
+from locksmith.kv import BACKEND_EMBEDDED, KVAuthError, KVError, KVOptions, KVStore, KVUnavailable, open_store
+from locksmith.leases import HolderLeases, LeaseKeeper
 from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
+from locksmith.protocol.holder_lease import Lease
 from locksmith.protocol.pacing import wait_before_acquire
 from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull, semaphore_key
+from locksmith.settings.schema import Setting
+from locksmith.settings.values import parse_lock_ttl
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
 
+LOCK_TTL = Setting(
+    "LOCK_TTL",
+    "free the slot of a holder whose agent stopped for this long (etcd only; 0: off, a dead holder blocks the"
+    " fleet until an admin unlocks it). Longer than a reboot: the lease must outlive it",
+    parse_lock_ttl,
+    default="0",
+    flag="--lock-ttl",
+    metavar="DURATION",
+)
+
 
 class EtcdLockStrategy(Strategy):
     name = "etcd-lock"
     uses_kv_store = True
+    settings = (LOCK_TTL,)
 
     def __init__(self, safety_recheck: float = SAFETY_RECHECK_SECONDS) -> None:
         self._kv: KVStore | None = None
         self._locks: LockStore | None = None
+        self._leases: HolderLeases | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._resuming: asyncio.Task[None] | None = None
         self._safety_recheck = safety_recheck
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], kv: KVOptions) -> str | None:
+        if options.get(LOCK_TTL.name) and kv.backend == BACKEND_EMBEDDED:
+            return (
+                "LOCKSMITHD_LOCK_TTL needs etcd, and the endpoint is the embedded store (no expiring keys):"
+                " unset LOCKSMITHD_LOCK_TTL, or point LOCKSMITHD_ENDPOINT at etcd"
+            )
+        return None
 
     def lockstore(self, ctx: StrategyContext) -> LockStore:
         if self._locks is None:
@@ -36,7 +65,65 @@ class EtcdLockStrategy(Strategy):
                 raise StrategyError("the etcd-lock strategy needs a KV store: set LOCKSMITHD_ENDPOINT")
             self._kv = open_store(ctx.kv, semaphore_key(ctx.group))
             self._locks = LockStore(self._kv, ctx.group)
+            self._leases = HolderLeases(self._locks)
+            ttl = ctx.options.get(LOCK_TTL.name)
+            if ttl:
+                self._keeper = LeaseKeeper(self._leases, ctx.machine_id, Lease(ttl))
         return self._locks
+
+    def leases(self, ctx: StrategyContext) -> HolderLeases:
+        self.lockstore(ctx)
+        assert self._leases is not None
+        return self._leases
+
+    async def started(self, ctx: StrategyContext) -> None:
+        """Back from a reboot (or a restart) holding a slot: keep its lease alive again, at once. When the
+        store cannot be asked yet, keep asking in the background until the lease would have lapsed anyway."""
+        self.lockstore(ctx)
+        if self._keeper is None:
+            return
+        try:
+            await self._resume_lease(ctx)
+        except StrategyError as exc:
+            ctx.log.warning("lock.lease.resume-deferred", reason=str(exc), detail="retrying in the background")
+            self._resuming = asyncio.create_task(self._resume_lease_later(ctx), name="locksmith-lease-resume")
+
+    async def _resume_lease_later(self, ctx: StrategyContext) -> None:
+        assert self._keeper is not None
+        lease = self._keeper.lease
+        deadline = time.monotonic() + lease.ttl_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(lease.recheck_seconds)
+            try:
+                await self._resume_lease(ctx)
+                return
+            except StrategyError as exc:
+                ctx.log.warning("lock.lease.resume-deferred", reason=str(exc))
+        self._keeper.holding = True  # unsure whether we still hold: never reboot on it without asking again
+        self._keeper.mark_lapsed()
+
+    async def _resume_lease(self, ctx: StrategyContext) -> None:
+        keeper = self._keeper
+        assert keeper is not None
+        with _translated():
+            if not (await self.lockstore(ctx).get()).semaphore.holds(ctx.machine_id):
+                return
+            renewed = await keeper.leases.renew(ctx.machine_id, keeper.lease, only_if_present=True)
+        keeper.holding = True
+        if renewed:
+            ctx.log.info("lock.lease.resumed", ttl_seconds=keeper.lease.ttl_seconds)
+            keeper.start()
+            return
+        keeper.mark_lapsed()
+        ctx.log.error(
+            "lock.lease.lapsed",
+            ttl_seconds=keeper.lease.ttl_seconds,
+            detail="the lease expired while this host was down (the reboot took longer than LOCKSMITHD_LOCK_TTL):"
+            " any host may now free our slot",
+        )
+
+    def permission_lapsed(self) -> str | None:
+        return self._keeper.lapsed_reason() if self._keeper is not None and self._keeper.holding else None
 
     async def ping(self, ctx: StrategyContext) -> None:
         """Raise StrategyUnavailable if the KV store cannot serve requests now."""
@@ -47,40 +134,70 @@ class EtcdLockStrategy(Strategy):
 
     async def acquire(self, ctx: StrategyContext) -> None:
         locks = self.lockstore(ctx)
-        with _translated():
-            while True:
-                await self._paced(locks, ctx)
-                try:
-                    snap = await locks.lock(ctx.machine_id)
-                except SemaphoreFull:
-                    pass
-                else:
-                    ctx.log.info(
-                        "lock.acquired",
-                        key=locks.key,
-                        holders=list(snap.semaphore.holders),
-                        max=snap.semaphore.max,
-                        revision=snap.revision,
-                    )
-                    return
-                # Read the state we will watch from: anything written after it wakes us.
-                current = await locks.get()
-                if current.semaphore.holds(ctx.machine_id) or current.semaphore.available > 0:
-                    continue  # freed (or taken for us) between the lock attempt and the read
+        keeper = self._keeper
+        try:
+            with _translated():
+                await self._prepare_lease(ctx)
+                await self._acquire(ctx, locks)
+        except BaseException:
+            if keeper is not None and not keeper.holding:
+                await keeper.stop()  # the alive key lapses by itself: nobody judges a non-holder
+            raise
+        if keeper is not None:
+            keeper.holding = True
+
+    async def _prepare_lease(self, ctx: StrategyContext) -> None:
+        """With a TTL: declare it and start renewing before taking a slot (protocol/holder_lease.py's order).
+        Without: make sure no declaration of ours is left from a time with one, or we could be judged."""
+        leases, keeper = self.leases(ctx), self._keeper
+        if keeper is None:
+            if not (await self.lockstore(ctx).get()).semaphore.holds(ctx.machine_id):
+                await leases.withdraw(ctx.machine_id)
+            return
+        if keeper.holding:
+            return  # already holding (a lock taken before a cancelled reboot): the keeper runs
+        await leases.declare(ctx.machine_id, keeper.lease)
+        keeper.start()
+
+    async def _acquire(self, ctx: StrategyContext, locks: LockStore) -> None:
+        while True:
+            await self._paced(locks, ctx)
+            try:
+                snap = await locks.lock(ctx.machine_id)
+            except SemaphoreFull:
+                pass
+            else:
                 ctx.log.info(
-                    "lock.wait",
+                    "lock.acquired",
                     key=locks.key,
-                    holders=list(current.semaphore.holders),
-                    max=current.semaphore.max,
-                    revision=current.revision,
+                    holders=list(snap.semaphore.holders),
+                    max=snap.semaphore.max,
+                    revision=snap.revision,
                 )
-                try:
-                    async with asyncio.timeout(self._safety_recheck):
-                        changed = await self._wait_for_a_free_slot(locks, current, ctx.machine_id)
-                except TimeoutError:
-                    ctx.woke("recheck", after_seconds=self._safety_recheck)
-                    continue
-                ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
+                return
+            freed = await self.leases(ctx).free_expired(ctx.on_expired_holder)
+            if freed.holders:
+                continue
+            # Read the state we will watch from: anything written after it wakes us.
+            current = await locks.get()
+            if current.semaphore.holds(ctx.machine_id) or current.semaphore.available > 0:
+                continue  # freed (or taken for us) between the lock attempt and the read
+            ctx.log.info(
+                "lock.wait",
+                key=locks.key,
+                holders=list(current.semaphore.holders),
+                max=current.semaphore.max,
+                revision=current.revision,
+            )
+            # A holder with a lease is looked at again well within its TTL; the others only change by writing.
+            bound = min(self._safety_recheck, freed.recheck_seconds or self._safety_recheck)
+            try:
+                async with asyncio.timeout(bound):
+                    changed = await self._wait_for_a_free_slot(locks, current, ctx.machine_id)
+            except TimeoutError:
+                ctx.woke("lease-check" if bound < self._safety_recheck else "recheck", after_seconds=bound)
+                continue
+            ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
 
     @staticmethod
     async def _paced(locks: LockStore, ctx: StrategyContext) -> None:
@@ -112,9 +229,18 @@ class EtcdLockStrategy(Strategy):
                 snap = await locks.unlock(ctx.machine_id)
             except NotHeld:
                 ctx.log.info("lock.release.not-held", key=locks.key)
+                await self._end_lease(ctx)
                 return
             await locks.note_release()
+            await self._end_lease(ctx)
         ctx.log.info("lock.released", key=locks.key, holders=list(snap.semaphore.holders), revision=snap.revision)
+
+    async def _end_lease(self, ctx: StrategyContext) -> None:
+        """Only once out of the semaphore: stop renewing and remove both keys (any left over from a TTL era)."""
+        if self._keeper is not None:
+            await self._keeper.stop()
+            self._keeper.holding = False
+        await self.leases(ctx).withdraw(ctx.machine_id)
 
     async def holds(self, ctx: StrategyContext) -> bool:
         locks = self.lockstore(ctx)
@@ -122,6 +248,10 @@ class EtcdLockStrategy(Strategy):
             return (await locks.get()).semaphore.holds(ctx.machine_id)
 
     async def aclose(self) -> None:
+        if self._resuming is not None:
+            self._resuming.cancel()
+        if self._keeper is not None:
+            await self._keeper.stop()
         if self._kv is not None:
             kv, self._kv, self._locks = self._kv, None, None
             await kv.aclose()

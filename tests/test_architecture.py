@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.settings": {"locksmith.protocol", "locksmith.kv.base"} | _UTILITIES,
     "locksmith.kv": {"locksmith.protocol"} | _UTILITIES,
     "locksmith.lockstore": {"locksmith.kv", "locksmith.protocol"} | _UTILITIES,
+    "locksmith.leases": {"locksmith.kv", "locksmith.lockstore", "locksmith.protocol"} | _UTILITIES,
     "locksmith.bus": {"locksmith.protocol"} | _UTILITIES,
     "locksmith.disk": {"locksmith.protocol"} | _UTILITIES,
     "locksmith.fleetlock": {"locksmith.protocol"} | _UTILITIES,
@@ -30,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
         "locksmith.settings",
         "locksmith.kv",
         "locksmith.lockstore",
+        "locksmith.leases",
         "locksmith.protocol",
         "locksmith.fleetlock",
     }
@@ -54,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
         "locksmith.settings",
         "locksmith.kv",
         "locksmith.lockstore",
+        "locksmith.leases",
         "locksmith.bus",
         "locksmith.ctl_hosts",
     }

@@ -34,6 +34,7 @@ import structlog
 from locksmith.agent.hooks import run_hook
 from locksmith.agent.ports import (
     Event,
+    ExpiredHolderRemoved,
     HealthCheck,
     HealthGateStarted,
     LockAcquired,
@@ -69,6 +70,7 @@ class Agent:
         self.status: Status | None = None
         self.log = structlog.get_logger("locksmith.agent").bind(strategy=strategy.name)
         ctx.on_wake = lambda how: self._emit(LockWoken(how))
+        ctx.on_expired_holder = lambda holder, ttl: self._emit(ExpiredHolderRemoved(holder, ttl))
         # Exactly one of these two is set at any time: whether an update awaits a reboot.
         self._need_reboot = asyncio.Event()
         self._no_reboot_needed = asyncio.Event()
@@ -115,6 +117,7 @@ class Agent:
     async def _lifecycle(self) -> None:
         self._emit(Ready())
         self._enter(State.RELEASING_AFTER_BOOT)
+        await self.strategy.started(self.ctx)
         await self.releaser.after_boot()
         if not self.strategy.reboots:
             self.log.info("strategy.off", detail="this host never reboots by itself; locksmithd exits")
@@ -205,6 +208,11 @@ class Agent:
                 await self.releaser.give_back("pre-reboot hook failed")
                 return "failed"
             self.log.info("hook.pre-reboot", ok=True, result=result.detail)
+        lapsed = self.strategy.permission_lapsed()
+        if lapsed is not None:
+            self.log.error("reboot.permission-lapsed", reason=lapsed, detail="not rebooting; asking again")
+            await self.releaser.give_back("permission lapsed")
+            return "failed"
         return "ready"
 
     async def _reboot(self) -> None:

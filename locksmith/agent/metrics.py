@@ -11,6 +11,7 @@ Metrics:
   locksmith_lock_attempts_total                 attempts to take the reboot lock
   locksmith_lock_failures_total                 attempts that failed (busy semaphore, errors)
   locksmith_lock_wait_seconds_total             time spent waiting for the lock
+  locksmith_expired_holders_removed_total       holders this host freed because their lease lapsed (LOCK_TTL)
   locksmith_last_transition_timestamp_seconds   Unix time of the last state change
 """
 
@@ -44,6 +45,7 @@ class Metrics:
         self.lock_attempts = 0
         self.lock_failures = 0
         self.lock_wait_seconds = 0.0
+        self.expired_holders_removed = 0
         self.last_transition: float | None = None
 
     def set_state(self, state: str, *, now: float | None = None) -> None:
@@ -60,6 +62,9 @@ class Metrics:
 
     def lock_failure(self) -> None:
         self.lock_failures += 1
+
+    def expired_holder_removed(self) -> None:
+        self.expired_holders_removed += 1
 
     def add_lock_wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -98,6 +103,12 @@ class Metrics:
             "counter",
             "Seconds spent waiting for the reboot lock.",
             [("", self.lock_wait_seconds)],
+        )
+        metric(
+            "locksmith_expired_holders_removed_total",
+            "counter",
+            "Holders this host removed from the semaphore because their lease lapsed.",
+            [("", self.expired_holders_removed)],
         )
         if self.last_transition is not None:
             metric(

@@ -102,6 +102,14 @@ class LockWoken:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredHolderRemoved:
+    """This host freed the slot of a holder whose lease lapsed (LOCKSMITHD_LOCK_TTL)."""
+
+    holder: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class LockHeldAfterBoot:
     """After boot the agent found it still holds the slot it took before the reboot (released after the gate)."""
 
@@ -127,6 +135,7 @@ Event = (
     | LockFailure
     | LockReleased
     | LockWoken
+    | ExpiredHolderRemoved
     | LockHeldAfterBoot
     | LockKept
     | HealthGateStarted

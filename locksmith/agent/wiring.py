@@ -17,6 +17,7 @@ from locksmith.agent.coordinator import CoordinatorFile, CoordinatorFileError
 from locksmith.agent.health import HealthGate
 from locksmith.agent.ports import (
     Event,
+    ExpiredHolderRemoved,
     LockAttempt,
     LockFailure,
     LockKept,
@@ -119,6 +120,8 @@ def metrics_observer(registry: Any) -> Observer:
                 registry.lock_attempt()
             case LockFailure():
                 registry.lock_failure()
+            case ExpiredHolderRemoved():
+                registry.expired_holder_removed()
 
     return observe
 

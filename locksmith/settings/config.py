@@ -143,7 +143,7 @@ def _build(program: Program, values: RawValues, paths: tuple[Path, ...]) -> Conf
     timezone = b.get("TIMEZONE") or local_timezone()
     windows = _build_windows(b, timezone)
     machine_id_file = b.get("MACHINE_ID_FILE")
-    strategy_options = _build_strategy_options(b, strategy) if program == _AGENT else {}
+    strategy_options = _build_strategy_options(b, strategy, kv) if program == _AGENT else {}
     # Every other setting by name; the old window names are read (as fallbacks) by _build_windows only.
     typed = {k: b.get(k) for k in b.settings if k not in (_LEGACY_START, _LEGACY_LENGTH)}
 
@@ -276,9 +276,9 @@ def _build_windows(b: Builder, timezone: tzinfo) -> WindowSchedule | None:
     return WindowSchedule((window,), timezone)
 
 
-def _build_strategy_options(b: Builder, strategy: str) -> dict[str, Any]:
+def _build_strategy_options(b: Builder, strategy: str, kv: KVOptions) -> dict[str, Any]:
     """The configured strategy validates its own settings here, through the same parsers and messages."""
-    from locksmith.strategy import declared_settings, installed_settings  # they import the schema: lazy
+    from locksmith.strategy import StrategyError, declared_settings, installed_settings, strategy_class  # lazy
 
     for other in installed_settings():
         b.get(other.name)  # a bad value is an error even for a strategy not in use (yet)
@@ -295,4 +295,11 @@ def _build_strategy_options(b: Builder, strategy: str) -> dict[str, Any]:
                 source,
             )
         options[setting.name] = value
+    try:
+        problem = strategy_class(strategy).check_options(options, kv)
+    except StrategyError:
+        problem = None  # an unknown or broken strategy is reported when the agent loads it
+    if problem:
+        item = b.raw("REBOOT_STRATEGY")
+        raise ConfigError(f'REBOOT_STRATEGY="{strategy}": {problem}', "REBOOT_STRATEGY", item[1] if item else None)
     return options

@@ -184,6 +184,16 @@ def non_negative_duration(text: str) -> timedelta:
     return value
 
 
+def parse_lock_ttl(text: str) -> int | None:
+    """LOCKSMITHD_LOCK_TTL: a Go duration as whole seconds, None for 0 (off)."""
+    from locksmith.protocol.holder_lease import check_ttl
+
+    value = non_negative_duration(text)
+    if value == timedelta(0):
+        return None
+    return check_ttl(value.total_seconds())
+
+
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 _FALSE = frozenset({"0", "no", "n", "false", "f", "off"})
 

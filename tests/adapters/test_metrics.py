@@ -65,6 +65,7 @@ async def test_scrape_over_unix_socket_and_live_values(tmp_path: Path) -> None:
         "locksmith_lock_attempts_total": 0,
         "locksmith_lock_failures_total": 0,
         "locksmith_lock_wait_seconds_total": 0,
+        "locksmith_expired_holders_removed_total": 0,
     }
     assert after['locksmith_state{state="we\\"ird\\\\"}'] == 1
     assert not socket_path.exists()

@@ -124,7 +124,8 @@ def test_strategy_settings_get_flags_and_are_known() -> None:
     assert c.strategy_options == {"FLEETLOCK_URL": "http://127.0.0.1:1"}
     # a strategy's key is no typo when another strategy is configured
     assert load_config("locksmithd", {}, {"LOCKSMITHD_FLEETLOCK_URL": "http://a:1"}, paths=()).warnings == ()
-    assert load_config("locksmithd", {}, {}, paths=()).strategy_options == {}
+    # best-effort, the default, declares LOCK_TTL (off unless set)
+    assert load_config("locksmithd", {}, {}, paths=()).strategy_options == {"LOCK_TTL": None}
 
 
 def test_every_update_engine_key_is_in_the_example_update_conf(tmp_path: Path) -> None:
