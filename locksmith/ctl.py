@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TextIO
 
-from locksmith import __version__, ctl_hosts
+from locksmith import __version__, ctl_hosts, ctl_leases
 from locksmith.cli import Expected, fail, one_line, run_main
 from locksmith.kv import KVError, KVStore, open_store
 from locksmith.lockstore import LockStore, Status
@@ -149,7 +149,7 @@ def print_status(status: Status, now: datetime, out: TextIO) -> None:
             print(f"{h.id:<{width}}{format_age(h.held_for(now))}", file=out)
 
 
-def status_json(status: Status, now: datetime) -> dict[str, object]:
+def status_json(status: Status, now: datetime, leases: ctl_leases.LeaseView) -> dict[str, object]:
     sem = status.semaphore
     return {
         "key": status.key,
@@ -160,6 +160,7 @@ def status_json(status: Status, now: datetime) -> dict[str, object]:
                 "id": h.id,
                 "since": None if h.since is None else h.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "held_for_seconds": None if h.since is None else int(h.held_for(now) or 0),
+                **leases.as_json(h.id),
             }
             for h in status.holders
         ],
@@ -173,10 +174,13 @@ async def cmd_status(store: LockStore, config: Config, args: argparse.Namespace)
     status = await store.status()
     now = datetime.now(UTC)
     hosts = ctl_hosts.rows(await store.host_records(), now.timestamp(), REFRESH_SECONDS) if args.hosts else None
+    leases, leases_problem = await ctl_leases.view(store)
     if status.ages_problem:
         print(f"Warning: holder ages unknown: {status.ages_problem}", file=sys.stderr)
+    for warning in ([leases_problem] if leases_problem else []) + ctl_leases.expired_warnings(leases):
+        print(f"Warning: {warning}", file=sys.stderr)
     if args.json:
-        data = status_json(status, now)
+        data = status_json(status, now, leases)
         if hosts is not None:
             data["hosts"] = ctl_hosts.as_json(hosts, now.timestamp())
         print(json.dumps(data, indent=2))
@@ -205,14 +209,22 @@ def _holder_id(args: argparse.Namespace, config: Config) -> str:
 
 
 async def cmd_lock(store: LockStore, config: Config, args: argparse.Namespace) -> None:
-    await store.lock(_holder_id(args, config))
+    holder = _holder_id(args, config)
+    await ctl_leases.free_expired(store, sys.stderr)
+    await ctl_leases.forget(store, holder)  # an admin's lock never expires
+    await store.lock(holder)
 
 
 async def cmd_unlock(store: LockStore, config: Config, args: argparse.Namespace) -> None:
-    await store.unlock(_holder_id(args, config))
+    holder = _holder_id(args, config)
+    if holder in await ctl_leases.free_expired(store, sys.stderr):
+        return  # its slot is free, as asked
+    await store.unlock(holder)
+    await ctl_leases.forget(store, holder)
 
 
 async def cmd_set_max(store: LockStore, config: Config, args: argparse.Namespace) -> None:
+    await ctl_leases.free_expired(store, sys.stderr)
     old, new = await store.set_max(args.max)
     print(f"Old-Max: {old}")
     print(f"Max: {new}")
@@ -231,6 +243,7 @@ async def cmd_reboot(store: LockStore, config: Config, args: argparse.Namespace)
     if os.geteuid() != 0:
         raise CommandFailed("Error rebooting: reboot must be run as root (try sudo locksmithctl reboot)")
     machine_id = read_machine_id(config.machine_id_file)
+    await ctl_leases.free_expired(store, sys.stderr)
     held_before = (await store.get()).semaphore.holds(machine_id)
     try:
         await store.lock(machine_id)

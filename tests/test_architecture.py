@@ -56,9 +56,17 @@ ALLOWED: dict[str, set[str]] = {
         "locksmith.settings",
         "locksmith.kv",
         "locksmith.lockstore",
-        "locksmith.leases",
         "locksmith.bus",
         "locksmith.ctl_hosts",
+        "locksmith.ctl_leases",
+    }
+    | _UTILITIES,
+    "locksmith.ctl_leases": {
+        "locksmith.kv",
+        "locksmith.leases",
+        "locksmith.lockstore",
+        "locksmith.protocol",
+        "locksmith.settings",
     }
     | _UTILITIES,
     "locksmith.logging": set(),

@@ -90,24 +90,28 @@ def decode(raw: bytes) -> Lease | None:
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    """Which holders expired, and when to look again for those that still may (None: no declared holder)."""
+    """Which holders expired, when to look again for those that still may (None: no declared holder), and
+    each declared holder's TTL (for display)."""
 
     expired: tuple[str, ...]
     recheck_seconds: float | None
+    ttls: tuple[tuple[str, int], ...] = ()
 
 
 def judge(holders: tuple[str, ...], declared: dict[str, bytes | None], alive: set[str]) -> Judgement:
     """Pure: `declared` maps each holder to its declaration's bytes (None: absent); `alive` holds the
     holders whose alive key is present."""
     expired: list[str] = []
+    ttls: list[tuple[str, int]] = []
     recheck: float | None = None
     for holder in holders:
         raw = declared.get(holder)
         lease = decode(raw) if raw is not None else None
         if lease is None:
             continue
+        ttls.append((holder, lease.ttl_seconds))
         if holder in alive:
             recheck = lease.recheck_seconds if recheck is None else min(recheck, lease.recheck_seconds)
         else:
             expired.append(holder)
-    return Judgement(tuple(expired), recheck)
+    return Judgement(tuple(expired), recheck, tuple(ttls))
