@@ -14,7 +14,9 @@ What it proves about a run (etcd's revisions give one total order for everything
    section of a host being [the revision its slot was taken, the revision it was given back]
    around a reboot. (1-3 imply it; it is counted directly so a bug in that argument shows.)
 5. Liveness: after the faults stopped, every host rebooted into the update and gave its slot back
-   within `bound` seconds, and the final value has no holders.
+   within `bound` seconds, and the final value has no holders. A host that died for good holding a slot
+   (fault "holder-dies-for-good", with LOCKSMITHD_LOCK_TTL) owes no reboot: the others must free its slot
+   (its lease expired), and once freed it never holds again.
 
 6. The history is complete: the observer saw the key up to its last modification (read at the
    end), and every reboot and boot the hosts' supervisors counted has its event.
@@ -52,6 +54,9 @@ class Report:
     unverified_events: int = 0
     finished_hosts: int = 0
     slowest_finish_after_faults: float | None = None
+    dead_hosts: int = 0
+    #: Seconds from each dead-for-good host's death to the first value without it.
+    expiries: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -219,6 +224,7 @@ def _check_liveness(
     faults_end = history.of_kind("faults_end")
     since = float(faults_end[-1]["t"]) if faults_end else float(history.records[0].get("t", 0.0))
     bound = float(meta["bound"])
+    dead = _check_dead(history, values, report)
     last_boot: dict[str, dict[str, Any]] = {}
     rebooted: set[str] = set()
     for ev in history.of_kind("event"):
@@ -227,7 +233,7 @@ def _check_liveness(
         elif ev["event"] == "booted" and ev["host"] in rebooted:
             last_boot[ev["host"]] = ev
     slowest = 0.0
-    for host in sorted(hosts):
+    for host in sorted(hosts - dead):
         boot = last_boot.get(host)
         if boot is None:
             report.add("unfinished", f"{host} never rebooted into the update")
@@ -245,6 +251,31 @@ def _check_liveness(
     report.slowest_finish_after_faults = slowest
     if values and values[-1].holders:
         report.add("unfinished", f"the final semaphore still has holders {sorted(values[-1].holders)}")
+
+
+def _check_dead(history: History, values: list[_Value], report: Report) -> set[str]:
+    """Hosts that died for good: each must leave the semaphore after its death, and never come back."""
+    dead: set[str] = set()
+    for rec in history.of_kind("died"):
+        host, died_at = str(rec["host"]), float(rec["t"])
+        dead.add(host)
+        before = [v for v in values if v.t < died_at]
+        # It may have given its slot back just before it died (the injector's view of holders lags).
+        freed_at: float | None = died_at if before and host not in before[-1].holders else None
+        if freed_at is not None:
+            report.expiries.append(0.0)
+        for v in values[len(before) :]:
+            if freed_at is None:
+                if host not in v.holders:
+                    freed_at = v.t
+                    report.expiries.append(max(0.0, freed_at - died_at))
+            elif host in v.holders:
+                report.add("revived", f"{host} died for good but holds a slot again at revision {v.rev}")
+                break
+        if freed_at is None:
+            report.add("unfinished", f"{host} died for good holding a slot that was never freed (lease expiry)")
+    report.dead_hosts = len(dead)
+    return dead
 
 
 def _released_after(host: str, boot: dict[str, Any], values: list[_Value]) -> float | None:

@@ -12,12 +12,17 @@ after boot), "agent-kill-need-reboot" at the moment a freshly restarted agent ha
 needed (a state that lasts milliseconds: the kill follows its publication), and
 "agent-kill-waiting-for-window" at a host whose reboot window has not opened yet. "etcd-freeze" (long
 mode) stops a member for longer than a request's deadline and a watch's idle bound, so agents must
-notice and move on; "etcd-delay" is the short version that only slows requests.
+notice and move on; "etcd-delay" is the short version that only slows requests. "holder-dies-for-good"
+(only when the agents run with LOCKSMITHD_LOCK_TTL, planned by the harness for every third run): one host,
+chosen at the start, is taken away for good a moment after it gets a slot — killed in whatever holding
+state it is in by then, rebooting included, and never started again — so only its lease's expiry, judged
+by the others, can give its slot back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 from collections import Counter
@@ -39,6 +44,9 @@ WEIGHTS = {
     "agent-kill-waiting-for-window": 2,
     "agent-stall": 3,
 }
+# How long after it got its slot a host planned to die for good dies (seconds: spread over the holding states).
+_DEATH_AFTER = (0.0, 1.2)
+_DEATH_WAIT = 60.0  # for the planned host's turn; longer means the fleet is stuck (the checker says so)
 # How often the phase of an agent being aimed at is read, and for how long at most (seconds).
 _AIM_POLL = 0.002
 _AIM_FOR = 5.0
@@ -56,6 +64,10 @@ class FaultInjector:
     hold: tuple[float, float] = (0.3, 1.5)
     #: How long "etcd-freeze" stops a member (seconds); None leaves the kind out (short mode: CI time).
     freeze: tuple[float, float] | None = None
+    #: The agents' LOCKSMITHD_LOCK_TTL (seconds); None leaves "holder-dies-for-good" out (nothing would free it).
+    lock_ttl: float | None = None
+    #: This run takes one host away for good while it holds (needs `lock_ttl`).
+    plan_death: bool = False
     holders: set[str] = field(default_factory=set)  # kept current by the harness from the observer
     counts: Counter[str] = field(default_factory=Counter)
     killed_in_state: Counter[str] = field(default_factory=Counter)
@@ -63,12 +75,25 @@ class FaultInjector:
     async def run(self, until: asyncio.Event) -> None:
         kinds = [k for k in WEIGHTS if k != "etcd-freeze" or self.freeze is not None]
         weights = [WEIGHTS[k] for k in kinds]
-        while not until.is_set():
-            await asyncio.sleep(self.rng.uniform(*self.gap))
-            if until.is_set():
-                break
-            kind = self.rng.choices(kinds, weights)[0]
-            await getattr(self, "_" + kind.replace("-", "_"))(kind)
+        death: asyncio.Task[None] | None = None
+        if self.plan_death and self.lock_ttl and len(self.hosts) >= 2:
+            host, after = self.rng.choice(self.hosts), self.rng.uniform(*_DEATH_AFTER)
+            death = asyncio.create_task(self._holder_dies_for_good("holder-dies-for-good", host, after))
+        try:
+            while not until.is_set():
+                await asyncio.sleep(self.rng.uniform(*self.gap))
+                if until.is_set():
+                    break
+                kind = self.rng.choices(kinds, weights)[0]
+                await getattr(self, "_" + kind.replace("-", "_"))(kind)
+            if death is not None:  # planned: it happens even if the host gets its slot after the window
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(death, _DEATH_WAIT)
+        finally:
+            if death is not None and not death.done():
+                death.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await death
 
     def _hold(self) -> float:
         return self.rng.uniform(*self.hold)
@@ -161,6 +186,22 @@ class FaultInjector:
                 self._kill(kind, host)
                 return
             await asyncio.sleep(_AIM_POLL)
+
+    async def _holder_dies_for_good(self, kind: str, host: SimHost, after: float) -> None:
+        """`host` dies for good `after` seconds into its first hold (if it still holds then)."""
+        # Polled like the other aimed faults: `holders` is set from the observer's callback.
+        while host.machine_id not in self.holders:
+            if host.boot >= 1 and not host.rebooting:
+                return  # its turn came and went between two looks
+            await asyncio.sleep(_AIM_POLL * 5)
+        await asyncio.sleep(after)
+        if host.machine_id not in self.holders:
+            return
+        state = "rebooting" if host.rebooting else host.agent_phase()
+        if host.die_for_good():
+            self.killed_in_state[state] += 1
+            self._note(kind, host=host.name, state=state)
+            self.recorder.add("died", host=host.machine_id, name=host.name, state=state)
 
     async def _agent_stall(self, kind: str) -> None:
         host = self.rng.choice(self.hosts)

@@ -41,6 +41,8 @@ from locksmith.logging import configure_logging
 from locksmith.protocol.semaphore import SemaphoreCorrupt, decode, semaphore_key
 
 HISTORY = "history.jsonl"
+# With a lock TTL, every third run takes one holder away for good (faults.py, "holder-dies-for-good").
+DEATH_EVERY = 3
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Settings:
     agent: str
     reboot_time: float
     freeze: tuple[float, float] | None
+    lock_ttl: float | None
     keep_history: Path | None
     workdir: Path | None
     failures_dir: Path = Path("chaos-failures")
@@ -72,6 +75,8 @@ class Totals:
     killed_in_state: Counter[str] = field(default_factory=Counter)
     max_in_critical: int = 0
     slowest_finish: float = 0.0
+    expired_holders: int = 0
+    slowest_expiry: float = 0.0
 
 
 def agent_setup(kind: str) -> tuple[list[str], Callable[[], Engine]]:
@@ -140,7 +145,16 @@ async def run_iteration(cluster: EtcdCluster, s: Settings, i: int, totals: Total
 
     async with httpx.AsyncClient() as client:
         recorder.add(
-            "meta", key=key, max=s.max, hosts=ids, names=names, bound=s.bound, seed=s.seed, iteration=i, agent=s.agent
+            "meta",
+            key=key,
+            max=s.max,
+            hosts=ids,
+            names=names,
+            bound=s.bound,
+            seed=s.seed,
+            iteration=i,
+            agent=s.agent,
+            lock_ttl=s.lock_ttl,
         )
         first = await read_revision(client, endpoints, key)
         if first is None:
@@ -172,6 +186,7 @@ async def run_iteration(cluster: EtcdCluster, s: Settings, i: int, totals: Total
                     "REBOOT_STRATEGY": "etcd-lock",
                     # A short "drain" before each reboot, so the agent can be killed in PRE_REBOOT too.
                     "LOCKSMITHD_PRE_REBOOT_HOOK": "sleep 0.2",
+                    **({"LOCKSMITHD_LOCK_TTL": f"{s.lock_ttl:g}s"} if s.lock_ttl else {}),
                     **(window_env(rng) if rng.random() < 0.5 else {}),
                 },
                 reboot_time=s.reboot_time,
@@ -179,10 +194,14 @@ async def run_iteration(cluster: EtcdCluster, s: Settings, i: int, totals: Total
             )
             for n in names
         ]
-        injector = FaultInjector(cluster, hosts, recorder, rng, freeze=s.freeze)
+        injector = FaultInjector(
+            cluster, hosts, recorder, rng, freeze=s.freeze, lock_ttl=s.lock_ttl, plan_death=i % DEATH_EVERY == 2
+        )
 
         def all_done() -> bool:
-            return all(h.boot >= 1 and not h.rebooting for h in hosts) and not holders_of(observer.last_value, key)
+            # A host gone for good is done once the others freed its slot (the final value has no holders).
+            live = [h for h in hosts if not h.dead]
+            return all(h.boot >= 1 and not h.rebooting for h in live) and not holders_of(observer.last_value, key)
 
         stop_faults = asyncio.Event()
         faults: asyncio.Task[None] | None = None
@@ -233,13 +252,16 @@ async def run_iteration(cluster: EtcdCluster, s: Settings, i: int, totals: Total
     totals.agent_restarts += restarts
     totals.max_in_critical = max(totals.max_in_critical, report.max_in_critical)
     totals.slowest_finish = max(totals.slowest_finish, report.slowest_finish_after_faults or 0.0)
+    totals.expired_holders += len(report.expiries)
+    totals.slowest_expiry = max([totals.slowest_expiry, *report.expiries])
     faults_text = ", ".join(f"{k} {v}" for k, v in sorted(injector.counts.items())) or "none"
     killed = ", ".join(f"{k} {v}" for k, v in sorted(injector.killed_in_state.items())) or "-"
     print(
         f"run {i + 1:>3}/{s.iterations}  k={s.max} M={s.agents}  faults: {faults_text}  killed in: {killed}  "
         f"reboots={report.reboots} restarts={restarts} max-in-section={report.max_in_critical} "
-        f"revisions={report.revisions} finished={report.finished_hosts}/{s.agents} "
-        f"violations={len(report.violations)}  [{time.monotonic() - started:.1f}s]",
+        f"revisions={report.revisions} finished={report.finished_hosts}/{s.agents - report.dead_hosts} "
+        + (f"freed-dead-after={max(report.expiries):.1f}s " if report.expiries else "")
+        + f"violations={len(report.violations)}  [{time.monotonic() - started:.1f}s]",
         flush=True,
     )
     for v in report.violations:
@@ -301,6 +323,8 @@ def summary(s: Settings, t: Totals, elapsed: float) -> str:
         f"  agent restarts       {t.agent_restarts}",
         f"  max hosts in section {t.max_in_critical} (allowed {s.max})",
         f"  slowest finish after faults stopped {t.slowest_finish:.1f}s (bound {s.bound:.0f}s)",
+        f"  holders dead for good {t.expired_holders}, freed by lease expiry after at most {t.slowest_expiry:.1f}s"
+        + (f" (LOCKSMITHD_LOCK_TTL {s.lock_ttl:g}s)" if s.lock_ttl else " (LOCKSMITHD_LOCK_TTL off)"),
         f"  harness errors       {t.harness_errors}",
         f"  violations           {t.violations} in {t.failed_runs} failed run(s)",
     ]
@@ -320,6 +344,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--bound", type=float, default=60.0, help="liveness bound after faults stop, seconds")
     p.add_argument("--agent", choices=("locksmithd", "standin"), help="agent to run (default: locksmithd if present)")
     p.add_argument("--reboot-time", type=float, default=0.3, help="simulated reboot duration, seconds")
+    p.add_argument(
+        "--lock-ttl",
+        type=float,
+        help="the agents' LOCKSMITHD_LOCK_TTL in seconds, which enables the holder-dies-for-good fault; "
+        "0: off (short 8, long 20; off for the stand-in, which keeps no lease)",
+    )
     p.add_argument("--keep-history", type=Path, help="keep every run's history here (failing runs are always kept)")
     p.add_argument(
         "--failures-dir",
@@ -345,10 +375,24 @@ def parse_args(argv: list[str] | None) -> Settings:
         reboot_time=a.reboot_time,
         # Long enough to outlast a request's deadline and a watch's idle bound (5 s, 15 s); long mode only.
         freeze=(6.0, 20.0) if long else None,
+        # Far above a stall, a member's restart and a simulated reboot, so only a dead host's lease lapses.
+        lock_ttl=_lock_ttl(a.lock_ttl, long, a.agent or default_agent(), p),
         keep_history=a.keep_history,
         workdir=a.keep_history,  # None: a temporary directory, made by main() and removed after
         failures_dir=a.failures_dir,
     )
+
+
+def _lock_ttl(given: float | None, long: bool, agent: str, p: argparse.ArgumentParser) -> float | None:
+    if given is not None and given != 0 and not 2 <= given <= 3600:
+        p.error(f"--lock-ttl must be 0 (off) or between 2 and 3600 seconds, got {given:g}")
+    if agent == "standin":
+        if given:
+            p.error("--lock-ttl needs the real agent: the stand-in keeps no lease")
+        return None
+    if given is None:
+        return 20.0 if long else 8.0
+    return given or None
 
 
 def _workdir(keep: Path | None) -> Path:

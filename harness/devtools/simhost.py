@@ -139,6 +139,8 @@ class SimHost:
     errors: list[str] = field(default_factory=list)
     #: Bumped at every agent start: a reboot command of an earlier agent is refused.
     agent_generation: int = 0
+    #: Gone for good (the chaos fault "holder-dies-for-good"): no agent restart, no next boot.
+    dead: bool = False
     _bus: object | None = None
     _server: asyncio.AbstractServer | None = None
     _supervisor: asyncio.Task[None] | None = None
@@ -211,6 +213,15 @@ class SimHost:
 
     # --- fault hooks (the chaos injector's handles) ----------------------------------------
 
+    def die_for_good(self) -> bool:
+        """The host is gone (powered off, deleted): its agent is killed and nothing starts again, not even
+        after a reboot in progress. False if it was dead already."""
+        if self.dead:
+            return False
+        self.dead = True  # before the kill: the supervisor must not restart what it sees die
+        self.signal_agent(signal.SIGKILL)
+        return True
+
     def signal_agent(self, sig: int) -> bool:
         if self.agent is None or self.agent.returncode is not None:
             return False
@@ -255,11 +266,11 @@ class SimHost:
                 await asyncio.sleep(0.05)
                 continue
             await agent.wait()
-            if self._stopping or self.rebooting or agent is not self.agent:
+            if self._stopping or self.dead or self.rebooting or agent is not self.agent:
                 await asyncio.sleep(0.05)
                 continue
             await asyncio.sleep(self.restart_delay)
-            if not self.rebooting and agent is self.agent and not self._stopping:
+            if not self.rebooting and agent is self.agent and not self._stopping and not self.dead:
                 self.agent_restarts += 1
                 await self._start_agent()
 
@@ -267,7 +278,7 @@ class SimHost:
         try:
             words = (await reader.readline()).decode("ascii", "replace").split()
             generation = words[1] if len(words) > 1 else None
-            if self.rebooting or self._stopping:
+            if self.rebooting or self._stopping or self.dead:
                 answer = "busy"
             elif generation is not None and generation != str(self.agent_generation):
                 answer = "stale"  # its agent died and was replaced: systemd would have killed it
@@ -297,12 +308,15 @@ class SimHost:
             await stop_process(self.agent)
             await self.engine.stop()
             await asyncio.sleep(self.reboot_time)
+            if self.dead:
+                return  # it never comes back: no boot, no agent
             self.boot += 1
             await self._event("booted")
-            if self._stopping:
+            if self._stopping or self.dead:
                 return
             await self.engine.start(self, self.boot)
-            await self._start_agent()
+            if not self.dead:
+                await self._start_agent()
         finally:
             self.rebooting = False
 

@@ -178,6 +178,39 @@ def test_unfinished_and_slow_hosts_are_violations() -> None:
     assert "slow" in rules(History(b.records))
 
 
+def _dies_rebooting(b: Builder, host: str) -> None:
+    b.lock(host)
+    b.event(host, "rebooting")
+    b.records.append({"kind": "died", "t": b.tick(), "host": host, "state": "rebooting"})
+
+
+def test_a_host_dead_for_good_owes_no_reboot_once_its_slot_is_freed() -> None:
+    b = Builder(["a", "b", "c"], k=1)
+    _dies_rebooting(b, "a")
+    b.tick(8)
+    b.unlock("a")  # the others judged its lease expired
+    b.cycle("b")
+    b.cycle("c")
+    report = check(b.finish())
+    assert report.ok, report.violations
+    assert report.dead_hosts == 1 and report.finished_hosts == 2
+    assert report.expiries and 8 <= report.expiries[0] < 9
+
+
+def test_a_dead_holder_never_freed_or_back_again_is_a_violation() -> None:
+    b = Builder(["a", "b"], k=1)
+    _dies_rebooting(b, "a")  # and its slot is never freed: b cannot go
+    assert "unfinished" in rules(b.finish())
+
+    b = Builder(["a", "b"], k=2)
+    _dies_rebooting(b, "a")
+    b.unlock("a")
+    b.cycle("b")
+    b.lock("a")  # a dead host cannot take a slot: something wrote in its name
+    b.unlock("a")
+    assert "revived" in rules(b.finish())
+
+
 def test_a_run_cut_short_is_a_violation() -> None:
     b = Builder(["a"], k=1)
     b.cycle("a")

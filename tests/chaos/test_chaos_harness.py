@@ -20,7 +20,14 @@ def _summary(output: str) -> dict[str, str]:
     m = re.search(r"^chaos: (\d+) runs, agent (\S+), (\d+) hosts each, max=(\d+), seed (\d+)", output, re.M)
     assert m, f"no summary in the output:\n{output[-3000:]}"
     figures = dict(zip(("runs", "agent", "hosts", "max", "seed"), m.groups(), strict=True))
-    for name in ("reboots checked", "faults injected", "harness errors", "violations", "max hosts in section"):
+    for name in (
+        "reboots checked",
+        "faults injected",
+        "harness errors",
+        "violations",
+        "max hosts in section",
+        "holders dead for good",
+    ):
         line = re.search(rf"^  {name} +(\d+)(.*)$", output, re.M)
         assert line, f"no {name!r} line in the summary:\n{output[-3000:]}"
         figures[name] = line.group(1)
@@ -46,7 +53,10 @@ def test_short_mode_with_the_real_agent_passes_under_faults(tmp_path: Path) -> N
     assert int(got["runs"]) >= 20
     assert len(re.findall(r"^run +\d+/\d+ .* violations=0 ", proc.stdout, re.M)) == int(got["runs"]), tail
     assert got["violations"] == "0" and got["harness errors"] == "0", tail
-    assert int(got["reboots checked"]) >= int(got["runs"]) * int(got["hosts"])
+    # Every host rebooted once, but those that died for good holding a slot (planned every third run).
+    dead = int(got["holders dead for good"])
+    assert dead >= 1, got["holders dead for good detail"]
+    assert int(got["reboots checked"]) >= int(got["runs"]) * int(got["hosts"]) - dead
     assert "(unverified events: 0)" in got["reboots checked detail"]
     assert int(got["max hosts in section"]) <= int(got["max"])
 
@@ -57,6 +67,7 @@ def test_short_mode_with_the_real_agent_passes_under_faults(tmp_path: Path) -> N
     assert len(kinds) >= 4, kinds
     assert int(kinds.get("etcd-kill-leader", 0)) + int(kinds.get("etcd-kill-follower", 0)) >= 1, kinds
     assert int(kinds.get("agent-kill", 0)) + int(kinds.get("agent-kill-holder", 0)) >= 1, kinds
+    assert int(kinds.get("holder-dies-for-good", 0)) == dead, kinds
     assert not (tmp_path / "failures").exists()
 
 
