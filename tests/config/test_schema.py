@@ -11,7 +11,7 @@ import pytest
 from locksmith.agent.main import build_parser
 from locksmith.agent.settings import AgentSettings, agent_settings
 from locksmith.settings import check
-from locksmith.settings.config import load_config
+from locksmith.settings.config import ConfigError, load_config
 from locksmith.settings.doc import BEGIN, END, settings_table
 from locksmith.settings.envfile import parse_env
 from locksmith.settings.flags import add_config_arguments, flags_from_args
@@ -126,6 +126,31 @@ def test_strategy_settings_get_flags_and_are_known() -> None:
     assert load_config("locksmithd", {}, {"LOCKSMITHD_FLEETLOCK_URL": "http://a:1"}, paths=()).warnings == ()
     # best-effort, the default, declares LOCK_TTL (off unless set)
     assert load_config("locksmithd", {}, {}, paths=()).strategy_options == {"LOCK_TTL": None}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("15m", 900), ("2.5s", 3), ("0", None), ("168h", 7 * 24 * 3600)])
+def test_lock_ttl_is_whole_seconds_rounded_up_and_0_is_off(value: str, expected: int | None) -> None:
+    env = {"LOCKSMITHD_LOCK_TTL": value, "LOCKSMITHD_ENDPOINT": "http://127.0.0.1:2379"}
+    assert load_config("locksmithd", {}, env, paths=()).strategy_options == {"LOCK_TTL": expected}
+
+
+@pytest.mark.parametrize(("value", "needle"), [("1s", "between 2s and 168h"), ("200h", "between"), ("soon", "")])
+def test_a_bad_lock_ttl_is_named_in_one_line(value: str, needle: str) -> None:
+    env = {"LOCKSMITHD_LOCK_TTL": value, "LOCKSMITHD_ENDPOINT": "http://127.0.0.1:2379"}
+    with pytest.raises(ConfigError) as err:
+        load_config("locksmithd", {}, env, paths=())
+    assert "LOCKSMITHD_LOCK_TTL" in str(err.value) and needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_lock_ttl_with_the_embedded_store_is_refused_at_start(tmp_path: Path) -> None:
+    env = {
+        "LOCKSMITHD_LOCK_TTL": "15m",
+        "LOCKSMITHD_ENDPOINT": f"file://{tmp_path}/kv.db",
+        "REBOOT_STRATEGY": "etcd-lock",
+    }
+    with pytest.raises(ConfigError, match=r"LOCKSMITHD_LOCK_TTL needs etcd.*embedded store"):
+        load_config("locksmithd", {}, env, paths=())
+    assert not (tmp_path / "kv.db").exists()
 
 
 def test_every_update_engine_key_is_in_the_example_update_conf(tmp_path: Path) -> None:
