@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from locksmith.lockstore import LockStore, Snapshot
 from locksmith.logging import outside_text
 from locksmith.protocol import holder_lease
 from locksmith.protocol.holder_lease import Judgement, Lease
-from locksmith.protocol.semaphore import encode
+from locksmith.protocol.semaphore import SemaphoreError, encode
 
 log = structlog.get_logger(__name__)
 
 _JUDGE_ATTEMPTS = 10
+# An idle agent judges every half of its own TTL, at most this far apart (a fleet's reads stay cheap).
+_IDLE_JUDGE_MAX_SECONDS = 30.0
 
 
 class LeasesUnsupported(KVError):
@@ -206,3 +209,19 @@ class LeaseKeeper:
                 )
                 self.lapsed.set()
                 return
+
+
+async def judge_while_idle(
+    leases: HolderLeases, own: Lease, on_freed: Callable[[str, int], None] | None = None
+) -> None:
+    """Runs for the agent's life once it has a TTL of its own. Waiting agents judge anyway; this is for
+    when none waits — slots are left, so nobody needs the dead holder's — which would otherwise keep that
+    slot, and show as holding, until the next rollout. Jittered, so a fleet does not judge in step."""
+    interval = min(own.ttl_seconds / 2, _IDLE_JUDGE_MAX_SECONDS)
+    while True:
+        await asyncio.sleep(interval * random.uniform(0.75, 1.25))
+        try:
+            await leases.free_expired(on_freed)
+        except (KVError, SemaphoreError) as exc:
+            # The agent's own requests report an unreachable store or a corrupt value; no second alarm.
+            log.debug("lock.judge.failed", reason=outside_text(exc))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from locksmith.kv import BACKEND_EMBEDDED, KVAuthError, KVError, KVOptions, KVStore, KVUnavailable, open_store
-from locksmith.leases import HolderLeases, LeaseKeeper
+from locksmith.leases import HolderLeases, LeaseKeeper, judge_while_idle
 from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
 from locksmith.protocol.holder_lease import Lease
 from locksmith.protocol.pacing import wait_before_acquire
@@ -48,6 +48,7 @@ class EtcdLockStrategy(Strategy):
         self._leases: HolderLeases | None = None
         self._keeper: LeaseKeeper | None = None
         self._resuming: asyncio.Task[None] | None = None
+        self._judging: asyncio.Task[None] | None = None
         self._safety_recheck = safety_recheck
 
     @classmethod
@@ -82,6 +83,10 @@ class EtcdLockStrategy(Strategy):
         self.lockstore(ctx)
         if self._keeper is None:
             return
+        if self._judging is None:
+            self._judging = asyncio.create_task(
+                judge_while_idle(self.leases(ctx), self._keeper.lease, ctx.on_expired_holder), name="locksmith-judge"
+            )
         try:
             await self._resume_lease(ctx)
         except StrategyError as exc:
@@ -248,8 +253,9 @@ class EtcdLockStrategy(Strategy):
             return (await locks.get()).semaphore.holds(ctx.machine_id)
 
     async def aclose(self) -> None:
-        if self._resuming is not None:
-            self._resuming.cancel()
+        for task in (self._resuming, self._judging):
+            if task is not None:
+                task.cancel()
         if self._keeper is not None:
             await self._keeper.stop()
         if self._kv is not None:

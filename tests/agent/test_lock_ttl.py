@@ -137,6 +137,37 @@ def test_a_holder_killed_for_good_is_freed_within_its_ttl(hosts: list[Host], tmp
     assert decode(sampler.values[-1], key).holders == ()
 
 
+@pytest.mark.timeout(120)
+def test_an_idle_agent_frees_a_dead_holder_when_no_one_waits(hosts: list[Host], tmp_path: Path) -> None:
+    """With slots to spare nobody waits for the dead host's: the idle agents must free it all the same
+    (every half TTL), or it would keep its slot, and show as holding, until the next rollout."""
+    dead, survivor = hosts
+    key = semaphore_key(dead.group)
+    asyncio.run(_create(dead.endpoints, key, b'{"semaphore":2,"max":2,"holders":[]}'))
+    for host in hosts:
+        host.start_engine()
+        host.start_agent()
+    for host in hosts:
+        host.wait_state("idle")
+    dead.need_reboot()
+    wait_until(lambda: reboot_lines(tmp_path / "reboots") == ["host0"], 30, "host0's reboot")
+    dead.agent.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    # TTL, then the idle judge's period (TTL/2, jittered up to 1.25x), then a judgement.
+    wait_until(lambda: decode(read(dead.endpoints, key) or b"", key).holders == (), TTL * 1.7 + MARGIN, "the expiry")
+    removed = [e for e in survivor.events() if e.get("event") == "lock.expired-holder-removed"]
+    assert [e["holder"] for e in removed] == [dead.machine_id]
+    assert survivor.states()[-1] == "idle"  # it judged without needing a slot
+    assert read(dead.endpoints, key) == b'{"semaphore":2,"max":2,"holders":[]}'
+
+
+async def _create(endpoints: list[str], key: str, value: bytes) -> None:
+    kv = open_store(KVOptions(parse_endpoints(endpoints)))
+    try:
+        assert await kv.create(key, value) is not None
+    finally:
+        await kv.aclose()
+
+
 def metric(socket: Path, name: str) -> float:
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
         text = client.get("http://localhost/metrics", timeout=5).text
