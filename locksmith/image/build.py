@@ -139,7 +139,7 @@ def build(opts: BuildOptions) -> BuildResult:
         step = time.monotonic()
         files = [usr, *sorted((tmp / "release").glob("*"))]
         boot = work / "usr-tree/boot"
-        artifacts = Artifacts(disk, usr, boot / "vmlinuz", boot / "initrd.img")
+        artifacts = Artifacts(disk, usr, boot / "vmlinuz", boot / "initrd.img", tree)
         for name in formats:
             files += FORMATS[name](artifacts, tmp)
         timings["formats"] = time.monotonic() - step

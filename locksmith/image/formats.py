@@ -29,12 +29,50 @@ end
 """
 
 
+# PXE has no bootloader to choose a slot: the boot server gives the kernel these (plus console= and the
+# host's own, e.g. coreos.autologin=ttyS0 or cloud-config-url=).
+PXE_CMDLINE = "root=tmpfs mount.usr=/usr.squashfs mount.usrfstype=squashfs mount.usrflags=ro,loop"
+# Runs in the initramfs: fills the empty tmpfs root with ROOT's tree (/etc, /var, /home and the merged-/usr
+# links) before /usr is mounted over it, as ROOT's partition holds them on a disk boot.
+PXE_ROOT_UNIT = """\
+[Unit]
+Description=Locksmith PXE: the in-memory root from the initramfs
+DefaultDependencies=no
+Requires=sysroot.mount
+After=sysroot.mount
+Before=sysroot-usr.mount initrd-root-fs.target
+ConditionPathIsDirectory=/pxe-root
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=cp -a /pxe-root/. /sysroot/
+"""
+# /usr is a file here, not a device: nothing orders its mount after the modules a loop mount of squashfs needs.
+PXE_MODULES_UNIT = """\
+[Unit]
+Description=Locksmith PXE: modules for the loop-mounted /usr
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=modprobe -a loop squashfs
+"""
+PXE_USR_DROP_IN = """\
+[Unit]
+Wants=locksmith-pxe-modules.service
+After=locksmith-pxe-modules.service
+"""
+
+
 @dataclass(frozen=True)
 class Artifacts:
     disk: Path  # the raw GPT image
     usr: Path  # the USR squashfs
     kernel: Path
     initrd: Path
+    root_tree: Path  # ROOT's file tree (/usr an empty mount point)
     name: str = "locksmith"
 
 
@@ -124,22 +162,35 @@ def vagrant(art: Artifacts, out: Path) -> list[Path]:
 
 
 def pxe(art: Artifacts, out: Path) -> list[Path]:
-    """The kernel, and the initramfs with usr.squashfs appended as a second gzipped newc cpio (the kernel
-    unpacks concatenated archives), as CoreOS's coreos_production_pxe_image.cpio.gz."""
+    """The kernel, and the initramfs with a second gzipped newc cpio appended (the kernel unpacks concatenated
+    archives), as CoreOS's coreos_production_pxe_image.cpio.gz: `usr.squashfs`, ROOT's tree under /pxe-root
+    and the initramfs unit that copies it into the tmpfs root. Boots with PXE_CMDLINE, all in memory."""
     require("cpio")
     kernel = out / f"{PREFIX}_pxe.vmlinuz"
     shutil.copyfile(art.kernel, kernel)
     work = out / ".pxe"
     work.mkdir()
     shutil.copyfile(art.usr, work / "usr.squashfs")
-    script = "echo usr.squashfs | cpio -o -H newc --quiet | gzip -1 > usr.cpio.gz"
-    run(["sh", "-c", script], "cpio of usr.squashfs", cwd=str(work))
+    run(["cp", "-a", f"{art.root_tree}/.", str(work / "pxe-root")], "copying ROOT's tree for pxe")
+    # No ROOT or ESP partition to mount or remount: / is the tmpfs, /usr came up in the initramfs.
+    (work / "pxe-root/etc").mkdir(exist_ok=True)
+    (work / "pxe-root/etc/fstab").write_text("# pxe: / is a tmpfs and /usr the initramfs's usr.squashfs\n")
+    units = work / "etc/systemd/system"
+    (units / "initrd-root-fs.target.wants").mkdir(parents=True)
+    (units / "locksmith-pxe-root.service").write_text(PXE_ROOT_UNIT)
+    (units / "initrd-root-fs.target.wants/locksmith-pxe-root.service").symlink_to("../locksmith-pxe-root.service")
+    (units / "locksmith-pxe-modules.service").write_text(PXE_MODULES_UNIT)
+    (units / "sysusr-usr.mount.d").mkdir()
+    (units / "sysusr-usr.mount.d/locksmith-pxe.conf").write_text(PXE_USR_DROP_IN)
+    script = "find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible | gzip -1 > ../usr.cpio.gz"
+    run(["sh", "-c", script], "cpio of usr.squashfs and ROOT's tree", cwd=str(work))
     image = out / f"{PREFIX}_pxe_image.cpio.gz"
     with open(image, "wb") as dst:
-        for part in (art.initrd, work / "usr.cpio.gz"):
+        for part in (art.initrd, out / "usr.cpio.gz"):
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
     shutil.rmtree(work)
+    (out / "usr.cpio.gz").unlink()
     return [kernel, image]
 
 

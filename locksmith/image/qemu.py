@@ -100,6 +100,21 @@ def qemu_command(opts: VmOptions, accel: str, work: Path) -> list[str]:
     return args
 
 
+def pxe_command(kernel: Path, initrd: Path, cmdline: str, accel: str, memory_mib: int = 2048) -> list[str]:
+    """A PXE-style boot: the kernel and initramfs straight from files (as a boot server hands them over), no
+    disk; the whole OS lives in memory, so it needs more of it than a disk boot."""
+    require("qemu-system-x86_64")
+    for path in (kernel, initrd):
+        if not path.is_file():
+            raise ImageError(f"{path} not found; build the pxe format with locksmith-image build --format pxe")
+    smp = "1" if accel == "tcg" else "2"
+    args = ["nice", "-n", "19", "qemu-system-x86_64", "-machine", f"q35,accel={accel}", "-m", str(memory_mib)]
+    args += ["-smp", smp, *(["-cpu", "max"] if accel == "tcg" else []), "-nodefaults", "-display", "none"]
+    args += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", f"{cmdline} console=ttyS0,115200n8"]
+    args += ["-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-pci,netdev=net0"]
+    return args
+
+
 def choose_accel(requested: str, cache_dir: Path = DEFAULT_CACHE) -> tuple[str, str]:
     """(accel, the reason said on the first line)."""
     if requested == "tcg":

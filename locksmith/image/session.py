@@ -15,7 +15,8 @@ from pathlib import Path
 from locksmith.disk.layout import write_image_to_partition
 from locksmith.image.errors import ImageError, run
 from locksmith.image.filesystems import make_ext4
-from locksmith.image.qemu import Console, VmOptions, choose_accel, qemu_command, stop
+from locksmith.image.formats import PXE_CMDLINE
+from locksmith.image.qemu import Console, VmOptions, choose_accel, pxe_command, qemu_command, stop
 
 PROMPT = re.compile(rb"root@locksmith:~# ")
 GRUB_CHOICE = re.compile(rb"locksmith: booting (USR-[AB])")
@@ -77,13 +78,29 @@ def booted(
 
     `forwards`: (guest address:port, host loopback port) pairs the guest may reach (qemu guestfwd)."""
     accel, why = choose_accel("auto")
-    cmd = [*qemu_command(VmOptions(disk, guest_forwards=forwards), accel, work), "-serial", "stdio"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    with _serial_shell(qemu_command(VmOptions(disk, guest_forwards=forwards), accel, work), work, login_seconds) as sh:
+        yield sh, why
+
+
+@contextmanager
+def booted_pxe(kernel: Path, initrd: Path, work: Path, login_seconds: float) -> Iterator[tuple[Shell, str]]:
+    """Boot the pxe format's kernel and initramfs with its command line and console autologin."""
+    accel, why = choose_accel("auto")
+    cmdline = f"{PXE_CMDLINE} coreos.autologin=ttyS0"
+    with _serial_shell(pxe_command(kernel, initrd, cmdline, accel), work, login_seconds) as sh:
+        yield sh, why
+
+
+@contextmanager
+def _serial_shell(cmd: list[str], work: Path, login_seconds: float) -> Iterator[Shell]:
+    proc = subprocess.Popen(
+        [*cmd, "-serial", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     console = Console(proc, work / "serial.log")
     try:
         shell = Shell(console)
         shell.login(login_seconds)
-        yield shell, why
+        yield shell
     finally:
         stop(proc)
         console.close()

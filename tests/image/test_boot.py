@@ -21,7 +21,7 @@ import pytest
 from harness.devtools.omaha_server import DevServer
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import USR_IMAGE, BuildOptions, BuildResult, build
-from locksmith.image.session import Shell, booted, with_autologin
+from locksmith.image.session import Shell, booted, booted_pxe, with_autologin
 from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import load_release
 
@@ -36,7 +36,7 @@ LOGIN_SECONDS = 1500  # TCG on two shared cores: ~1-2 min when idle, far longer 
 def image(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     base = tmp_path_factory.mktemp("image")
     generate_keypair(base / "release.key", base / "release.pub")
-    opts = BuildOptions(version=VERSION, out=base / "out", channel="beta", formats=["ami"])
+    opts = BuildOptions(version=VERSION, out=base / "out", channel="beta", formats=["ami", "pxe"])
     opts.release_key = base / "release.key"
     return build(opts)
 
@@ -63,6 +63,30 @@ def shell(
     with booted(disk, work, LOGIN_SECONDS, forwards=((GUEST_SERVER, update_server.port),)) as (sh, why):
         print(f"boot test under {why}")
         yield sh, disk
+
+
+def test_the_pxe_kernel_and_initramfs_boot_all_in_memory(image: BuildResult, tmp_path: Path) -> None:
+    """First in the file: it boots and stops its own guest before the disk guest of the tests below."""
+    kernel, initramfs = (
+        image.out / "locksmith_production_pxe.vmlinuz",
+        image.out / "locksmith_production_pxe_image.cpio.gz",
+    )
+    with booted_pxe(kernel, initramfs, tmp_path, LOGIN_SECONDS) as (sh, why):
+        print(f"pxe boot under {why}")
+        _, state = sh.run("systemctl is-system-running --wait", 900)
+        _, failed = sh.run("systemctl --failed --no-legend --plain", 60)
+        assert state.strip() == "running", f"system state {state.strip()!r}; failed units:\n{failed}"
+        _, active = sh.run("systemctl is-active multi-user.target update-engine.service locksmithd.service", 60)
+        assert active.split() == ["active", "active", "active"], active
+        # No disk at all: / is the tmpfs, /usr the initramfs's usr.squashfs on a loop device, read-only.
+        _, mounts = sh.run("findmnt -no FSTYPE /; findmnt -no SOURCE,FSTYPE,OPTIONS /usr; ls /sys/block", 60)
+        root_fs, usr_source, usr_fs, usr_options, *disks = mounts.split()
+        assert (root_fs, usr_fs) == ("tmpfs", "squashfs") and usr_source.startswith("/dev/loop"), mounts
+        assert "ro" in usr_options.split(",") and not [d for d in disks if d.startswith(("vd", "sd"))], mounts
+        status, err = sh.run("touch /usr/locksmith-write-test 2>&1", 60)
+        assert status != 0 and "Read-only file system" in err
+        _, release = sh.run("cat /usr/share/coreos/release", 60)
+        assert f"COREOS_RELEASE_VERSION={VERSION}" in release
 
 
 def test_reaches_multi_user_with_no_failed_unit(shell: tuple[Shell, Path]) -> None:

@@ -34,7 +34,12 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     initrd = work / "initrd.img"
     script = f"cd {initrd_dir} && echo init | cpio -o -H newc --quiet | gzip > {initrd}"
     subprocess.run(["sh", "-c", script], check=True)
-    art = Artifacts(disk, usr, kernel, initrd)
+    root_tree = work / "root"
+    (root_tree / "etc").mkdir(parents=True)
+    (root_tree / "etc/hostname").write_text("locksmith\n")
+    (root_tree / "usr").mkdir()
+    (root_tree / "bin").symlink_to("usr/bin")
+    art = Artifacts(disk, usr, kernel, initrd, root_tree)
     out = work / "out"
     out.mkdir()
     result = {name: make(art, out) for name, make in FORMATS.items()}
@@ -101,12 +106,19 @@ def test_pxe_initramfs_carries_usr_squashfs(outputs: dict[str, list[Path]]) -> N
     kernel, image = outputs["pxe"]
     assert kernel.read_bytes() == b"MZ kernel stand-in"
     data = image.read_bytes()
-    # Two gzipped newc archives back to back: the initramfs as dracut made it, then one holding usr.squashfs.
+    # Two gzipped newc archives back to back: the initramfs as dracut made it, then ours: usr.squashfs, ROOT's
+    # tree for the in-memory root, and the initramfs unit that copies it there.
     second = (image.parent.parent / "initrd.img").stat().st_size
     first_list = subprocess.run(["cpio", "-t", "--quiet"], input=_gunzip(data[:second]), capture_output=True)
-    second_list = subprocess.run(["cpio", "-t", "--quiet"], input=_gunzip(data[second:]), capture_output=True)
+    second_list = subprocess.run(["cpio", "-tv", "--quiet"], input=_gunzip(data[second:]), capture_output=True)
     assert first_list.stdout.split() == [b"init"]
-    assert second_list.stdout.split() == [b"usr.squashfs"]
+    listing = {
+        line.split()[-1] if b" -> " not in line else line.split()[-3]: line for line in second_list.stdout.splitlines()
+    }
+    assert {b"usr.squashfs", b"pxe-root/etc/hostname", b"pxe-root/usr", b"pxe-root/bin"} <= set(listing)
+    assert listing[b"pxe-root/bin"].startswith(b"l") and listing[b"pxe-root/bin"].endswith(b"-> usr/bin")
+    unit = b"etc/systemd/system/locksmith-pxe-root.service"
+    assert unit in listing and b"etc/systemd/system/initrd-root-fs.target.wants/locksmith-pxe-root.service" in listing
 
 
 def _gunzip(data: bytes) -> bytes:
