@@ -17,6 +17,7 @@ import contextlib
 import json
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -312,9 +313,15 @@ def _workdir(keep: Path | None) -> Path:
     return keep
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     s = parse_args(argv, __doc__)
     configure_logging(level="warning")  # the run's own report is printed; libraries only warn
+    # SIGTERM (timeout, pkill) as Ctrl-C: the hosts' agents run in their own sessions and would be orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     s.workdir = _workdir(s.keep_history)
     print(f"locksmith-chaos: seed {s.seed}, agent {s.agent}, work dir {s.workdir}", flush=True)
     started = time.monotonic()

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +41,7 @@ LOGIN_SECONDS = 1500  # TCG on two shared cores: ~1-2 min when idle, far longer 
 def image(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     base = tmp_path_factory.mktemp("image")
     generate_keypair(base / "release.key", base / "release.pub")
-    opts = BuildOptions(version=VERSION, out=base / "out", channel="beta", formats=["ami", "pxe"])
+    opts = BuildOptions(version=VERSION, out=base / "out", channel="beta", formats=["ami", "pxe", "qemu"])
     opts.release_key = base / "release.key"
     return build(opts)
 
@@ -87,6 +92,39 @@ def test_the_pxe_kernel_and_initramfs_boot_all_in_memory(image: BuildResult, tmp
         assert status != 0 and "Read-only file system" in err
         _, release = sh.run("cat /usr/share/coreos/release", 60)
         assert f"COREOS_RELEASE_VERSION={VERSION}" in release
+
+
+# systemd stops printing its status lines to the console once a getty owns it: the prompt is the sign.
+LOGIN_PROMPT = re.compile(rb"locksmith login: ")
+
+
+def test_the_qemu_format_boots_through_its_own_launcher(image: BuildResult, tmp_path: Path) -> None:
+    """The qcow2 and the script beside it, as a user runs them: the accelerator named on the first line, then
+    UEFI → GRUB → the kernel and /usr of USR-A → the serial console's login prompt (read from its log)."""
+    launcher, log, out = image.out / "locksmith_production_qemu.sh", tmp_path / "serial.log", tmp_path / "launcher.out"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # locksmith-image
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [str(launcher), "--serial-log", str(log)],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # qemu is its grandchild: the whole group is stopped below
+        )
+    try:
+        deadline = time.monotonic() + LOGIN_SECONDS
+        while not (log.is_file() and LOGIN_PROMPT.search(log.read_bytes())):
+            assert proc.poll() is None, (
+                f"the launcher exited {proc.returncode}: {out.read_text(errors='replace')[-2000:]}"
+            )
+            assert time.monotonic() < deadline, f"no login prompt within {LOGIN_SECONDS} s; see {log}"
+            time.sleep(1)  # polling a file another process writes
+        assert out.read_text(errors="replace").startswith("locksmith-image: qemu with ")
+        assert b"locksmith: booting USR-A" in log.read_bytes()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
 
 
 def test_reaches_multi_user_with_no_failed_unit(shell: tuple[Shell, Path]) -> None:
