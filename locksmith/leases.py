@@ -126,19 +126,18 @@ class HolderLeases:
             written = await self.kv.compare_and_swap(self.locks.key, encode(remaining), revision)
             if written is None:
                 continue
+            ttls = dict(judgement.ttls)  # the declarations as judged: no second read of each
             for holder in judgement.expired:
-                lease = await self.kv.get(holder_lease.lease_key(self.locks.key, holder) or "")
-                ttl = (holder_lease.decode(lease.value) if lease else None) or Lease(0)
                 log.warning(
                     "lock.expired-holder-removed",
                     key=self.locks.key,
                     holder=holder,
-                    ttl_seconds=ttl.ttl_seconds,
+                    ttl_seconds=ttls[holder],
                     revision=written.revision,
                     detail="its agent stopped renewing its lease; removed as an admin's unlock would",
                 )
                 if on_freed is not None:
-                    on_freed(holder, ttl.ttl_seconds)
+                    on_freed(holder, ttls[holder])
                 with contextlib.suppress(KVError):
                     await self.withdraw(holder)
             await self.locks.record_write(revision, written.revision)

@@ -87,19 +87,24 @@ def hosts(request: pytest.FixtureRequest, etcd: EtcdCluster, tmp_path: Path) -> 
         host.close()
 
 
+def _start_then_reboot_the_first(hosts: list[Host], reboots: Path) -> None:
+    """Every host's engine and agent up and idle, then host0 needs a reboot and takes the slot for it."""
+    for host in hosts:
+        host.start_engine()
+        host.start_agent()
+    for host in hosts:
+        host.wait_state("idle")
+    hosts[0].need_reboot()
+    wait_until(lambda: reboot_lines(reboots) == ["host0"], 30, "host0's reboot")
+
+
 @pytest.mark.timeout(120)
 def test_a_holder_killed_for_good_is_freed_within_its_ttl(hosts: list[Host], tmp_path: Path) -> None:
     dead, survivor = hosts
     key = semaphore_key(dead.group)
     reboots = tmp_path / "reboots"
     with SemaphoreSampler(dead.endpoints, key) as sampler:
-        for host in hosts:
-            host.start_engine()
-            host.start_agent()
-        for host in hosts:
-            host.wait_state("idle")
-        dead.need_reboot()
-        wait_until(lambda: reboot_lines(reboots) == ["host0"], 30, "host0's reboot")
+        _start_then_reboot_the_first(hosts, reboots)
         alive = holder_lease.alive_key(key, dead.machine_id)
         assert alive is not None and read(dead.endpoints, alive) is not None  # its lease was written first
 
@@ -144,13 +149,7 @@ def test_an_idle_agent_frees_a_dead_holder_when_no_one_waits(hosts: list[Host], 
     dead, survivor = hosts
     key = semaphore_key(dead.group)
     asyncio.run(_create(dead.endpoints, key, b'{"semaphore":2,"max":2,"holders":[]}'))
-    for host in hosts:
-        host.start_engine()
-        host.start_agent()
-    for host in hosts:
-        host.wait_state("idle")
-    dead.need_reboot()
-    wait_until(lambda: reboot_lines(tmp_path / "reboots") == ["host0"], 30, "host0's reboot")
+    _start_then_reboot_the_first(hosts, tmp_path / "reboots")
     dead.agent.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     # TTL, then the idle judge's period (TTL/2, jittered up to 1.25x), then a judgement.
     wait_until(lambda: decode(read(dead.endpoints, key) or b"", key).holders == (), TTL * 1.7 + MARGIN, "the expiry")
