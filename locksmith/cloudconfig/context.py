@@ -28,5 +28,13 @@ class Context:
     metadata_keys: list[str] = field(default_factory=list)
 
     def systemctl(self, *args: str) -> None:
-        """A systemctl call acting on the running system (skipped into a --root tree)."""
+        """A systemctl call acting on the running system (skipped into a --root tree), waited for."""
         self.runner.run(["systemctl", *args], live=True)
+
+    def unit_job(self, command: str, unit: str) -> None:
+        """Start, stop, restart … a unit. At boot the job is queued, not waited for: update-engine,
+        locksmithd and etcd are ordered after cloud-config's boot units, so waiting for their job would
+        wait for the very run that is waiting (a deadlock until the timeout). Run by hand later, the job is
+        waited for and its failure reported."""
+        queued = ("--no-block",) if self.runner.booting() else ()
+        self.runner.run(["systemctl", *queued, command, unit], live=True)

@@ -26,6 +26,20 @@ class Runner:
     live: bool = True
     skipped: list[tuple[str, ...]] = field(default_factory=list)
     timeout: float = DEFAULT_TIMEOUT
+    #: whether systemd is still bringing the system up; asked once, on first need (None: not yet asked)
+    at_boot: bool | None = None
+
+    def booting(self) -> bool:
+        """True while systemd is still starting the system (cloud-config's boot units run then)."""
+        if self.at_boot is None:
+            try:
+                state = subprocess.run(
+                    ["systemctl", "is-system-running"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10
+                ).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                state = b""
+            self.at_boot = state.decode(errors="replace").strip() in ("initializing", "starting")
+        return self.at_boot
 
     def run(self, argv: Sequence[str], *, live: bool = False, shown: str | None = None) -> None:
         """Run `argv`. `live=True` marks a command acting on the running system. `shown` replaces the
@@ -55,6 +69,7 @@ class RecordingRunner(Runner):
     systemctl enable), never one that would act on this machine."""
 
     calls: list[tuple[str, ...]] = field(default_factory=list)
+    at_boot: bool | None = False  # never asks this machine's systemd
 
     def _execute(self, argv: tuple[str, ...], shown: str) -> None:
         self.calls.append(argv)

@@ -41,14 +41,14 @@ def apply_update(ctx: Context, update: dict[str, Any]) -> list[str]:
     if wanted and ctx.root.write(UPDATE_CONF, edit_env_file(old, wanted).encode()):
         changes.append(f"updated {UPDATE_CONF} ({', '.join(sorted(wanted))})")
     if any(before.get(k) != wanted[k] for k in ("GROUP", "SERVER") if k in wanted):
-        ctx.systemctl("restart", UPDATE_ENGINE)
+        ctx.unit_job("restart", UPDATE_ENGINE)
         changes.append(f"restarted {UPDATE_ENGINE}")
     strategy = wanted.get("REBOOT_STRATEGY")
     if strategy is None:
         return changes
     if strategy.lower() == "off":
         if ctx.root.symlink(LOCKSMITHD_RUNTIME_MASK, "/dev/null"):
-            ctx.systemctl("stop", LOCKSMITHD)
+            ctx.unit_job("stop", LOCKSMITHD)
             ctx.systemctl("daemon-reload")
             changes.append(f"stopped and masked {LOCKSMITHD} (reboot_strategy off)")
         return changes

@@ -32,7 +32,7 @@ def write_drop_in(ctx: Context, unit: str, name: str, text: str, runtime: bool =
 def reload_and(ctx: Context, command: str, unit: str) -> None:
     """After a drop-in changed: reload systemd, then `command` the unit (on the live system only)."""
     ctx.systemctl("daemon-reload")
-    ctx.systemctl(command, unit)
+    ctx.unit_job(command, unit)
 
 
 def _files(ctx: Context, unit: dict[str, Any]) -> list[str]:
@@ -81,6 +81,7 @@ def apply_units(ctx: Context, units: list[dict[str, Any]]) -> list[str]:
         if changes:
             ctx.systemctl("daemon-reload")
         if network_changed:
+            # Waited for even at boot (networkd is not ordered after us): the units below may need the network.
             ctx.systemctl("restart", "systemd-networkd.service")
             changes.append("restarted systemd-networkd")
     except CommandFailed as exc:
@@ -90,7 +91,7 @@ def apply_units(ctx: Context, units: list[dict[str, Any]]) -> list[str]:
         if command and not is_network(unit["name"]):
             try:
                 # Run on every boot (start is how a unit comes up), so not counted as a change.
-                ctx.systemctl(command, unit["name"])
+                ctx.unit_job(command, unit["name"])
             except CommandFailed as exc:
                 failures.append(f"unit {unit['name']}: {exc}")
     if failures:

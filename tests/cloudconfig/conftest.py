@@ -51,13 +51,13 @@ def cli(target: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli
     """Write `text` as user data and run coreos-cloudinit --root target on it; commands are recorded
     (useradd/usermod/systemctl --root run for real, nothing acts on this machine's services)."""
 
-    def call(text: str | bytes | None = None, *args: str, live: bool = True) -> Result:
+    def call(text: str | bytes | None = None, *args: str, live: bool = True, at_boot: bool = False) -> Result:
         argv = ["--root", str(target), *args]
         if text is not None:
             data = tmp_path / "user_data"
             data.write_bytes(text.encode() if isinstance(text, str) else text)
             argv += ["--from-file", str(data)]
-        runner = RecordingRunner(live=live)
+        runner = RecordingRunner(live=live, at_boot=at_boot)
         capsys.readouterr()
         code = run(argv, runner=runner)
         return Result(code, capsys.readouterr().out, runner)

@@ -70,6 +70,20 @@ def test_networkd_restarts_before_the_other_units_commands(cli: Cli) -> None:
     ]
 
 
+def test_at_boot_unit_jobs_are_queued_not_waited_for(cli: Cli, target: Path) -> None:
+    """At boot, locksmithd, update-engine and etcd are ordered after cloud-config: waiting for their job
+    would wait for ourselves. Reloads and networkd (not ordered after us) are still waited for."""
+    conf = "#cloud-config\ncoreos:\n  update:\n    group: beta\n    reboot_strategy: etcd-lock\n"
+    result = cli(UNITS + conf.removeprefix("#cloud-config\ncoreos:\n"), at_boot=True)
+    assert result.code == 0, result.out
+    calls = systemctl_calls(result.runner.calls)
+    assert ("--no-block", "restart", "update-engine.service") in calls
+    assert ("--no-block", "start", "web.service") in calls and ("--no-block", "restart", "tmp.mount") in calls
+    assert ("--no-block", "restart", "locksmithd.service") in calls
+    waited = {c for c in calls if c[0] != "--no-block"}
+    assert waited == {("daemon-reload",), ("restart", "systemd-networkd.service")}, calls
+
+
 def test_commands_run_every_time_but_reload_and_networkd_only_on_change(cli: Cli) -> None:
     cli(UNITS)
     second = cli(UNITS)
