@@ -37,12 +37,14 @@ def make_ext4(src: Path | None, out: Path, size_mib: int, label: str, epoch: int
     run([*args, str(out), f"{size_mib}M"], what, env={"E2FSPROGS_FAKE_TIME": str(epoch)})
 
 
-def make_vfat(out: Path, size_mib: int, label: str, files: dict[str, Path]) -> None:
-    """A FAT32 image holding `files` (target path inside → source file), written with mtools."""
+def make_vfat(out: Path, size_mib: int, label: str, files: dict[str, Path], fat32: bool = True) -> None:
+    """A FAT image holding `files` (target path inside → source file), written with mtools. FAT32 (what
+    an ESP should be) needs at least 32 MiB; `fat32=False` lets mkfs.vfat pick FAT12/16 for small ones."""
     require("mkfs.vfat", "mcopy")
     with open(out, "wb") as f:
         f.truncate(size_mib * MIB)
-    run(["mkfs.vfat", "-F", "32", "-n", label, "--invariant", "-i", "4c4f434b", str(out)], f"mkfs.vfat of {label}")
+    bits = ["-F", "32"] if fat32 else []
+    run(["mkfs.vfat", *bits, "-n", label, "--invariant", "-i", "4c4f434b", str(out)], f"mkfs.vfat of {label}")
     dirs = sorted({str(Path(p).parent) for p in files} - {"/"}, key=len)
     made: set[str] = set()
     for d in dirs:

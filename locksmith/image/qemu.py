@@ -67,7 +67,7 @@ def config_drive(user_data: Path, out: Path) -> Path:
     """A `config-2` VFAT drive holding openstack/latest/user_data (Debian's cloud kernel has no 9p)."""
     if not user_data.is_file():
         raise ImageError(f"user data {user_data} is not a readable file; give --user-data a cloud-config file")
-    make_vfat(out, 16, "config-2", {"/openstack/latest/user_data": user_data})
+    make_vfat(out, 16, "config-2", {"/openstack/latest/user_data": user_data}, fat32=False)
     return out
 
 

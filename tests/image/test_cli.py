@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from locksmith.cloudconfig.datasource import from_configdrive
 from locksmith.image.build import BuildOptions, build
 from locksmith.image.cli import main
 from locksmith.image.errors import ImageError
+from locksmith.image.qemu import config_drive
 from locksmith.image.recipe import Recipe
 
 
@@ -77,3 +80,23 @@ def test_a_usr_slot_too_small_for_the_os_fails_cleanly(tmp_path: Path) -> None:
     message = str(info.value)
     assert "\n" not in message and "too small" in message, message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_user_data_becomes_a_config_2_drive_coreos_cloudinit_reads(tmp_path: Path) -> None:
+    """What `run --user-data` attaches: a VFAT drive labelled config-2 with OpenStack's layout, read back
+    with mtools (no loop mount) and handed to coreos-cloudinit's own config-drive reader."""
+    user_data = tmp_path / "cloud-config.yml"
+    user_data.write_text("#cloud-config\nhostname: node-a\n")
+    drive = config_drive(user_data, tmp_path / "config-2.img")
+    probe = subprocess.run(["blkid", "-o", "export", str(drive)], capture_output=True, text=True, check=True)
+    assert {"LABEL=config-2", "TYPE=vfat"} <= set(probe.stdout.split())
+    copy = tmp_path / "mounted"
+    copy.mkdir()
+    subprocess.run(["mcopy", "-s", "-i", str(drive), "::/openstack", str(copy)], check=True)
+    assert from_configdrive(copy).user_data == user_data.read_bytes()
+
+
+def test_run_user_data_must_be_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="give --user-data a cloud-config file"):
+        config_drive(tmp_path / "missing.yml", tmp_path / "config-2.img")
+    assert not (tmp_path / "config-2.img").exists()
