@@ -71,6 +71,10 @@ def config_drive(user_data: Path, out: Path) -> Path:
     return out
 
 
+# Said by the file, never guessed by qemu (a raw image whose first bytes look like a header would be misread).
+_DISK_MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk"}  # the vmware/virtualbox formats' monolithic sparse vmdk
+
+
 def qemu_command(opts: VmOptions, accel: str, work: Path) -> list[str]:
     require("qemu-system-x86_64")
     if not OVMF.is_file():
@@ -78,7 +82,7 @@ def qemu_command(opts: VmOptions, accel: str, work: Path) -> list[str]:
     if not opts.image.is_file():
         raise ImageError(f"image {opts.image} not found; build one with locksmith-image build")
     with open(opts.image, "rb") as f:
-        fmt = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+        fmt = _DISK_MAGIC.get(f.read(4), "raw")
     # One vCPU under TCG: on a loaded host a descheduled second vCPU thread shows up as RCU stalls and soft
     # lockups that time out systemd's watchdogs; one vCPU boots as fast and does not stall.
     smp = "1" if accel == "tcg" else "2"

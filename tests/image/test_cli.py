@@ -11,7 +11,7 @@ from locksmith.cloudconfig.datasource import from_configdrive
 from locksmith.image.build import BuildOptions, build
 from locksmith.image.cli import main
 from locksmith.image.errors import ImageError
-from locksmith.image.qemu import config_drive
+from locksmith.image.qemu import VmOptions, config_drive, qemu_command
 from locksmith.image.recipe import Recipe
 
 
@@ -100,3 +100,12 @@ def test_run_user_data_must_be_a_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="give --user-data a cloud-config file"):
         config_drive(tmp_path / "missing.yml", tmp_path / "config-2.img")
     assert not (tmp_path / "config-2.img").exists()
+
+
+@pytest.mark.parametrize(("magic", "fmt"), [(b"QFI\xfb", "qcow2"), (b"KDMV", "vmdk"), (b"\0\0\0\0", "raw")])
+def test_run_reads_the_disk_format_from_the_file(tmp_path: Path, magic: bytes, fmt: str) -> None:
+    """The vmware/virtualbox vmdk boots under qemu as the qcow2 does; a raw image is never probed."""
+    image = tmp_path / "disk"
+    image.write_bytes(magic + bytes(508))
+    drive = next(a for a in qemu_command(VmOptions(image), "tcg", tmp_path) if a.startswith("if=virtio,format="))
+    assert drive == f"if=virtio,format={fmt},file={image}"
