@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from locksmith.image.errors import ImageError, run
+from locksmith.image.rootfs import cache_lock
 
 SITE = "usr/lib/locksmith/site"
 _PLATFORM = ["--platform", "manylinux2014_x86_64", "--python-version", "3.11", "--implementation", "cp"]
@@ -39,11 +40,14 @@ def _wheelhouse(root: Path, cache_dir: Path) -> Path:
     house = cache_dir / f"wheels-{hashlib.sha256(chr(10).join(deps).encode()).hexdigest()[:16]}"
     if house.is_dir():
         return house
-    partial = house.with_name(house.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial), *_PLATFORM, *deps]
-    run(pip, "downloading the project's dependency wheels from PyPI")
-    partial.rename(house)
+    with cache_lock(cache_dir):
+        if house.is_dir():  # fetched by the builder we waited for
+            return house
+        partial = house.with_name(house.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial), *_PLATFORM, *deps]
+        run(pip, "downloading the project's dependency wheels from PyPI")
+        partial.rename(house)
     return house
 
 

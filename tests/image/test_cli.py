@@ -13,6 +13,7 @@ from locksmith.image.cli import main
 from locksmith.image.errors import ImageError
 from locksmith.image.qemu import VmOptions, config_drive, qemu_command
 from locksmith.image.recipe import Recipe
+from locksmith.image.rootfs import cache_lock
 
 
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -109,3 +110,12 @@ def test_run_reads_the_disk_format_from_the_file(tmp_path: Path, magic: bytes, f
     image.write_bytes(magic + bytes(508))
     drive = next(a for a in qemu_command(VmOptions(image), "tcg", tmp_path) if a.startswith("if=virtio,format="))
     assert drive == f"if=virtio,format={fmt},file={image}"
+
+
+def test_a_second_builder_waits_for_the_cache_then_gives_up_in_one_line(tmp_path: Path) -> None:
+    """Two builders (two test workers on a cold machine) fill the cache one at a time; a wait is bounded."""
+    held = pytest.raises(ImageError, match=r"another locksmith-image build held .*\.lock")
+    with cache_lock(tmp_path), held, cache_lock(tmp_path, seconds=1.5):
+        pass
+    with cache_lock(tmp_path, seconds=1.5):  # released: taken at once
+        pass
