@@ -26,6 +26,7 @@ from locksmith.protocol.hostrecord import REFRESH_SECONDS
 from locksmith.protocol.semaphore import HOLDER_RULE, SemaphoreError, holder_problem, semaphore_key
 from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
 from locksmith.settings.duration import format_duration, parse_duration
+from locksmith.settings.flags import go_style_flags
 
 PROG = "locksmithctl"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -323,7 +324,7 @@ async def _run(args: argparse.Namespace, config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(go_style_flags(parser, sys.argv[1:] if argv is None else argv))
     if args.version:
         print(f"{PROG} version {__version__}")
         return EXIT_OK

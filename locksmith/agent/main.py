@@ -38,6 +38,7 @@ from locksmith.settings.config import (
     flags_from_args,
     load_config,
 )
+from locksmith.settings.flags import go_style_flags
 from locksmith.settings.sources import require_file
 from locksmith.strategy import StrategyContext, StrategyError, load_strategy
 
@@ -87,7 +88,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(go_style_flags(parser, sys.argv[1:] if argv is None else argv))
     return run_main(
         "locksmithd",
         lambda: _main(args),

@@ -4,6 +4,7 @@ names its variable in [brackets]; flags left out stay None so files and the envi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from locksmith.settings.schema import Program, settings_of
 from locksmith.settings.sources import FlagValue
@@ -47,4 +48,28 @@ def flags_from_args(args: argparse.Namespace, program: Program) -> dict[str, Fla
         value = getattr(args, _dest(key), None)
         if value is not None:
             out[key] = value
+    return out
+
+
+def _long_options(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:  # argparse has no public walk of its options
+        found.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _long_options(sub)
+    return found
+
+
+def go_style_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """`-endpoint URL` and `-endpoint=URL` read as `--endpoint`: the CoreOS tools parsed their flags with
+    Go's flag package, which takes one dash or two, so an admin's scripts wrote one. Only names that are
+    our long options are rewritten, and nothing after `--`."""
+    longs = _long_options(parser)
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        name = arg.split("=", 1)[0]
+        out.append("-" + arg if len(name) > 2 and not name.startswith("--") and "-" + name in longs else arg)
     return out

@@ -328,3 +328,17 @@ async def test_a_garbage_ages_record_never_changes_an_exit_status(ctl: Ctl, reco
     assert re.search(MACHINE_ID + r"\s+unknown$", r.stdout, re.M)
     assert r.stderr.startswith("Warning: holder ages unknown: ") and r.stderr.count("\n") == 1
     assert ctl("unlock").returncode == 0
+
+
+def test_go_style_single_dash_flags_work_as_the_go_tool_took_them(etcd_ctl: Ctl) -> None:
+    """Scripts written for the Go locksmithctl say `-endpoint URL` or `-group=G` (Go's flag package)."""
+    env = {k: v for k, v in etcd_ctl.env.items() if k not in ("LOCKSMITHCTL_ENDPOINT", "LOCKSMITHCTL_GROUP")}
+    group = etcd_ctl.env["LOCKSMITHCTL_GROUP"]
+    bare = Ctl(etcd_ctl.endpoints, env)
+    endpoint = ",".join(etcd_ctl.endpoints)
+    assert bare("-endpoint", endpoint, f"-group={group}", "set-max", "3").returncode == 0
+    r = bare("--endpoint", endpoint, "--group", group, "status")
+    assert (r.returncode, r.stdout) == (0, "Available: 3\nMax: 3\n"), r.stderr
+    # Not a long option of ours: still an error, not guessed at.
+    r = bare("-endpoints", endpoint, "status")
+    assert r.returncode != 0 and r.stdout == ""
