@@ -24,6 +24,7 @@ PACKAGES: tuple[str, ...] = (
     "libpam-systemd",  # logind sessions for the reboot path
     "openssh-server",
     "etcd-server",
+    "etcd-client",  # etcdctl, as CoreOS shipped it: the admin's view of the member cloud-config made
     "docker.io",
     "lxc",
     "apparmor",  # the kernel enables AppArmor: docker and lxc refuse to start containers without its parser

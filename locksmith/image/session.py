@@ -18,7 +18,7 @@ from locksmith.image.filesystems import make_ext4
 from locksmith.image.formats import PXE_CMDLINE
 from locksmith.image.qemu import Console, VmOptions, choose_accel, pxe_command, qemu_command, stop
 
-PROMPT = re.compile(rb"root@locksmith:~# ")
+PROMPT = re.compile(rb"root@[A-Za-z0-9.-]+:~# ")  # cloud-config may rename the host
 GRUB_CHOICE = re.compile(rb"locksmith: booting (USR-[AB])")
 # Quiet the console (kernel messages, bracketed paste, echo) so outputs read cleanly.
 _QUIET = "dmesg -n 1; bind 'set enable-bracketed-paste off'; stty -echo; export TERM=dumb"
@@ -64,7 +64,9 @@ def with_autologin(image: Path, work: Path) -> Path:
     run(["cp", "--sparse=always", str(image), str(disk)], "copying the image", nice=False)
     oem = work / "oem"
     oem.mkdir()
-    (oem / "grub.cfg").write_text('set linux_append="coreos.autologin=ttyS0"\n')
+    # The shell may come up before the boot is done: systemd's status lines would land in the middle of a
+    # command's output on the same console; only errors are shown.
+    (oem / "grub.cfg").write_text('set linux_append="coreos.autologin=ttyS0 systemd.show_status=error"\n')
     make_ext4(oem, work / "oem.ext4", 128, "OEM", 0)
     write_image_to_partition(disk, 6, work / "oem.ext4")
     return disk
@@ -72,13 +74,20 @@ def with_autologin(image: Path, work: Path) -> Path:
 
 @contextmanager
 def booted(
-    disk: Path, work: Path, login_seconds: float, forwards: tuple[tuple[str, int], ...] = ()
+    disk: Path,
+    work: Path,
+    login_seconds: float,
+    forwards: tuple[tuple[str, int], ...] = (),
+    user_data: Path | None = None,
+    ssh_port: int | None = None,
 ) -> Iterator[tuple[Shell, str]]:
     """Boot `disk`, wait for the autologin prompt, yield a shell and the accelerator line; qemu always stops.
 
-    `forwards`: (guest address:port, host loopback port) pairs the guest may reach (qemu guestfwd)."""
+    `forwards`: (guest address:port, host loopback port) pairs the guest may reach (qemu guestfwd);
+    `user_data`: a cloud-config on a config-2 drive; `ssh_port`: 127.0.0.1:PORT reaches the guest's SSH."""
     accel, why = choose_accel("auto")
-    with _serial_shell(qemu_command(VmOptions(disk, guest_forwards=forwards), accel, work), work, login_seconds) as sh:
+    opts = VmOptions(disk, ssh_port=ssh_port, user_data=user_data, guest_forwards=forwards)
+    with _serial_shell(qemu_command(opts, accel, work), work, login_seconds) as sh:
         yield sh, why
 
 
@@ -86,7 +95,7 @@ def booted(
 def booted_pxe(kernel: Path, initrd: Path, work: Path, login_seconds: float) -> Iterator[tuple[Shell, str]]:
     """Boot the pxe format's kernel and initramfs with its command line and console autologin."""
     accel, why = choose_accel("auto")
-    cmdline = f"{PXE_CMDLINE} coreos.autologin=ttyS0"
+    cmdline = f"{PXE_CMDLINE} coreos.autologin=ttyS0 systemd.show_status=error"
     with _serial_shell(pxe_command(kernel, initrd, cmdline, accel), work, login_seconds) as sh:
         yield sh, why
 

@@ -1,24 +1,28 @@
-"""The image boots for real under qemu: multi-user with no failed unit, /usr read-only from USR-A; then A/B.
+"""The disk image boots for real under qemu: multi-user with no failed unit, /usr read-only from USR-A; then A/B.
 
 Builds the image (the Debian tree comes from the cache outside the clone after the first run) and boots
-it with OVMF. KVM only if a probe guest proves it works, else TCG; either way the test runs, never skips.
-The last tests (in file order, on the same VM) update it through its own update engine from a dev Omaha
-server on the host's loopback: a version whose health gate fails is booted once, then rolled back; the
-same version with a passing gate sticks.
+its raw (ami) disk with OVMF. KVM only if a probe guest proves it works, else TCG; either way the tests
+run, never skip. (The pxe and qemu formats boot in test_boot_formats.py, on the other test worker.)
+The disk guest boots with a config-2 drive: its cloud-config names the host, adds a user with an SSH key
+(the test logs in with it on a loopback-forwarded port), writes a file, starts a unit, makes the guest's
+etcd a one-member cluster and points the update engine (channel, server) and locksmithd (etcd-lock, that
+etcd, a group) at what the later tests use. The last tests (in file order, on the same VM) update it
+through its own update engine from a dev Omaha server on the host's loopback: a version whose health gate
+fails is booted once, then rolled back; the same version with a passing gate sticks. Every reboot goes
+through locksmithd's etcd lock, and every boot re-applies the cloud-config without changing a thing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import shutil
-import signal
+import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,7 +30,7 @@ import pytest
 from harness.devtools.omaha_server import DevServer
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import USR_IMAGE, BuildOptions, BuildResult, build
-from locksmith.image.session import Shell, booted, booted_pxe, with_autologin
+from locksmith.image.session import Shell, booted, with_autologin
 from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import load_release
 
@@ -35,13 +39,106 @@ VERSION = "1.0.0-test"
 V2 = "2.0.0-test"
 GUEST_SERVER = "10.0.2.100:8080"  # qemu guestfwd to the dev server on the host's loopback
 LOGIN_SECONDS = 1500  # TCG on two shared cores: ~1-2 min when idle, far longer under the other suites' load
+GROUP = "vm-test"  # locksmithd's group (the semaphore key's) from the cloud-config
+ETCD = "http://127.0.0.1:2379"  # the guest's own etcd, a one-member cluster made by coreos.etcd2
+CTL = f"locksmithctl -endpoint {ETCD} -group {GROUP}"
+# What the cloud-config writes outside /run: a second boot must leave every one of them as it was.
+PERSISTENT = "/etc/hostname /etc/passwd /etc/shadow /etc/group /etc/coreos/update.conf /etc/cloud-config-test"
+PERSISTENT += " /home/alice/.ssh/authorized_keys /etc/systemd/system/hello.service"
+PERSISTENT += " /etc/systemd/system/locksmithd.service.d/40-console.conf"
+USER_DATA = """#cloud-config
+hostname: node-a
+users:
+  - name: alice
+    gecos: Alice Admin
+    groups: [sudo]
+    ssh_authorized_keys:
+      - {key}
+write_files:
+  - path: /etc/cloud-config-test
+    owner: alice:alice
+    permissions: "0640"
+    content: |
+      written by cloud-config
+  - path: /etc/systemd/system/locksmithd.service.d/40-console.conf
+    content: |
+      [Service]
+      # the test's console autologin is a logged-in user, who would hold up every reboot
+      Environment=LOCKSMITHD_LOGIN_CHECK=false
+coreos:
+  etcd2:
+    name: node-a
+    initial_cluster: node-a=http://127.0.0.1:2380
+    initial_cluster_state: new
+    initial_cluster_token: boot-test
+    initial_advertise_peer_urls: http://127.0.0.1:2380
+    listen_peer_urls: http://127.0.0.1:2380
+    listen_client_urls: {etcd}
+    advertise_client_urls: {etcd}
+  update:
+    group: beta
+    server: http://{server}/v1/update/
+    reboot_strategy: etcd-lock
+  locksmith:
+    endpoint: {etcd}
+    group: {group}
+  units:
+    - name: etcd2.service
+      command: start
+    - name: hello.service
+      command: start
+      content: |
+        [Service]
+        Type=oneshot
+        RemainAfterExit=yes
+        ExecStart=/bin/sh -c 'hostname > /run/hello'
+"""
+
+
+@dataclass
+class Access:
+    """How the test reaches the guest besides its console: SSH on 127.0.0.1:port with the key the
+    cloud-config authorised; and what the first boot left in the files the cloud-config wrote."""
+
+    user_data: Path
+    key: Path
+    port: int
+    first_boot_files: list[str] = field(default_factory=list)
+
+    def ssh(self, command: str, seconds: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `command` as alice over SSH, retrying (bounded) while sshd is still coming up."""
+        options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
+        options += ["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR", "-i", str(self.key), "-p", str(self.port)]
+        deadline = time.monotonic() + seconds
+        while True:
+            done = subprocess.run(
+                ["ssh", *options, "alice@127.0.0.1", command], capture_output=True, text=True, timeout=seconds
+            )
+            if done.returncode != 255 or time.monotonic() > deadline:  # 255: ssh itself failed
+                return done
+            time.sleep(3)  # sshd not listening yet: ask again
+
+
+@pytest.fixture(scope="module")
+def access(tmp_path_factory: pytest.TempPathFactory) -> Access:
+    base = tmp_path_factory.mktemp("access")
+    key = base / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", str(key)], check=True)
+    public = (base / "id_ed25519.pub").read_text().strip()
+    user_data = base / "user_data"
+    user_data.write_text(USER_DATA.format(key=public, etcd=ETCD, server=GUEST_SERVER, group=GROUP))
+    with socket.socket() as probe:  # a free loopback port for qemu's SSH forward
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return Access(user_data, key, port)
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     base = tmp_path_factory.mktemp("image")
     generate_keypair(base / "release.key", base / "release.pub")
-    opts = BuildOptions(version=VERSION, out=base / "out", channel="beta", formats=["ami", "pxe", "qemu"])
+    # Channel stable in the image; the cloud-config moves the host to beta, where the update server offers V2.
+    opts = BuildOptions(version=VERSION, out=base / "out", channel="stable", formats=["ami"])
     opts.release_key = base / "release.key"
     return build(opts)
 
@@ -61,70 +158,14 @@ def update_server(image: BuildResult, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def shell(
-    image: BuildResult, update_server: DevServer, tmp_path_factory: pytest.TempPathFactory
+    image: BuildResult, update_server: DevServer, access: Access, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Shell, Path]]:
     work = tmp_path_factory.mktemp("boot")
     disk = with_autologin(image.out / "locksmith_production_ami_image.bin", work)
-    with booted(disk, work, LOGIN_SECONDS, forwards=((GUEST_SERVER, update_server.port),)) as (sh, why):
+    forwards = ((GUEST_SERVER, update_server.port),)
+    with booted(disk, work, LOGIN_SECONDS, forwards, access.user_data, access.port) as (sh, why):
         print(f"boot test under {why}")
         yield sh, disk
-
-
-def test_the_pxe_kernel_and_initramfs_boot_all_in_memory(image: BuildResult, tmp_path: Path) -> None:
-    """First in the file: it boots and stops its own guest before the disk guest of the tests below."""
-    kernel, initramfs = (
-        image.out / "locksmith_production_pxe.vmlinuz",
-        image.out / "locksmith_production_pxe_image.cpio.gz",
-    )
-    with booted_pxe(kernel, initramfs, tmp_path, LOGIN_SECONDS) as (sh, why):
-        print(f"pxe boot under {why}")
-        _, state = sh.run("systemctl is-system-running --wait", 900)
-        _, failed = sh.run("systemctl --failed --no-legend --plain", 60)
-        assert state.strip() == "running", f"system state {state.strip()!r}; failed units:\n{failed}"
-        _, active = sh.run("systemctl is-active multi-user.target update-engine.service locksmithd.service", 60)
-        assert active.split() == ["active", "active", "active"], active
-        # No disk at all: / is the tmpfs, /usr the initramfs's usr.squashfs on a loop device, read-only.
-        _, mounts = sh.run("findmnt -no FSTYPE /; findmnt -no SOURCE,FSTYPE,OPTIONS /usr; ls /sys/block", 60)
-        root_fs, usr_source, usr_fs, usr_options, *disks = mounts.split()
-        assert (root_fs, usr_fs) == ("tmpfs", "squashfs") and usr_source.startswith("/dev/loop"), mounts
-        assert "ro" in usr_options.split(",") and not [d for d in disks if d.startswith(("vd", "sd"))], mounts
-        status, err = sh.run("touch /usr/locksmith-write-test 2>&1", 60)
-        assert status != 0 and "Read-only file system" in err
-        _, release = sh.run("cat /usr/share/coreos/release", 60)
-        assert f"COREOS_RELEASE_VERSION={VERSION}" in release
-
-
-# systemd stops printing its status lines to the console once a getty owns it: the prompt is the sign.
-LOGIN_PROMPT = re.compile(rb"locksmith login: ")
-
-
-def test_the_qemu_format_boots_through_its_own_launcher(image: BuildResult, tmp_path: Path) -> None:
-    """The qcow2 and the script beside it, as a user runs them: the accelerator named on the first line, then
-    UEFI → GRUB → the kernel and /usr of USR-A → the serial console's login prompt (read from its log)."""
-    launcher, log, out = image.out / "locksmith_production_qemu.sh", tmp_path / "serial.log", tmp_path / "launcher.out"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # locksmith-image
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [str(launcher), "--serial-log", str(log)],
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # qemu is its grandchild: the whole group is stopped below
-        )
-    try:
-        deadline = time.monotonic() + LOGIN_SECONDS
-        while not (log.is_file() and LOGIN_PROMPT.search(log.read_bytes())):
-            assert proc.poll() is None, (
-                f"the launcher exited {proc.returncode}: {out.read_text(errors='replace')[-2000:]}"
-            )
-            assert time.monotonic() < deadline, f"no login prompt within {LOGIN_SECONDS} s; see {log}"
-            time.sleep(1)  # polling a file another process writes
-        assert out.read_text(errors="replace").startswith("locksmith-image: qemu with ")
-        assert b"locksmith: booting USR-A" in log.read_bytes()
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
 
 
 def test_reaches_multi_user_with_no_failed_unit(shell: tuple[Shell, Path]) -> None:
@@ -136,6 +177,42 @@ def test_reaches_multi_user_with_no_failed_unit(shell: tuple[Shell, Path]) -> No
     status, active = sh.run("systemctl is-active multi-user.target update-engine.service locksmithd.service", 60)
     assert active.split() == ["active", "active", "active"], active
     assert status == 0
+
+
+def _persistent_files(sh: Shell) -> list[str]:
+    status, out = sh.run(f"sha256sum {PERSISTENT}; stat -c '%n %i %Y' {PERSISTENT}", 60)
+    assert status == 0, out
+    return out.splitlines()
+
+
+def test_the_config_drive_cloud_config_was_applied_at_first_boot(shell: tuple[Shell, Path], access: Access) -> None:
+    sh, _ = shell
+    _, journal = sh.run("journalctl -b -u user-configdrive.service -o cat", 60)
+    assert "coreos.etcd2: wrote the etcd.service drop-in" in journal and "failed" not in journal, journal
+    # In as the user it made, with the key it gave: the host name, the file and the unit are there.
+    done = access.ssh("hostname; id -nG; cat /etc/cloud-config-test; systemctl is-active hello.service")
+    assert done.returncode == 0, done.stderr
+    name, groups, text, active = done.stdout.splitlines()
+    assert (name, text, active) == ("node-a", "written by cloud-config", "active") and "sudo" in groups.split()
+    _, hello = sh.run("cat /run/hello; stat -c '%a %U' /etc/cloud-config-test", 60)
+    assert hello.split() == ["node-a", "640", "alice"], hello
+    # update.conf edited in place: the image's SERVER line replaced, our keys there once each.
+    _, conf = sh.run("cat /etc/coreos/update.conf", 60)
+    wanted = ["GROUP=beta", f"SERVER=http://{GUEST_SERVER}/v1/update/", "REBOOT_STRATEGY=etcd-lock"]
+    assert sorted(line for line in conf.splitlines() if "=" in line) == sorted(wanted), conf
+    # The guest's etcd is the member the cloud-config described, and answers.
+    _, member = sh.run(f"ETCDCTL_API=3 etcdctl --endpoints={ETCD} member list -w simple", 120)
+    assert "node-a, http://127.0.0.1:2380, " + ETCD in member, member
+    status, health = sh.run(f"ETCDCTL_API=3 etcdctl --endpoints={ETCD} endpoint status -w simple", 120)
+    assert status == 0 and ETCD in health, health
+    # locksmithd runs with that strategy, endpoint and group, from its first start (never restarted).
+    _, state = sh.run("cat /run/update-engine/coordinator.conf; systemctl show -p NRestarts locksmithd", 60)
+    assert "STRATEGY=etcd-lock" in state.splitlines() and "NRestarts=0" in state.splitlines(), state
+    _, env = sh.run("systemctl show -p Environment locksmithd", 60)
+    assert f"LOCKSMITHD_ENDPOINT={ETCD}" in env and f"LOCKSMITHD_GROUP={GROUP}" in env, env
+    status, locks = sh.run(f"{CTL} status", 120)
+    assert status == 0 and "Available: 1" in locks and "Max: 1" in locks, locks
+    access.first_boot_files = _persistent_files(sh)
 
 
 def test_usr_is_read_only_squashfs_from_usr_a(shell: tuple[Shell, Path]) -> None:
@@ -154,7 +231,7 @@ def test_release_files_carry_version_and_channel(shell: tuple[Shell, Path]) -> N
     sh, _ = shell
     _, release = sh.run("cat /usr/share/coreos/release /usr/share/coreos/update.conf", 60)
     assert f"COREOS_RELEASE_VERSION={VERSION}" in release.splitlines()
-    assert "GROUP=beta" in release.splitlines()
+    assert "GROUP=stable" in release.splitlines()  # the image's; the cloud-config's beta is in /etc
     _, root = sh.run("findmnt -no FSTYPE,OPTIONS /", 60)
     assert root.split()[0] == "ext4" and re.search(r"(^|,)rw(,|$)", root.split()[1])
 
@@ -212,20 +289,44 @@ def test_the_ab_units_ran_and_update_engine_client_answers(shell: tuple[Shell, P
 REBOOT_SECONDS = 1500  # download + verify under TCG, the agent's reboot, then a full boot
 
 
-def _configure(sh: Shell, health_command: str | None, restart: bool = True) -> None:
-    """The guest's /etc/coreos/update.conf: our server, reboot as soon as the engine says so, maybe a gate."""
-    lines = [
-        "GROUP=beta",
-        f"SERVER=http://{GUEST_SERVER}/v1/update/",
-        "REBOOT_STRATEGY=reboot",
-        "LOCKSMITHD_LOGIN_CHECK=false",  # the test's own console session is a logged-in user
-    ]
-    if health_command:
-        lines += [f"LOCKSMITHD_HEALTH_COMMAND={health_command}", "LOCKSMITHD_HEALTH_TIMEOUT=15s"]
-    sh.run(f"mkdir -p /etc/coreos && printf '%s\\n' {' '.join(repr(x) for x in lines)} > /etc/coreos/update.conf", 60)
-    if restart:
-        status, out = sh.run("systemctl restart update-engine.service locksmithd.service", 300)
-        assert status == 0, out
+HEALTH_DROP_IN = "/etc/systemd/system/locksmithd.service.d/50-health.conf"
+
+
+def _health_gate(sh: Shell, command: str | None, restart: bool = True) -> None:
+    """Give locksmithd a health gate (or take it away) in a drop-in of the test's own, beside the
+    cloud-config's; `restart` makes the running agent read it."""
+    if command:
+        lines = [
+            "[Service]",
+            f"Environment=LOCKSMITHD_HEALTH_COMMAND={command}",
+            "Environment=LOCKSMITHD_HEALTH_TIMEOUT=15s",
+        ]
+        sh.run(f"printf '%s\\n' {' '.join(repr(x) for x in lines)} > {HEALTH_DROP_IN}", 60)
+    else:
+        sh.run(f"rm -f {HEALTH_DROP_IN}", 60)
+    status, out = sh.run(
+        "systemctl daemon-reload" + ("&& systemctl restart locksmithd.service" if restart else ""), 300
+    )
+    assert status == 0, out
+
+
+def _holders(sh: Shell) -> tuple[int, list[str]]:
+    """(free slots, holders) of the group's semaphore in the guest's etcd, as locksmithctl shows them."""
+    status, out = sh.run(f"{CTL} status", 120)
+    assert status == 0, out
+    free = int(re.search(r"Available: (\d+)", out).group(1))  # type: ignore[union-attr]
+    return free, re.findall(r"^([0-9a-f]{32}) ", out, re.MULTILINE)
+
+
+def _machine_id(sh: Shell) -> str:
+    return sh.run("cat /etc/machine-id", 60)[1].strip()
+
+
+def _wait_released(sh: Shell) -> None:
+    """locksmithd gives the slot back after its gate passed: wait for it (bounded)."""
+    wait = f"timeout 300 sh -c 'until {CTL} status | grep -q \"Available: 1\"; do sleep 2; done'"
+    status, _ = sh.run(wait, 330)
+    assert status == 0, sh.run(f"{CTL} status; journalctl -b -u locksmithd -o cat | tail -n 30", 60)[1]
 
 
 def _slot_line(sh: Shell, name: str) -> str:
@@ -256,23 +357,37 @@ def _wait_journal(sh: Shell, unit: str, word: str, seconds: int) -> None:
 
 def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(shell: tuple[Shell, Path]) -> None:
     sh, _ = shell
-    _configure(sh, "/bin/false")
+    _health_gate(sh, "/bin/false")
     _check_for_update(sh)
-    # The engine writes V2 into USR-B; locksmithd (strategy reboot) asks logind; GRUB picks USR-B.
+    # The engine (channel and server from the cloud-config) writes V2 into USR-B; locksmithd takes the
+    # group's slot in the guest's etcd and asks logind; GRUB picks USR-B.
     assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
     assert _version(sh) == V2
     _wait_journal(sh, "locksmithd", "after-boot.unhealthy", 300)
     assert "priority=2 tries=0 successful=0 (booted)" in _slot_line(sh, "USR-B")
     status, _ = sh.run("systemctl is-active locksmith-mark-successful.service", 60)
     assert status != 0  # never marked good
+    assert _holders(sh) == (0, [_machine_id(sh)])  # an unhealthy host keeps its slot: the rollout stops
     # Fixed in /etc for the next boots (not restarting the agent, which would mark this boot good);
     # USR-B's try is spent whatever /etc says.
-    _configure(sh, None, restart=False)
+    _health_gate(sh, None, restart=False)
     sh.console.send("systemctl reboot\n")
     assert sh.await_reboot(REBOOT_SECONDS) == "USR-A"  # spent try, never successful: rollback
     assert _version(sh) == VERSION
     assert "successful=1 (booted)" in _slot_line(sh, "USR-A")
     assert "priority=2 tries=0 successful=0" in _slot_line(sh, "USR-B")  # why USR-B was skipped
+    _wait_released(sh)  # healthy on the old slot: the slot goes back
+
+
+def test_every_boot_re_applies_the_cloud_config_and_changes_nothing(shell: tuple[Shell, Path], access: Access) -> None:
+    """Three boots so far (V1, V2 from USR-B, V1 again): each ran the same cloud-config."""
+    sh, _ = shell
+    assert access.first_boot_files, "the first boot's files were not recorded"
+    assert _persistent_files(sh) == access.first_boot_files  # same bytes, same inodes, same times
+    _, journal = sh.run("journalctl -b -u user-configdrive.service -o cat", 60)
+    persistent = ("hostname:", "users:", "ssh_authorized_keys:", "write_files:", "coreos.update:", "coreos.units:")
+    assert not [line for line in journal.splitlines() if line.startswith(persistent)], journal
+    assert "failed" not in journal and "coreos.etcd2:" in journal, journal  # /run was empty: drop-ins again
 
 
 def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], update_server: DevServer) -> None:
@@ -285,7 +400,10 @@ def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], 
     assert status == 0, sh.run("journalctl -b -u locksmithd -o cat | tail -n 30", 60)[1]
     b = _slot_line(sh, "USR-B")
     assert "priority=2 tries=0 successful=1 (booted)" in b, b
+    _wait_released(sh)
     _, mount = sh.run("findmnt -no SOURCE /usr", 60)
     assert mount.strip() == "/dev/vda4"
-    # From outside: the server's event log shows the guest's reports (download, install) from V1.
+    # From outside: the server's event log shows the guest's reports (download, install) from V1, all on
+    # the channel the cloud-config chose (the image's own is stable).
     assert any(e["version"] == VERSION for e in update_server.events), update_server.events
+    assert {e["track"] for e in update_server.events} == {"beta"}, update_server.events
