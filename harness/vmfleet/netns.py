@@ -153,31 +153,50 @@ def _wait_gone(pids: list[int], deadline: float) -> None:
             os.close(fd)
 
 
-def stop_processes(name: str, grace: float = TERM_GRACE, kill_wait: float = KILL_WAIT) -> list[int]:
-    """SIGTERM every process inside `name`, SIGKILL those left after `grace`; the pids still there after
-    `kill_wait` more (a process stuck in the kernel), normally none."""
+def stop_processes(
+    names: Sequence[str], grace: float = TERM_GRACE, kill_wait: float = KILL_WAIT, also: Sequence[int] = ()
+) -> list[int]:
+    """SIGTERM every process inside the namespaces `names` (and the processes `also`), SIGKILL those left
+    after `grace`; the pids still there after `kill_wait` more (stuck in the kernel), normally none.
+
+    `also` is for processes started to go inside that may not be there yet (`ip netns exec` enters
+    after it started): listed by nobody, they would enter a namespace nobody stops any more."""
+    remaining: list[int] = []
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
-        pids = pids_inside(name)
-        if not pids:
+        remaining = sorted({*(pid for name in names for pid in pids_inside(name)), *filter(_alive, also)})
+        if not remaining:
             return []
-        for pid in pids:
+        for pid in remaining:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        _wait_gone(pids, time.monotonic() + wait)
-    return pids_inside(name)
+        _wait_gone(remaining, time.monotonic() + wait)
+    return [pid for pid in remaining if _alive(pid)]
 
 
-def remove(name: str, grace: float = TERM_GRACE) -> None:
-    """Stop the processes inside namespace `name`, then delete it (with its bridge and taps)."""
+def _delete(name: str) -> None:
+    done = _ip("netns", "del", name, check=False)
+    if done.returncode != 0 and name in namespaces():
+        lines = done.stderr.strip().splitlines()
+        raise NetnsError(f"ip netns del {name}: exit {done.returncode}" + (f": {lines[-1]}" if lines else ""))
+
+
+def remove(names: Sequence[str], grace: float = TERM_GRACE, also: Sequence[int] = ()) -> None:
+    """Stop the processes inside the namespaces `names` (and `also`), then delete each namespace with
+    its devices, in order; one that fails to go (even by Ctrl-C) does not keep the others."""
+    failure: BaseException | None = None
     try:
-        if survivors := stop_processes(name, grace):
-            # Deleted anyway: the name goes, the namespace lives on until they exit.
-            log.warning("netns-processes-survived", namespace=name, pids=survivors)
-    finally:
-        done = _ip("netns", "del", name, check=False)
-        if done.returncode != 0 and name in namespaces():
-            lines = done.stderr.strip().splitlines()
-            raise NetnsError(f"ip netns del {name}: exit {done.returncode}" + (f": {lines[-1]}" if lines else ""))
+        if survivors := stop_processes(names, grace, also=also):
+            # Deleted anyway: the names go, the namespaces live on until these exit.
+            log.warning("netns-processes-survived", namespaces=list(names), pids=survivors)
+    except BaseException as exc:
+        failure = exc
+    for name in names:
+        try:
+            _delete(name)
+        except BaseException as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def sweep(prefix: str = DEFAULT_PREFIX) -> list[str]:
@@ -188,20 +207,8 @@ def sweep(prefix: str = DEFAULT_PREFIX) -> list[str]:
     # Stand-ins first (their names are longer): their veth ends go with them, then the bridge's namespace.
     names = sorted(namespaces(), key=len, reverse=True)
     left = [n for n in names if (found := pattern.fullmatch(n)) is not None and not _alive(int(found.group(1)))]
-    remove_all(left)
+    remove(left)
     return left
-
-
-def remove_all(names: Sequence[str], grace: float = TERM_GRACE) -> None:
-    """`remove` each of `names` in order; one that fails (even by Ctrl-C) does not keep the others."""
-    failure: BaseException | None = None
-    for name in names:
-        try:
-            remove(name, grace)
-        except BaseException as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
 
 
 class FleetNetwork:
@@ -253,8 +260,9 @@ class FleetNetwork:
         """Stop every process inside, delete the stand-ins and the namespace; harmless when closed."""
         if not self.is_open:
             return
+        unfinished = [child.pid for child in self._children if child.poll() is None]
         try:
-            remove_all([*self.stand_ins.values(), self.name], self.grace)
+            remove([*self.stand_ins.values(), self.name], self.grace, also=unfinished)
         finally:
             for child in self._children:
                 child.poll()  # reap what remove() stopped (a pidfd wait leaves the zombie to its parent)

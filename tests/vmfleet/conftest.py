@@ -20,6 +20,5 @@ def no_namespace_left() -> Iterator[None]:
     yield
     ours = re.compile(rf"{PREFIX}-{os.getpid()}-")
     left = [name for name in netns.namespaces() if ours.match(name)]
-    for name in left:
-        netns.remove(name)  # so one failure does not spill into the next test
+    netns.remove(left)  # so one failure does not spill into the next test
     assert left == [], f"namespaces left behind: {left}"

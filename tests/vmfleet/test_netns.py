@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,8 @@ import sys
 from harness.vmfleet.netns import FleetNetwork
 net = FleetNetwork(sys.argv[1]).open()
 stand_in = net.add_stand_in(1)
-net.popen(["sleep", "1000"], netns=stand_in)
-print(net.name, stand_in, flush=True)
+sleeper = net.popen(["sleep", "1000"], netns=stand_in)
+print(net.name, stand_in, sleeper.pid, flush=True)
 sys.stdin.read()
 """
 
@@ -63,6 +64,14 @@ def host_links() -> set[str]:
 
 def links(net: FleetNetwork, netns_name: str | None = None) -> dict[str, dict[str, Any]]:
     return {link["ifname"]: link for link in json.loads(net.ip("-j", "link", netns=netns_name).stdout)}
+
+
+def wait_inside(name: str, pids: list[int], seconds: float = 10.0) -> None:
+    """Until `ip netns exec` has entered the namespace with each of `pids` (it starts outside)."""
+    deadline = time.monotonic() + seconds
+    while not set(pids) <= set(netns.pids_inside(name)):
+        assert time.monotonic() < deadline, f"{pids} not inside {name} within {seconds} s"
+        time.sleep(0.02)
 
 
 def ended(pid: int) -> bool:
@@ -151,9 +160,9 @@ def test_processes_left_inside_are_stopped_and_the_namespace_goes() -> None:
         # Started around FleetNetwork (it does not know them): found by `ip netns pids`.
         polite = netns.run_inside(name, ["sleep", "1000"])
         stubborn = netns.run_inside(stand_in, ["sh", "-c", "trap '' TERM; exec sleep 1000"])
-        tracked = net.popen(["sleep", "1000"])
-        assert {polite.pid, tracked.pid} <= set(netns.pids_inside(name))
-        assert netns.pids_inside(stand_in) == [stubborn.pid]
+        tracked = net.popen(["sleep", "1000"])  # stopped even before it is inside: close() knows it
+        wait_inside(name, [polite.pid])
+        wait_inside(stand_in, [stubborn.pid])
     assert polite.wait(timeout=10) == -signal.SIGTERM
     assert stubborn.wait(timeout=10) == -signal.SIGKILL  # ignored SIGTERM, killed after the grace
     assert tracked.returncode == -signal.SIGTERM  # reaped by close()
@@ -168,8 +177,9 @@ def test_sweep_removes_what_a_dead_run_left_and_nothing_else() -> None:
     left: list[str] = []
     decoys = [f"{PREFIX}-decoy", f"{PREFIX}x-{crashed.pid}-abcdef", f"{PREFIX}-{crashed.pid}-abcdef-extra"]
     try:
-        left = read_line(crashed).split()
-        (orphan,) = netns.pids_inside(left[1])
+        *left, sleeper = read_line(crashed).split()
+        orphan = int(sleeper)
+        wait_inside(left[1], [orphan])
         crashed.kill()
         # Not reaped yet: a zombie creator counts as dead (where nobody reaps orphans, it stays one).
         exited = os.pidfd_open(crashed.pid)
@@ -191,9 +201,7 @@ def test_sweep_removes_what_a_dead_run_left_and_nothing_else() -> None:
         if crashed.poll() is None:
             crashed.kill()
             crashed.wait(timeout=10)
-        for name in [*left, *decoys]:
-            if name in netns.namespaces():
-                netns.remove(name)
+        netns.remove([name for name in [*left, *decoys] if name in netns.namespaces()])
 
 
 def test_bad_input_is_refused_in_one_line() -> None:
