@@ -18,15 +18,13 @@ import hashlib
 import io
 import re
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from harness.devtools.guest_ssh import GuestSsh, new_guest_ssh
 from harness.devtools.omaha_server import DevServer
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import USR_IMAGE, BuildOptions, BuildResult, build
@@ -97,40 +95,21 @@ coreos:
 
 @dataclass
 class Access:
-    """How the test reaches the guest besides its console: SSH on 127.0.0.1:port with the key the
-    cloud-config authorised; and what the first boot left in the files the cloud-config wrote."""
+    """How the test reaches the guest besides its console (SSH with the key the cloud-config authorised),
+    and what the first boot left in the files the cloud-config wrote."""
 
     user_data: Path
-    key: Path
-    port: int
+    ssh: GuestSsh
     first_boot_files: list[str] = field(default_factory=list)
-
-    def ssh(self, command: str, seconds: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run `command` as alice over SSH, retrying (bounded) while sshd is still coming up."""
-        options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
-        options += ["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR", "-i", str(self.key), "-p", str(self.port)]
-        deadline = time.monotonic() + seconds
-        while True:
-            done = subprocess.run(
-                ["ssh", *options, "alice@127.0.0.1", command], capture_output=True, text=True, timeout=seconds
-            )
-            if done.returncode != 255 or time.monotonic() > deadline:  # 255: ssh itself failed
-                return done
-            time.sleep(3)  # sshd not listening yet: ask again
 
 
 @pytest.fixture(scope="module")
 def access(tmp_path_factory: pytest.TempPathFactory) -> Access:
     base = tmp_path_factory.mktemp("access")
-    key = base / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", str(key)], check=True)
-    public = (base / "id_ed25519.pub").read_text().strip()
+    ssh = new_guest_ssh(base, "alice")
     user_data = base / "user_data"
-    user_data.write_text(USER_DATA.format(key=public, etcd=ETCD, server=GUEST_SERVER, group=GROUP))
-    with socket.socket() as probe:  # a free loopback port for qemu's SSH forward
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return Access(user_data, key, port)
+    user_data.write_text(USER_DATA.format(key=ssh.public_key, etcd=ETCD, server=GUEST_SERVER, group=GROUP))
+    return Access(user_data, ssh)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +142,7 @@ def shell(
     work = tmp_path_factory.mktemp("boot")
     disk = with_autologin(image.out / "locksmith_production_ami_image.bin", work)
     forwards = ((GUEST_SERVER, update_server.port),)
-    with booted(disk, work, LOGIN_SECONDS, forwards, access.user_data, access.port) as (sh, why):
+    with booted(disk, work, LOGIN_SECONDS, forwards, access.user_data, access.ssh.port) as (sh, why):
         print(f"boot test under {why}")
         yield sh, disk
 
@@ -190,7 +169,7 @@ def test_the_config_drive_cloud_config_was_applied_at_first_boot(shell: tuple[Sh
     _, journal = sh.run("journalctl -b -u user-configdrive.service -o cat", 60)
     assert "coreos.etcd2: wrote the etcd.service drop-in" in journal and "failed" not in journal, journal
     # In as the user it made, with the key it gave: the host name, the file and the unit are there.
-    done = access.ssh("hostname; id -nG; cat /etc/cloud-config-test; systemctl is-active hello.service")
+    done = access.ssh.run("hostname; id -nG; cat /etc/cloud-config-test; systemctl is-active hello.service")
     assert done.returncode == 0, done.stderr
     name, groups, text, active = done.stdout.splitlines()
     assert (name, text, active) == ("node-a", "written by cloud-config", "active") and "sudo" in groups.split()
