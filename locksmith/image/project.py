@@ -51,11 +51,18 @@ def _wheelhouse(root: Path, cache_dir: Path) -> Path:
     return house
 
 
+_NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
+
+
 def install_project(tree: Path, cache_dir: Path, work: Path) -> None:
     """The product wheel plus dependencies into tree/usr/lib/locksmith/site, and /usr/bin launchers."""
     root = project_root()
     wheels = work / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(root)], "building the wheel")
+    # From a private copy: setuptools writes build/ and *.egg-info into the tree it builds, so two builders
+    # on one checkout (two test workers) broke each other's wheel, and stale build/ files could slip in.
+    source = work / "source"
+    shutil.copytree(root, source, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)], "building the wheel")
     house = _wheelhouse(root, cache_dir)
     site = tree / SITE
     install = [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--no-index", "--target", str(site)]
