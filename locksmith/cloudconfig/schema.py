@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ class Field:
     owner: tuple[Literal["agent", "engine"], str] | None = None
     env: str | None = None  # the variable the value is written to (drop-ins)
     unsupported: str | None = None  # known to CoreOS, but nothing here applies it: why
+    note: str | None = None  # applied, but not as its name says: how (said as an info finding)
 
 
 def _choice(*allowed: str) -> Check:
@@ -190,7 +191,9 @@ def _etcd(kind: Kind = "string", check: Check | None = None, env: str | None = N
 
 ETCD2: dict[str, Field] = {
     "advertise_client_urls": _etcd(check=_url_list),
-    "ca_file": _etcd(),
+    # etcd 2's --ca-file meant "trust this CA and require client certificates"; etcd 3.4 has no such flag
+    # and would ignore ETCD_CA_FILE (a cluster open to any client), so it is written as what it meant.
+    "ca_file": _etcd(note="etcd 3.4 has no ca_file: written as trusted_ca_file with client_cert_auth true"),
     "cert_file": _etcd(),
     "client_cert_auth": _etcd("bool"),
     "cors": _etcd(),
@@ -215,7 +218,9 @@ ETCD2: dict[str, Field] = {
     "max_snapshots": _etcd("int"),
     "max_wals": _etcd("int"),
     "name": _etcd(),
-    "peer_ca_file": _etcd(),
+    "peer_ca_file": _etcd(
+        note="etcd 3.4 has no peer_ca_file: written as peer_trusted_ca_file with peer_client_cert_auth true"
+    ),
     "peer_cert_file": _etcd(),
     "peer_client_cert_auth": _etcd("bool"),
     "peer_key_file": _etcd(),
@@ -232,7 +237,12 @@ ETCD2: dict[str, Field] = {
     "wal_dir": _etcd(check=_abs_path),
 }
 for _name, _f in list(ETCD2.items()):
-    ETCD2[_name] = Field(_f.kind, check=_f.check, env="ETCD_" + _name.upper())
+    ETCD2[_name] = replace(_f, env="ETCD_" + _name.upper())
+# etcd 2's names (above) → what etcd 3.4 reads: (the trusted CA key, the client-certificate key)
+ETCD2_DEPRECATED_CA = {
+    "ca_file": ("trusted_ca_file", "client_cert_auth"),
+    "peer_ca_file": ("peer_trusted_ca_file", "peer_client_cert_auth"),
+}
 
 OEM: dict[str, Field] = {
     "id": Field("string"),

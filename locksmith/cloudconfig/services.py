@@ -82,8 +82,18 @@ def apply_locksmith(ctx: Context, locksmith: dict[str, Any]) -> list[str]:
     return changes
 
 
+def _as_etcd3(etcd2: dict[str, Any]) -> dict[str, Any]:
+    """etcd 2's ca_file / peer_ca_file as the keys etcd 3.4 reads (an explicit newer key wins)."""
+    values = dict(etcd2)
+    for old, (trusted, client_auth) in schema.ETCD2_DEPRECATED_CA.items():
+        if old in values:
+            values.setdefault(trusted, values.pop(old))
+            values.setdefault(client_auth, True)
+    return values
+
+
 def apply_etcd2(ctx: Context, etcd2: dict[str, Any]) -> list[str]:
-    if not write_drop_in(ctx, ETCD_UNIT, DROP_IN, _env_text(schema.ETCD2, etcd2), runtime=True):
+    if not write_drop_in(ctx, ETCD_UNIT, DROP_IN, _env_text(schema.ETCD2, _as_etcd3(etcd2)), runtime=True):
         return []
     reload_and(ctx, "try-restart", ETCD_UNIT)
     return [f"wrote the {ETCD_UNIT} drop-in"]

@@ -100,6 +100,8 @@ class _Walker:
             if spec.unsupported:
                 self.report(key_node, "info", f"{prefix}{key} is ignored: {spec.unsupported}")
                 continue
+            if spec.note:
+                self.report(key_node, "info", f"{prefix}{key}: {spec.note}")
             value = self.value(value_node, spec, prefix + key)
             if value is not None:
                 out[key] = value
@@ -111,7 +113,21 @@ class _Walker:
         self._owned(node, fields, out, where)
         if fields is schema.WRITE_FILE and "content" in out:
             self._decodes(node, out, where)
+        if fields is schema.ETCD2:
+            self._etcd_tls(node, out, where)
         return out
+
+    def _etcd_tls(self, node: yaml.MappingNode, etcd2: dict[str, Any], where: str) -> None:
+        """https URLs without a certificate and key: etcd would refuse to start at boot, say it now."""
+        for urls, cert, key in (
+            ("listen_client_urls", "cert_file", "key_file"),
+            ("listen_peer_urls", "peer_cert_file", "peer_key_file"),
+        ):
+            https = any(u.strip().startswith("https://") for u in str(etcd2.get(urls, "")).split(","))
+            if https and not (cert in etcd2 and key in etcd2):
+                line = next((_line(k) for k, _ in node.value if normalise(str(k.value)) == urls), _line(node))
+                message = f"{where}.{urls} has https URLs: set {cert} and {key} too, or etcd will not start"
+                self.findings.append(Finding(line, "error", message))
 
     def _decodes(self, node: yaml.MappingNode, entry: dict[str, Any], where: str) -> None:
         try:

@@ -229,6 +229,24 @@ def test_the_etcd_drop_in_uses_etcd_variable_names(cli: Cli, target: Path) -> No
     }
 
 
+def test_etcd2s_ca_file_is_written_as_what_etcd_3_4_reads(cli: Cli, target: Path) -> None:
+    """etcd 3.4 ignores ETCD_CA_FILE (its cluster would take any client): CoreOS configs keep their meaning."""
+    text = (
+        "#cloud-config\ncoreos:\n  etcd2:\n    listen_client_urls: https://0.0.0.0:2379\n"
+        "    cert_file: /etc/ssl/etcd/server.pem\n    key_file: /etc/ssl/etcd/server-key.pem\n"
+        "    ca_file: /etc/ssl/etcd/ca.pem\n    peer_ca_file: /etc/ssl/etcd/peer-ca.pem\n"
+        "    peer_trusted_ca_file: /etc/ssl/etcd/newer.pem\n"
+    )
+    result = cli(text)
+    assert result.code == 0, result.out  # said as information, and applied
+    assert "line 7: info: coreos.etcd2.ca_file: etcd 3.4 has no ca_file: written as trusted_ca_file" in result.out
+    env = _environment(target / "run/systemd/system/etcd.service.d/20-cloudinit.conf")
+    assert "ETCD_CA_FILE" not in env and "ETCD_PEER_CA_FILE" not in env
+    assert (env["ETCD_TRUSTED_CA_FILE"], env["ETCD_CLIENT_CERT_AUTH"]) == ("/etc/ssl/etcd/ca.pem", "true")
+    # an explicit newer key wins over the old one
+    assert (env["ETCD_PEER_TRUSTED_CA_FILE"], env["ETCD_PEER_CLIENT_CERT_AUTH"]) == ("/etc/ssl/etcd/newer.pem", "true")
+
+
 def test_oem_release(cli: Cli, target: Path) -> None:
     text = (
         "#cloud-config\ncoreos:\n  oem:\n    id: rackspace\n    name: Rackspace Cloud Servers\n"

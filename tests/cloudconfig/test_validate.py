@@ -204,3 +204,15 @@ def test_values_that_would_break_the_files_they_go_to_are_errors() -> None:
         "line 8: error: coreos.etcd2.name: invalid value: control characters (newline, tab, …) cannot go into a "
         "setting",
     ]
+
+
+def test_etcd_https_urls_without_their_certificate_are_an_error_on_their_line() -> None:
+    text = (
+        "#cloud-config\ncoreos:\n  etcd2:\n    cert_file: /c.pem\n"
+        "    listen_client_urls: http://127.0.0.1:2379,https://10.0.0.1:2379\n"
+        "    listen_peer_urls: https://10.0.0.1:2380\n    peer_cert_file: /p.pem\n    peer_key_file: /pk.pem\n"
+    )
+    assert findings(text) == [
+        "line 5: error: coreos.etcd2.listen_client_urls has https URLs: set cert_file and key_file too,"
+        " or etcd will not start"
+    ]
