@@ -23,6 +23,7 @@ PACKAGES: tuple[str, ...] = (
     "dbus",
     "libpam-systemd",  # logind sessions for the reboot path
     "openssh-server",
+    "sudo",  # the admin account `core` administers the host with it, as on CoreOS
     "etcd-server",
     "etcd-client",  # etcdctl, as CoreOS shipped it: the admin's view of the member cloud-config made
     "docker.io",

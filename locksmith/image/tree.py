@@ -82,6 +82,18 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+# CoreOS's admin account: cloud-config's top-level ssh_authorized_keys are for it. It has no password (the
+# shadow entry is locked): it logs in by key, and sudo asks it for none, as CoreOS's sudoers did.
+CORE_USER = ["--uid", "500", "--user-group", "--create-home", "--shell", "/bin/bash", "--comment", "CoreOS Admin"]
+CORE_GROUPS = "sudo,docker,systemd-journal,adm"
+CORE_SUDOERS = "# The admin account has no password to type (it logs in by SSH key).\n%sudo ALL=(ALL) NOPASSWD: ALL\n"
+
+
+def _add_core_user(tree: Path) -> None:
+    run(["useradd", "--root", str(tree), *CORE_USER, "--groups", CORE_GROUPS, "core"], "adding the user core")
+    _write(tree / "etc/sudoers.d/coreos", CORE_SUDOERS, 0o440)
+
+
 def customise(tree: Path, release: Release, cache_dir: Path, work: Path) -> str:
     """Turn the Debian tree into the image's tree; returns the kernel version."""
     kver = _move_kernel(tree)
@@ -110,6 +122,7 @@ def customise(tree: Path, release: Release, cache_dir: Path, work: Path) -> str:
     _write(tree / "etc/machine-id", "", 0o444)
     (tree / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     _write(tree / "etc/hostname", "locksmith\n")
+    _add_core_user(tree)
     # The ESP at /boot, as on CoreOS: the A/B environment block GRUB reads lives there.
     _write(tree / "etc/fstab", "LABEL=ROOT / ext4 defaults 0 1\nPARTLABEL=EFI-SYSTEM /boot vfat umask=0077 0 2\n")
     return kver

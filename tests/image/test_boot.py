@@ -42,10 +42,12 @@ ETCD = "http://127.0.0.1:2379"  # the guest's own etcd, a one-member cluster mad
 CTL = f"locksmithctl -endpoint {ETCD} -group {GROUP}"
 # What the cloud-config writes outside /run: a second boot must leave every one of them as it was.
 PERSISTENT = "/etc/hostname /etc/passwd /etc/shadow /etc/group /etc/coreos/update.conf /etc/cloud-config-test"
-PERSISTENT += " /home/alice/.ssh/authorized_keys /etc/systemd/system/hello.service"
+PERSISTENT += " /home/alice/.ssh/authorized_keys /home/core/.ssh/authorized_keys /etc/systemd/system/hello.service"
 PERSISTENT += " /etc/systemd/system/locksmithd.service.d/40-console.conf"
 USER_DATA = """#cloud-config
 hostname: node-a
+ssh_authorized_keys:
+  - {key}
 users:
   - name: alice
     gecos: Alice Admin
@@ -173,6 +175,12 @@ def test_the_config_drive_cloud_config_was_applied_at_first_boot(shell: tuple[Sh
     assert done.returncode == 0, done.stderr
     name, groups, text, active = done.stdout.splitlines()
     assert (name, text, active) == ("node-a", "written by cloud-config", "active") and "sudo" in groups.split()
+    # The top-level keys are for the image's admin account, core, who may use sudo without a password.
+    core = GuestSsh(access.ssh.key, access.ssh.port, "core").run("id -nG; sudo -n id -u")
+    assert core.returncode == 0, core.stderr
+    groups, uid = core.stdout.splitlines()
+    assert uid == "0", core.stdout
+    assert set(groups.split()) == {"core", "adm", "sudo", "systemd-journal", "docker"}, groups
     _, hello = sh.run("cat /run/hello; stat -c '%a %U' /etc/cloud-config-test", 60)
     assert hello.split() == ["node-a", "640", "alice"], hello
     # update.conf edited in place: the image's SERVER line replaced, our keys there once each.
