@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from harness.vmfleet import netns, pki
-from harness.vmfleet.pki import FleetPki, KeyPair
+from harness.devtools import pki
+from harness.devtools.pki import FleetPki, KeyPair
+from harness.vmfleet import netns
 
 TLS_DIR = "/etc/ssl/etcd"
 CA_FILE = f"{TLS_DIR}/ca.pem"

@@ -3,18 +3,13 @@ CA + client certificate + key (mutual TLS), for both etcd backends; bad CAs give
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harness.devtools import pki as test_pki
 from harness.devtools.etcd import EtcdCluster, EtcdTLS
 from locksmith.kv import KVAuthError, KVOptions, KVStore, KVUnavailable, open_store, parse_endpoints
 
@@ -31,83 +26,15 @@ class PKI:
     other_ca: Path
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    path.chmod(0o600)
-
-
-def _ca(cn: str, path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )  # key_cert_sign, crl_sign
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert, key
-
-
-def _leaf(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], cn: str, usage: x509.ObjectIdentifier, cert_path: Path
-) -> ec.EllipticCurvePrivateKey:
-    ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # etcd's HTTP gateway dials its own gRPC port with the server certificate, so under
-        # client-cert-auth the server certificate must be good for client auth as well.
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [usage, ExtendedKeyUsageOID.CLIENT_AUTH] if usage == ExtendedKeyUsageOID.SERVER_AUTH else [usage]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-    )
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-    cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    return key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     d = tmp_path_factory.mktemp("pki")
-    ca = _ca("locksmith test CA", d / "ca.pem")
-    _ca("some other CA", d / "other-ca.pem")
-    _write_key(_leaf(ca, "etcd", ExtendedKeyUsageOID.SERVER_AUTH, d / "server.pem"), d / "server-key.pem")
-    _write_key(_leaf(ca, "locksmith", ExtendedKeyUsageOID.CLIENT_AUTH, d / "client.pem"), d / "client-key.pem")
-    return PKI(
-        d / "ca.pem", d / "server.pem", d / "server-key.pem", d / "client.pem", d / "client-key.pem", d / "other-ca.pem"
-    )
+    # The server certificate is a member's: serverAuth and clientAuth (etcd's HTTP gateway dials its own
+    # gRPC port with it, so under client-cert-auth it must be good for client auth too), for 127.0.0.1.
+    ours = test_pki.write(test_pki.generate({"localhost": "127.0.0.1"}), d)
+    other = test_pki.write(test_pki.generate({}), d / "other")
+    server = ours.members["localhost"]
+    return PKI(ours.ca, server.cert, server.key, ours.client.cert, ours.client.key, other.ca)
 
 
 @pytest.fixture(scope="module")

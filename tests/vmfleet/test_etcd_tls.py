@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.devtools import pki
 from harness.devtools.etcd import EtcdMember
-from harness.vmfleet import hostconfig, netns, pki
+from harness.vmfleet import hostconfig, netns
 from harness.vmfleet.netns import FleetNetwork
 from locksmith.cloudconfig import services
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from harness.vmfleet import pki
+from harness.devtools import pki
 
 MEMBERS = {"vm1": IPv4Address("10.77.0.11"), "vm2": IPv4Address("10.77.0.12"), "vm3": IPv4Address("10.77.0.13")}
 

@@ -1,4 +1,4 @@
-"""The fleet's TLS material: a CA, a certificate per etcd member, and one client certificate.
+"""TLS material for tests and the VM fleet: a CA, a certificate per etcd member, and one client certificate.
 
 A member's certificate is for both ends (serverAuth and clientAuth): etcd presents it to clients and to
 its peers, and as the client when it dials a peer. Its names are the member's address, 127.0.0.1 (a
