@@ -324,7 +324,7 @@ async def _run(args: argparse.Namespace, config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(go_style_flags(parser, sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(go_style_flags(parser, argv))
     if args.version:
         print(f"{PROG} version {__version__}")
         return EXIT_OK

@@ -89,7 +89,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(go_style_flags(parser, sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(go_style_flags(parser, argv))
     return run_main(
         "locksmithd",
         lambda: _main(args),

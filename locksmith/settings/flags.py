@@ -4,6 +4,7 @@ names its variable in [brackets]; flags left out stay None so files and the envi
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from locksmith.settings.schema import Program, settings_of
@@ -61,10 +62,12 @@ def _long_options(parser: argparse.ArgumentParser) -> set[str]:
     return found
 
 
-def go_style_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
-    """`-endpoint URL` and `-endpoint=URL` read as `--endpoint`: the CoreOS tools parsed their flags with
-    Go's flag package, which takes one dash or two, so an admin's scripts wrote one. Only names that are
-    our long options are rewritten, and nothing after `--`."""
+def go_style_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:
+    """`argv` (None: the process's arguments) with `-endpoint URL` and `-endpoint=URL` read as
+    `--endpoint`: the CoreOS tools parsed their flags with Go's flag package, which takes one dash or two,
+    so an admin's scripts wrote one. Only names that are our long options are rewritten, and nothing
+    after `--`."""
+    argv = sys.argv[1:] if argv is None else argv
     longs = _long_options(parser)
     out: list[str] = []
     for i, arg in enumerate(argv):
