@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ from locksmith.image.build import USR_IMAGE, BuildOptions, build
 from locksmith.image.formats import FORMATS
 from locksmith.image.qemu import Console, VmOptions, choose_accel, kvm_works, qemu_command, stop
 from locksmith.image.recipe import DEFAULT_CACHE
-from locksmith.image.session import booted, with_autologin
+from locksmith.image.session import LOGIN_PROMPT, booted, with_autologin
 
 QUICK_ARGV = ["--no-boot"]
 
@@ -58,9 +57,6 @@ def _boot(out: Path, work: Path) -> dict:
         "locksmithd_ready_after_kernel_start_s": round(int(ready.strip()) / 1e6, 1),
         "systemd_analyze": firmware.strip(),
     }
-
-
-LOGIN_PROMPT = re.compile(rb"locksmith login: ")
 
 
 def _boot_to_login(image: Path, work: Path) -> dict:

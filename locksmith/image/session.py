@@ -19,6 +19,12 @@ from locksmith.image.formats import PXE_CMDLINE
 from locksmith.image.qemu import Console, VmOptions, choose_accel, pxe_command, qemu_command, stop
 
 PROMPT = re.compile(rb"root@[A-Za-z0-9.-]+:~# ")  # cloud-config may rename the host
+# A guest booted as built (no autologin) is up when its serial getty asks: systemd stops printing its status
+# lines to the console once a getty owns it.
+LOGIN_PROMPT = re.compile(rb"locksmith login: ")
+# A root shell on the serial console. The shell may come up before the boot is done: systemd's status
+# lines would land in the middle of a command's output on the same console, so only errors are shown.
+_SCRIPTED_CMDLINE = "coreos.autologin=ttyS0 systemd.show_status=error"
 GRUB_CHOICE = re.compile(rb"locksmith: booting (USR-[AB])")
 # Quiet the console (kernel messages, bracketed paste, echo) so outputs read cleanly.
 _QUIET = "dmesg -n 1; bind 'set enable-bracketed-paste off'; stty -echo; export TERM=dumb"
@@ -64,9 +70,7 @@ def with_autologin(image: Path, work: Path) -> Path:
     run(["cp", "--sparse=always", str(image), str(disk)], "copying the image", nice=False)
     oem = work / "oem"
     oem.mkdir()
-    # The shell may come up before the boot is done: systemd's status lines would land in the middle of a
-    # command's output on the same console; only errors are shown.
-    (oem / "grub.cfg").write_text('set linux_append="coreos.autologin=ttyS0 systemd.show_status=error"\n')
+    (oem / "grub.cfg").write_text(f'set linux_append="{_SCRIPTED_CMDLINE}"\n')
     make_ext4(oem, work / "oem.ext4", 128, "OEM", 0)
     write_image_to_partition(disk, 6, work / "oem.ext4")
     return disk
@@ -95,7 +99,7 @@ def booted(
 def booted_pxe(kernel: Path, initrd: Path, work: Path, login_seconds: float) -> Iterator[tuple[Shell, str]]:
     """Boot the pxe format's kernel and initramfs with its command line and console autologin."""
     accel, why = choose_accel("auto")
-    cmdline = f"{PXE_CMDLINE} coreos.autologin=ttyS0 systemd.show_status=error"
+    cmdline = f"{PXE_CMDLINE} {_SCRIPTED_CMDLINE}"
     with _serial_shell(pxe_command(kernel, initrd, cmdline, accel), work, login_seconds) as sh:
         yield sh, why
 

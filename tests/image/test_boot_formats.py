@@ -9,7 +9,6 @@ tests run, never skip. A file of its own so that it runs on the other test worke
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from locksmith.image.build import BuildOptions, BuildResult, build
-from locksmith.image.session import booted_pxe
+from locksmith.image.session import LOGIN_PROMPT, booted_pxe
 
 pytestmark = pytest.mark.timeout(3600)
 VERSION = "1.0.0-test"
@@ -54,10 +53,6 @@ def test_the_pxe_kernel_and_initramfs_boot_all_in_memory(image: BuildResult, tmp
         assert status != 0 and "Read-only file system" in err
         _, release = sh.run("cat /usr/share/coreos/release", 60)
         assert f"COREOS_RELEASE_VERSION={VERSION}" in release
-
-
-# systemd stops printing its status lines to the console once a getty owns it: the prompt is the sign.
-LOGIN_PROMPT = re.compile(rb"locksmith login: ")
 
 
 def test_the_qemu_format_boots_through_its_own_launcher(image: BuildResult, tmp_path: Path) -> None:
