@@ -191,9 +191,7 @@ def _etcd(kind: Kind = "string", check: Check | None = None, env: str | None = N
 
 ETCD2: dict[str, Field] = {
     "advertise_client_urls": _etcd(check=_url_list),
-    # etcd 2's --ca-file meant "trust this CA and require client certificates"; etcd 3.4 has no such flag
-    # and would ignore ETCD_CA_FILE (a cluster open to any client), so it is written as what it meant.
-    "ca_file": _etcd(note="etcd 3.4 has no ca_file: written as trusted_ca_file with client_cert_auth true"),
+    "ca_file": _etcd(),  # see ETCD2_DEPRECATED_CA below
     "cert_file": _etcd(),
     "client_cert_auth": _etcd("bool"),
     "cors": _etcd(),
@@ -218,9 +216,7 @@ ETCD2: dict[str, Field] = {
     "max_snapshots": _etcd("int"),
     "max_wals": _etcd("int"),
     "name": _etcd(),
-    "peer_ca_file": _etcd(
-        note="etcd 3.4 has no peer_ca_file: written as peer_trusted_ca_file with peer_client_cert_auth true"
-    ),
+    "peer_ca_file": _etcd(),
     "peer_cert_file": _etcd(),
     "peer_client_cert_auth": _etcd("bool"),
     "peer_key_file": _etcd(),
@@ -236,13 +232,17 @@ ETCD2: dict[str, Field] = {
     "trusted_ca_file": _etcd(),
     "wal_dir": _etcd(check=_abs_path),
 }
-for _name, _f in list(ETCD2.items()):
-    ETCD2[_name] = replace(_f, env="ETCD_" + _name.upper())
-# etcd 2's names (above) → what etcd 3.4 reads: (the trusted CA key, the client-certificate key)
+# etcd 2's --ca-file meant "trust this CA and require client certificates"; etcd 3.4 has no such flag and
+# would ignore ETCD_CA_FILE (a cluster open to any client), so it is written as what it meant:
+# etcd 2's name → (the trusted CA key, the client-certificate key) etcd 3.4 reads.
 ETCD2_DEPRECATED_CA = {
     "ca_file": ("trusted_ca_file", "client_cert_auth"),
     "peer_ca_file": ("peer_trusted_ca_file", "peer_client_cert_auth"),
 }
+for _name, _f in list(ETCD2.items()):
+    ETCD2[_name] = replace(_f, env="ETCD_" + _name.upper())
+for _old, (_trusted, _auth) in ETCD2_DEPRECATED_CA.items():
+    ETCD2[_old] = replace(ETCD2[_old], note=f"etcd 3.4 has no {_old}: written as {_trusted} with {_auth} true")
 
 OEM: dict[str, Field] = {
     "id": Field("string"),
