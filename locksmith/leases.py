@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from locksmith.kv.base import ExpiringKeys, KVError, KVStore
+from locksmith.kv.base import ExpiringKeys, KVError, KVStore, NoTransactions
 from locksmith.lockstore import LockStore, Snapshot
 from locksmith.logging import outside_text
 from locksmith.protocol import holder_lease
@@ -27,6 +27,8 @@ from locksmith.protocol.semaphore import SemaphoreError, encode
 log = structlog.get_logger(__name__)
 
 _JUDGE_ATTEMPTS = 10
+# Lease keys read in one prefix read: far more than any semaphore's holders (hosts preparing to hold included).
+_PREFIX_READ_LIMIT = 1000
 # An idle agent judges every half of its own TTL, at most this far apart (a fleet's reads stay cheap).
 _IDLE_JUDGE_MAX_SECONDS = 30.0
 
@@ -89,6 +91,12 @@ class HolderLeases:
         alive_key = holder_lease.alive_key(self.locks.key, holder)
         if lease_key is None or alive_key is None:
             return
+        if (txn := self.locks.transactions()) is not None:
+            with contextlib.suppress(NoTransactions):
+                # Every lock and release asks this, and nearly always there is nothing: a read, not a write.
+                if any((await txn.read_together([lease_key, alive_key])).values()):
+                    await txn.commit({}, {}, delete=(lease_key, alive_key))  # both gone at once
+                return
         # The declaration goes first: without it nobody judges us, whatever the alive key says.
         await self.kv.delete(lease_key)
         await self.kv.delete(alive_key)
@@ -96,9 +104,28 @@ class HolderLeases:
     # --- judging every holder ----------------------------------------------------------------
 
     async def judge(self) -> tuple[Snapshot, Judgement]:
-        """Read the semaphore, then each holder's keys: the semaphore as read, and the judgement at it."""
+        """Read the semaphore, then the declarations, then the alive keys (the order that keeps the
+        judgement sound): the semaphore as read, and the judgement at it. Two prefix reads, whatever the
+        number of holders; a prefix holding more keys than we read is judged key by key instead, since an
+        alive key left out of a short read would make a live holder look expired."""
         snap = await self.locks.get()
         holders = snap.semaphore.holders
+        if not holders:
+            return snap, holder_lease.judge(holders, {}, set())
+        declarations = await self.kv.list_prefix(holder_lease.leases_prefix(self.locks.key), _PREFIX_READ_LIMIT)
+        if len(declarations) < _PREFIX_READ_LIMIT:
+            declared_by_key = {e.key: e.value for e in declarations}
+            declared = {h: declared_by_key.get(holder_lease.lease_key(self.locks.key, h) or "") for h in holders}
+            if not any(v is not None for v in declared.values()):
+                return snap, holder_lease.judge(holders, declared, set())
+            alive_keys = await self.kv.list_prefix(holder_lease.alive_prefix(self.locks.key), _PREFIX_READ_LIMIT)
+            if len(alive_keys) < _PREFIX_READ_LIMIT:
+                present = {e.key for e in alive_keys}
+                alive = {h for h in holders if holder_lease.alive_key(self.locks.key, h) in present}
+                return snap, holder_lease.judge(holders, declared, alive)
+        return snap, await self._judge_key_by_key(holders)
+
+    async def _judge_key_by_key(self, holders: tuple[str, ...]) -> Judgement:
         declared: dict[str, bytes | None] = {}
         alive: set[str] = set()
         for holder in holders:
@@ -110,7 +137,7 @@ class HolderLeases:
             declared[holder] = entry.value if entry is not None else None
             if entry is not None and await self.kv.get(alive_key) is not None:
                 alive.add(holder)
-        return snap, holder_lease.judge(holders, declared, alive)
+        return holder_lease.judge(holders, declared, alive)
 
     async def free_expired(self, on_freed: Callable[[str, int], None] | None = None) -> Freed:
         """Remove every expired holder from the semaphore (one CAS at the judged revision, judged again on a

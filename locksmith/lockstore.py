@@ -3,14 +3,16 @@
 The semaphore value stays byte-exact in the Go shape, so CoreOS/Flatcar locksmiths can share it.
 When each holder took its slot is kept beside it, in `<key>-holders` (protocol/holder_ages.py), which the
 Go tool never reads; an age is shown only while it is provably still true. That record is best effort: a
-missing or unreadable one only means "age unknown" and never blocks a lock or an unlock.
+missing or unreadable one only means "age unknown" and never blocks a lock or an unlock. Where the store
+has transactions (etcd v3) it is written in the same one as the semaphore, so it costs no round trip and
+no retry of its own (and a waiter's line key is deleted in it too); elsewhere it is a second write after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,10 +20,10 @@ from datetime import UTC, datetime
 import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from locksmith.kv.base import KVError, KVStore
+from locksmith.kv.base import Entry, KVError, KVStore, NoTransactions, Transactions
 from locksmith.logging import outside_text
 from locksmith.protocol import holder_ages, pacing
-from locksmith.protocol.holder_ages import AgesRecord, AgesUnreadable
+from locksmith.protocol.holder_ages import THIS_WRITE, AgesRecord, AgesUnreadable
 from locksmith.protocol.hostrecord import hosts_prefix
 from locksmith.protocol.pacing import Pacing, spacing_key
 from locksmith.protocol.semaphore import (
@@ -54,7 +56,12 @@ class SemaphoreContention(SemaphoreError):
 
 
 class _Conflict(Exception):
-    """Internal: the key changed between our read and our write."""
+    """Internal: the key changed between our read and our write (`current`: the keys as they are now,
+    when the store said so in its answer)."""
+
+    def __init__(self, current: dict[str, Entry | None] | None = None) -> None:
+        super().__init__()
+        self.current = current
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,7 @@ class LockStore:
         self.spacing_key = spacing_key(self.key)
         self._max_attempts = max_attempts
         self._clock = clock
+        self._single_key_only = False  # a plain-URL store settled on etcd v2
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -130,7 +138,10 @@ class LockStore:
 
     async def read_pacing(self) -> tuple[Pacing, str | None]:
         """The fleet's pacing, and why it is ignored when the stored value is not one we trust."""
-        entry = await self.kv.get(self.spacing_key)
+        return self.pacing_of(await self.kv.get(self.spacing_key))
+
+    def pacing_of(self, entry: Entry | None) -> tuple[Pacing, str | None]:
+        """`read_pacing` of an entry already read."""
         if entry is None:
             return Pacing(), None
         parsed = pacing.decode(entry.value)
@@ -186,31 +197,66 @@ class LockStore:
 
     # --- changing --------------------------------------------------------------------------
 
-    async def lock(self, holder: str) -> Snapshot:
-        """Take a slot for `holder` (idempotent). SemaphoreFull when none is free."""
-        before, after = await self._mutate(lambda sem: sem.lock(holder))
-        if after.revision != before.revision:
-            await self._record_ages(before.revision, after.revision, added=holder)
-        return after
+    def transactions(self) -> Transactions | None:
+        """The store's multi-key transactions, when it has them (looked up per call: `kv` is public)."""
+        return None if self._single_key_only or not isinstance(self.kv, Transactions) else self.kv
+
+    @property
+    def turn_keys(self) -> tuple[str, str, str]:
+        """What a waiter reads when its turn comes, so that `lock(seen=…)` needs no read of its own."""
+        return self.key, self.ages_key, self.spacing_key
+
+    async def lock(
+        self, holder: str, *, leave_line: str | None = None, seen: Mapping[str, Entry | None] | None = None
+    ) -> Snapshot:
+        """Take a slot for `holder` (idempotent). SemaphoreFull when none is free. `leave_line`: the
+        holder's waiting-line key, deleted in the same transaction that takes the slot. `seen`: the
+        semaphore and its ages record just read together (`turn_keys`), where the store has transactions."""
+        op = lambda sem: sem.lock(holder)  # noqa: E731
+        return (await self._mutate(op, added=holder, leave_line=leave_line, seen=seen))[1]
 
     async def unlock(self, holder: str) -> Snapshot:
         """Give back `holder`'s slot. NotHeld when it holds none."""
-        before, after = await self._mutate(lambda sem: sem.unlock(holder))
-        await self._record_ages(before.revision, after.revision)
-        return after
+        return (await self._mutate(lambda sem: sem.unlock(holder)))[1]
 
     async def set_max(self, new_max: int) -> tuple[int, int]:
         """Set the number of slots; returns (old max, new max)."""
         before, after = await self._mutate(lambda sem: sem.set_max(new_max))
-        if after.revision != before.revision:
-            await self._record_ages(before.revision, after.revision)
         return before.semaphore.max, after.semaphore.max
 
     async def record_write(self, before: int, after: int) -> None:
         """Note a semaphore write made outside `_mutate` (expired holders freed by leases.py)."""
         await self._record_ages(before, after)
 
-    async def _mutate(self, op: Callable[[Semaphore], Semaphore]) -> tuple[Snapshot, Snapshot]:
+    async def _mutate(
+        self,
+        op: Callable[[Semaphore], Semaphore],
+        *,
+        added: str | None = None,
+        leave_line: str | None = None,
+        seen: Mapping[str, Entry | None] | None = None,
+    ) -> tuple[Snapshot, Snapshot]:
+        """Apply `op` by compare-and-swap, retrying conflicts; the holder ages follow (folded into the
+        write where the store has transactions)."""
+        if (txn := self.transactions()) is not None:
+            try:
+                return await self._retrying(
+                    lambda current: self._commit_once(txn, op, added, leave_line, current), first=seen
+                )
+            except NoTransactions:
+                self._single_key_only = True
+        # Without transactions there is no waiting line either (waitline.py), so no line key to delete.
+        before, after = await self._retrying(lambda _seen: self._mutate_once(op))
+        if after.revision != before.revision:
+            await self._record_ages(before.revision, after.revision, added=added)
+        return before, after
+
+    async def _retrying(
+        self,
+        once: Callable[[Mapping[str, Entry | None] | None], Awaitable[tuple[Snapshot, Snapshot]]],
+        first: Mapping[str, Entry | None] | None = None,
+    ) -> tuple[Snapshot, Snapshot]:
+        seen = first
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._max_attempts),
@@ -218,13 +264,60 @@ class LockStore:
                 retry=retry_if_exception_type(_Conflict),
             ):
                 with attempt:
-                    return await self._mutate_once(op)
+                    try:
+                        return await once(seen)
+                    except _Conflict as conflict:
+                        seen = conflict.current
+                        raise
         except RetryError:
             raise SemaphoreContention(
                 f"gave up on {self.key!r} after {self._max_attempts} attempts: "
                 "other writers changed it every time; try again"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _commit_once(
+        self,
+        txn: Transactions,
+        op: Callable[[Semaphore], Semaphore],
+        added: str | None,
+        leave_line: str | None,
+        seen: Mapping[str, Entry | None] | None,
+    ) -> tuple[Snapshot, Snapshot]:
+        """One read (or the values the last conflict answered with) and one transaction writing the
+        semaphore, the ages record and, for a lock, deleting the waiter's line key."""
+        current = seen if seen is not None else await txn.read_together([self.key, self.ages_key])
+        entry, ages_entry = current.get(self.key), current.get(self.ages_key)
+        before = Snapshot(INITIAL, 0, exists=False)
+        if entry is not None:
+            before = Snapshot(decode(entry.value, self.key), entry.revision)
+        new = op(before.semaphore)
+        if new == before.semaphore:
+            if leave_line:  # already holding: only the line key goes
+                await txn.commit({}, {}, delete=(leave_line,))
+            return before, before
+        expect = {self.key: before.revision}
+        put = {self.key: encode(new)}
+        ages = self._ages_after(ages_entry, before.revision, new, added)
+        if ages is not None:
+            expect[self.ages_key] = ages_entry.revision if ages_entry is not None else 0
+            put[self.ages_key] = ages
+        committed = await txn.commit(expect, put, delete=(leave_line,) if leave_line else ())
+        if committed.revision is None:
+            raise _Conflict(dict(committed.current))
+        return before, Snapshot(new, committed.revision)
+
+    def _ages_after(self, entry: Entry | None, before: int, new: Semaphore, added: str | None) -> bytes | None:
+        """The ages record to write with the semaphore (None: leave it, we cannot read it)."""
+        old = AgesRecord()
+        if entry is not None:
+            try:
+                old = holder_ages.decode(entry.value, entry.revision)
+            except AgesUnreadable as exc:
+                log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))
+                return None
+        holders = frozenset(new.holders)
+        return holder_ages.encode(old.after_write(before, THIS_WRITE, holders, added, self._clock()))
 
     async def _mutate_once(self, op: Callable[[Semaphore], Semaphore]) -> tuple[Snapshot, Snapshot]:
         entry = await self.kv.get(self.key)
@@ -257,7 +350,7 @@ class LockStore:
         if entry is None:
             return {}, None
         try:
-            return holder_ages.decode(entry.value).true_ages(revision), None
+            return holder_ages.decode(entry.value, entry.revision).true_ages(revision), None
         except AgesUnreadable as exc:
             # Reported once, through Status.ages_problem (locksmithctl prints it as a warning).
             return {}, f"{self.ages_key!r} is not valid ({outside_text(exc)}); left unchanged"
@@ -280,7 +373,7 @@ class LockStore:
         old = AgesRecord()
         if entry is not None:
             try:
-                old = holder_ages.decode(entry.value)
+                old = holder_ages.decode(entry.value, entry.revision)
             except AgesUnreadable as exc:
                 # Never overwrite what we cannot parse, even our own bookkeeping.
                 log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))

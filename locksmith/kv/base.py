@@ -7,7 +7,7 @@ revision read before it, so the semaphore logic above stays pure and backend-agn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -93,6 +93,75 @@ class ExpiringKeys(Protocol):
     async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
         """Write `key` so that the store deletes it `ttl_seconds` after this write unless written again.
         With `only_if_present` (a renewal) nothing is written when the key is gone: False then."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What `commit` did: `revision` is the store revision it wrote at when every expectation held;
+    otherwise None, and `current` holds the expected keys as they are now (read in the same round trip,
+    so a caller retrying a compare-and-swap needs no second read)."""
+
+    revision: int | None
+    current: Mapping[str, Entry | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a key stands in a line of keys ordered by creation, read at store revision `revision`:
+    `predecessor` is the newest key created before it (None: it is first); `entries`: the keys asked
+    for alongside, read at the same revision."""
+
+    predecessor: str | None
+    revision: int
+    entries: Mapping[str, Entry | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InLine:
+    """A key in a line: its create revision (its place) and the store lease that keeps it."""
+
+    created: int
+    lease: int
+
+
+class NoTransactions(KVError):
+    """The store settled on an API without multi-key transactions (etcd v2): use the single-key path."""
+
+
+@runtime_checkable
+class Transactions(Protocol):
+    """Multi-key atomic writes and creation-ordered keys (etcd v3 has both). What the reboot semaphore
+    uses them for: its holder-ages record and a waiter leaving the line are written in the same
+    transaction as the semaphore itself, and waiters queue in arrival order instead of racing."""
+
+    async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
+        """The keys as they are at one store revision."""
+        ...
+
+    async def commit(
+        self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
+    ) -> Committed:
+        """Write `put` and delete `delete` at once, only if every key of `expect` is at its revision
+        (0: absent)."""
+        ...
+
+    async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
+        """Write `key` on a fresh lease of `ttl_seconds`; its create revision is kept from before when
+        the key is already there, so a rejoin keeps its place."""
+        ...
+
+    async def stay_in_line(self, lease: int) -> bool:
+        """Renew the lease (no write, so nobody watching the key is woken); False once it expired."""
+        ...
+
+    def follow(self, key: str) -> AsyncIterator[Change]:
+        """The key's state once the watch is in place (value None: absent), then every change after."""
+        ...
+
+    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = ()) -> Place:
+        """Where the key created at revision `created` stands among the keys under `prefix`, and the
+        keys of `read` at the same revision."""
         ...
 
 

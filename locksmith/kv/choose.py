@@ -18,12 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 
 import structlog
 
-from locksmith.kv.base import BACKEND_ETCD2, Change, Entry, ExpiringKeys, KVError, KVOptions, KVProtocolError, KVStore
+from locksmith.kv.base import (
+    BACKEND_ETCD2,
+    Change,
+    Committed,
+    Entry,
+    ExpiringKeys,
+    InLine,
+    KVError,
+    KVOptions,
+    KVProtocolError,
+    KVStore,
+    NoTransactions,
+    Place,
+    Transactions,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +133,34 @@ class ApiChoosingStore:
         store = await self._store()
         assert isinstance(store, ExpiringKeys)  # both etcd backends have expiring keys
         return await store.put_expiring(key, value, ttl_seconds, only_if_present=only_if_present)
+
+    async def _transactions(self) -> Transactions:
+        store = await self._store()
+        if not isinstance(store, Transactions):
+            raise NoTransactions(f"the etcd v2 API holds {self._key!r}: no multi-key transactions")
+        return store
+
+    async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
+        return await (await self._transactions()).read_together(keys)
+
+    async def commit(
+        self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
+    ) -> Committed:
+        return await (await self._transactions()).commit(expect, put, delete)
+
+    async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
+        return await (await self._transactions()).join_line(key, value, ttl_seconds)
+
+    async def follow(self, key: str) -> AsyncIterator[Change]:
+        async with aclosing((await self._transactions()).follow(key)) as changes:
+            async for change in changes:
+                yield change
+
+    async def stay_in_line(self, lease: int) -> bool:
+        return await (await self._transactions()).stay_in_line(lease)
+
+    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = ()) -> Place:
+        return await (await self._transactions()).place_in_line(prefix, created, read)
 
     async def ping(self) -> None:
         await (await self._store()).ping()

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from locksmith.kv.base import Change, Entry, KVAuthError, KVError, KVOptions, KVProtocolError, KVUnavailable
+from locksmith.kv.base import (
+    Change,
+    Committed,
+    Entry,
+    InLine,
+    KVAuthError,
+    KVError,
+    KVOptions,
+    KVProtocolError,
+    KVUnavailable,
+    Place,
+)
 from locksmith.kv.etcd3_wire import (
     TxnResult,
     _obj,
     b64,
     parse_error,
+    parse_keepalive,
     parse_lease_grant,
     parse_range,
     parse_range_prefix,
@@ -145,9 +157,15 @@ class Etcd3Store:
         return parse_range_prefix(await self._post("/v3/kv/range", f"listing {prefix}", request), prefix)
 
     async def _txn(
-        self, key: str, what: str, compare: list[dict[str, Any]], success: list[dict[str, Any]]
+        self,
+        key: str,
+        what: str,
+        compare: list[dict[str, Any]],
+        success: list[dict[str, Any]],
+        failure: list[dict[str, Any]] | None = None,
     ) -> TxnResult:
-        return parse_txn(await self._post("/v3/kv/txn", f"{what} {key}", {"compare": compare, "success": success}))
+        body = {"compare": compare, "success": success, **({"failure": failure} if failure else {})}
+        return parse_txn(await self._post("/v3/kv/txn", f"{what} {key}", body))
 
     async def create(self, key: str, value: bytes) -> Entry | None:
         compare = [{"key": b64(key), "result": "EQUAL", "target": "VERSION", "version": "0"}]
@@ -177,8 +195,7 @@ class Etcd3Store:
     async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
         # A fresh lease per write: the key leaves its old lease (which then expires holding nothing), so a
         # renewal is one grant and one txn, and a lease never outlives what it was granted for.
-        lease = await self._post("/v3/lease/grant", f"a {ttl_seconds} s lease for {key}", {"TTL": str(ttl_seconds)})
-        lease_id = parse_lease_grant(lease)
+        lease_id = await self._lease(key, ttl_seconds)
         compare = (
             [{"key": b64(key), "result": "GREATER", "target": "VERSION", "version": "0"}] if only_if_present else []
         )
@@ -189,13 +206,81 @@ class Etcd3Store:
                 await self._post("/v3/lease/revoke", f"revoking the unused lease for {key}", {"ID": str(lease_id)})
         return result.succeeded
 
+    async def _lease(self, key: str, ttl_seconds: int) -> int:
+        lease = await self._post("/v3/lease/grant", f"a {ttl_seconds} s lease for {key}", {"TTL": str(ttl_seconds)})
+        return parse_lease_grant(lease)
+
+    # --- Transactions ---
+
+    async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
+        reads = [{"request_range": {"key": b64(k)}} for k in keys]
+        result = await self._txn(keys[0], "reading", [], reads)
+        return _entries(keys, result)
+
+    async def commit(
+        self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
+    ) -> Committed:
+        compare = [
+            {"key": b64(k), "result": "EQUAL", "target": "VERSION", "version": "0"}
+            if revision == 0
+            else {"key": b64(k), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}
+            for k, revision in expect.items()
+        ]
+        writes = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in put.items()]
+        writes += [{"request_delete_range": {"key": b64(k)}} for k in delete]
+        reads = [{"request_range": {"key": b64(k)}} for k in expect]
+        first = next(iter(expect), next(iter(put), ""))
+        result = await self._txn(first, "updating", compare, writes, reads)
+        if result.succeeded:
+            return Committed(result.revision)
+        return Committed(None, _entries(list(expect), result))
+
+    async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
+        lease_id = await self._lease(key, ttl_seconds)
+        put = {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease_id)}}
+        result = await self._txn(key, "queueing", [], [put, {"request_range": {"key": b64(key)}}])
+        rows = result.ranges[0].rows if result.ranges else ()
+        if not rows:
+            raise KVProtocolError(f"{API}: {key} was not there right after writing it")
+        return InLine(rows[0].created, lease_id)
+
+    async def stay_in_line(self, lease: int) -> bool:
+        body = await self._post("/v3/lease/keepalive", "renewing a lease", {"ID": str(lease)})
+        return parse_keepalive(body) > 0
+
+    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = ()) -> Place:
+        ahead = {
+            "key": b64(prefix),
+            "range_end": b64(prefix_end(prefix.encode())),
+            "max_create_revision": str(created - 1),
+            "sort_order": "DESCEND",
+            "sort_target": "CREATE",
+            # etcd applies a create-revision filter after reading the range: one row, but every key read.
+            "limit": "1",
+            "keys_only": True,
+        }
+        reads = [{"request_range": ahead}] + [{"request_range": {"key": b64(k)}} for k in read]
+        result = await self._txn(prefix, "reading the line", [], reads)
+        if not result.ranges or result.revision <= 0:
+            raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")
+        first = result.ranges[0].rows
+        predecessor = first[0].key.decode("utf-8", errors="replace") if first else None
+        entries = _entries(read, TxnResult(True, result.revision, ranges=result.ranges[1:]))
+        return Place(predecessor, result.revision, entries)
+
     async def ping(self) -> None:
         await self._range("locksmith/ping")
 
-    async def watch(self, key: str, after_revision: int) -> AsyncIterator[Change]:
+    def follow(self, key: str) -> AsyncIterator[Change]:
+        # A watch from a past revision waits for etcd's catch-up loop (every 100 ms); one from now is
+        # served at once, and the read right after it is in place misses nothing.
+        return self.watch(key, 0, from_now=True)
+
+    async def watch(self, key: str, after_revision: int, *, from_now: bool = False) -> AsyncIterator[Change]:
         """Stream changes after `after_revision`; on compaction re-read the key, on a broken
         stream reconnect (any endpoint) from the last revision seen. Raises KVUnavailable
-        when no endpoint could be reached for `retry_budget` seconds in a row."""
+        when no endpoint could be reached for `retry_budget` seconds in a row. `from_now`: start
+        where the store is when the watch is in place, with the key's state then as the first change."""
         last = after_revision
         reconnect = Reconnect(API, key, self.options.retry_budget)
         while True:
@@ -203,7 +288,8 @@ class Etcd3Store:
             try:
                 if self._token is None:
                     await self._authenticate()
-                request = {"create_request": {"key": b64(key), "start_revision": str(last + 1)}}
+                start = {} if from_now else {"start_revision": str(last + 1)}
+                request = {"create_request": {"key": b64(key), **start}}
                 base, response = await self._http.open_stream(
                     "POST", "/v3/watch", json=request, headers=self._headers(), read_timeout=WATCH_IDLE_SECONDS
                 )
@@ -219,6 +305,11 @@ class Etcd3Store:
                         if msg.error is not None:
                             raise classify_error(*msg.error, 200, base, f"watching {key}", bool(self.options.username))
                         reconnect.answered()
+                        if from_now and msg.created:
+                            from_now = False
+                            entry, last = await self._range(key)
+                            yield Change(key, None if entry is None else entry.value, last)
+                            continue
                         if msg.compact_revision:
                             compacted = True
                             break
@@ -251,3 +342,14 @@ class Etcd3Store:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _entries(keys: Sequence[str], result: TxnResult) -> dict[str, Entry | None]:
+    """The answers of a txn's per-key ranges, by key (a range that matched nothing: absent)."""
+    if len(result.ranges) != len(keys):
+        raise KVProtocolError(f"{API} reply: {len(result.ranges)} range answers for {len(keys)} keys")
+    entries: dict[str, Entry | None] = {}
+    for key, rows in zip(keys, result.ranges, strict=True):
+        row = next((r for r in rows.rows if r.key == key.encode()), None)
+        entries[key] = None if row is None else Entry(key, row.value, row.modified)
+    return entries

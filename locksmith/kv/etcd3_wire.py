@@ -113,10 +113,45 @@ def parse_range_prefix(body: Any, prefix: str) -> list[Entry]:
 
 
 @dataclass(frozen=True, slots=True)
+class Row:
+    """One key of a range reply, with both its revisions (a line is ordered by `created`)."""
+
+    key: bytes
+    value: bytes
+    modified: int
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    rows: tuple[Row, ...]
+    revision: int = 0  # the store revision it was read at (0: the reply did not say)
+
+
+def parse_rows(body: Any) -> Rows:
+    """A range reply (or a txn's response_range) → its rows."""
+    body = _obj(body, "range reply")
+    kvs = body.get("kvs") or []
+    if not isinstance(kvs, list):
+        raise KVProtocolError("etcd v3 reply: kvs is not a list")
+    rows = []
+    for item in kvs:
+        kv = _obj(item, "kvs[]")
+        modified = _int(kv.get("mod_revision"), "kv.mod_revision")
+        created = _int(kv.get("create_revision"), "kv.create_revision")
+        if modified <= 0 or created <= 0:
+            raise KVProtocolError("etcd v3 reply: a kv whose revisions are not positive")
+        value = _unb64(kv["value"], "kv.value") if "value" in kv else b""
+        rows.append(Row(_unb64(kv.get("key"), "kv.key"), value, modified, created))
+    return Rows(tuple(rows), _header_revision(body))
+
+
+@dataclass(frozen=True, slots=True)
 class TxnResult:
     succeeded: bool
     revision: int
     deleted: int = 0
+    ranges: tuple[Rows, ...] = ()  # the reply of every range the taken branch ran, in order
 
 
 def parse_txn(body: Any) -> TxnResult:
@@ -126,16 +161,20 @@ def parse_txn(body: Any) -> TxnResult:
         raise KVProtocolError(f"etcd v3 reply: succeeded is {succeeded!r}, not a boolean")
     revision = _header_revision(body)
     deleted = 0
+    ranges = []
     responses = body.get("responses") or []
     if not isinstance(responses, list):
         raise KVProtocolError("etcd v3 reply: responses is not a list")
     for item in responses:
-        dr = _obj(item, "responses[]").get("response_delete_range")
+        response = _obj(item, "responses[]")
+        dr = response.get("response_delete_range")
         if dr is not None:
             deleted += _int(_obj(dr, "response_delete_range").get("deleted"), "deleted", 0)
-    if succeeded and revision <= 0:
-        raise KVProtocolError("etcd v3 reply: a successful txn without a header revision")
-    return TxnResult(succeeded, revision, deleted)
+        if "response_range" in response:
+            ranges.append(parse_rows(response["response_range"]))
+    if revision <= 0 and (succeeded or ranges):
+        raise KVProtocolError("etcd v3 reply: a txn reply without a header revision")
+    return TxnResult(succeeded, revision, deleted, tuple(ranges))
 
 
 def parse_lease_grant(body: Any) -> int:
@@ -147,6 +186,12 @@ def parse_lease_grant(body: Any) -> int:
     if lease_id <= 0:
         raise KVProtocolError("etcd v3 reply: a lease grant without an ID")
     return lease_id
+
+
+def parse_keepalive(body: Any) -> int:
+    """The TTL a lease keep-alive answered with (`{"result": {"ID", "TTL"}}`): 0 once the lease expired."""
+    result = _obj(_obj(body, "keepalive reply").get("result"), "keepalive result")
+    return _int(result.get("TTL"), "TTL", 0)
 
 
 @dataclass(frozen=True, slots=True)

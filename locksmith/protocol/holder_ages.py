@@ -10,6 +10,11 @@ age from before it becomes "unknown". Unknown is honest; a wrong age is not.
     {"holders": {"<id>": {"since": "<RFC 3339 UTC>", "revision": <rev of the write that added it>}},
      "writes": [[<rev before>, <rev after>], …]}    (the last MAX_WRITES of our writes)
 
+Where the store has transactions the record is written in the same one as the semaphore, and that write's
+revision is not known until it is made: the record then says 0 (THIS_WRITE) for it — as `after` of its last
+pair and as the revision of the holder it added — and a reader puts the record's own modification revision
+in its place (`decode(raw, own_revision)`), which is that write's revision since both keys changed in it.
+
 The record is outside data when read back (anyone with write access to the store): `decode` checks size,
 encoding, nesting, ids, times and numbers, and anything else is AgesUnreadable. An older flat record
 (`{"<id>": "<time>"}`, no revisions) decodes as empty: none of its ages can be checked.
@@ -24,6 +29,8 @@ from datetime import UTC, datetime
 from locksmith.protocol.semaphore import MAX_VALUE_BYTES, holder_problem
 
 MAX_WRITES = 64
+# "The revision this record was written at": never a real write's revision (a store's first is 1).
+THIS_WRITE = 0
 _MAX_REVISION = 2**63 - 1
 
 
@@ -45,11 +52,12 @@ class AgesRecord:
     def after_write(
         self, before: int, after: int, holders_now: frozenset[str], added: str | None, now: datetime
     ) -> AgesRecord:
-        """The record once our write (`before` → `after`) is noted: ages only for ids holding now, and
-        `added` (the holder our write added, if any) held since `now` from revision `after`."""
+        """The record once our write (`before` → `after`, or THIS_WRITE when the record is written in
+        it) is noted: ages only for ids holding now, and `added` (the holder our write added, if any)
+        held since `now` from revision `after`."""
         writes = dict(self.writes)
         writes[after] = before
-        kept = sorted(writes.items())[-MAX_WRITES:]
+        kept = sorted(writes.items(), key=lambda pair: (pair[0] == THIS_WRITE, pair[0]))[-MAX_WRITES:]
         ages = {h: age for h, age in self.holders.items() if h in holders_now}
         if added is not None and added in holders_now:
             ages[added] = Age(now.astimezone(UTC).replace(microsecond=0), after)
@@ -65,6 +73,15 @@ class AgesRecord:
             reached.add(revision)
         return {h: age.since for h, age in self.holders.items() if age.revision in reached}
 
+    def written_at(self, own_revision: int) -> AgesRecord:
+        """The record with THIS_WRITE replaced by the revision it was written at."""
+
+        def real(revision: int) -> int:
+            return own_revision if revision == THIS_WRITE else revision
+
+        holders = {h: Age(age.since, real(age.revision)) for h, age in self.holders.items()}
+        return AgesRecord(holders, tuple((before, real(after)) for before, after in self.writes))
+
 
 def encode(record: AgesRecord) -> bytes:
     holders = {
@@ -74,9 +91,15 @@ def encode(record: AgesRecord) -> bytes:
     return json.dumps({"holders": holders, "writes": [list(w) for w in record.writes]}, separators=(",", ":")).encode()
 
 
-def decode(raw: bytes) -> AgesRecord:
+def decode(raw: bytes, own_revision: int | None = None) -> AgesRecord:
     """Parse the side record; every failure — size, encoding, nesting, an id, a time, a number — is
-    AgesUnreadable (its message repeats nothing from the record)."""
+    AgesUnreadable (its message repeats nothing from the record). With `own_revision` (the record's
+    modification revision), THIS_WRITE is resolved to it."""
+    record = _decode(raw)
+    return record if own_revision is None else record.written_at(own_revision)
+
+
+def _decode(raw: bytes) -> AgesRecord:
     if len(raw) > MAX_VALUE_BYTES:
         raise AgesUnreadable(f"{len(raw)} bytes long, far more than a record of holder ages")
     try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from locksmith.kv import Entry, KVStore
+from locksmith.kv import Committed, Entry, KVStore, Transactions
 from locksmith.lockstore import LockStore, SemaphoreContention
 from locksmith.protocol.semaphore import INITIAL, InvalidMax, NotHeld, Semaphore, SemaphoreCorrupt, SemaphoreFull
 
@@ -117,14 +118,26 @@ class RacingStore:
         self.inner = inner
         self.rival = rival
         self.flip = 0
+        if isinstance(inner, Transactions):  # the semaphore is then written by commit()
+            self.commit = self._racing_commit
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
-    async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None:
+    async def _beaten(self) -> None:
         self.flip += 1
         await self.rival.set_max(10 + self.flip % 2)  # a real write that moves the revision
+
+    async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None:
+        await self._beaten()
         return await self.inner.compare_and_swap(key, value, revision)
+
+    async def _racing_commit(
+        self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
+    ) -> Committed:
+        assert isinstance(self.inner, Transactions)
+        await self._beaten()
+        return await self.inner.commit(expect, put, delete)
 
 
 async def test_conflicts_retry_then_give_up_bounded(backend: Backend) -> None:
