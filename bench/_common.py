@@ -12,12 +12,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from locksmith.kv import Change, Entry, KVStore
+from locksmith.kv import Change, Committed, Entry, ExpiringKeys, KVStore, Transactions
 
 T = TypeVar("T")
 
@@ -142,6 +142,32 @@ class InstrumentedKV:
     def __init__(self, inner: KVStore, counters: KVCounters | None = None) -> None:
         self.inner = inner
         self.counters = counters or KVCounters()
+        if isinstance(inner, Transactions):
+            # Only a store with transactions offers them: LockStore picks its write path by what it finds.
+            self.read_together = inner.read_together
+            self.commit = self._commit
+            self.join_line = inner.join_line
+            self.stay_in_line = inner.stay_in_line
+            self.follow = inner.follow
+            self.place_in_line = inner.place_in_line
+
+    async def _commit(
+        self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
+    ) -> Committed:
+        assert isinstance(self.inner, Transactions)
+        committed = await self.inner.commit(expect, put, delete)
+        # The semaphore is the first key a LockStore transaction compares; its ages record only ever
+        # changes with it, so a failed transaction is one conflict on the semaphore.
+        for key in list(expect)[:1] or list(put)[:1]:
+            self._wrote(key, None if committed.revision is None else Entry(key, b"", committed.revision))
+        return committed
+
+    async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
+        return await self.inner.list_prefix(prefix, limit)
+
+    async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
+        assert isinstance(self.inner, ExpiringKeys)
+        return await self.inner.put_expiring(key, value, ttl_seconds, only_if_present=only_if_present)
 
     def _wrote(self, key: str, entry: Entry | None) -> Entry | None:
         c = self.counters

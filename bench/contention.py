@@ -233,6 +233,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "workers_total_including_setup": round(sum(o["cpu_seconds"] for o in outputs), 1),
         }
         result["worker_peak_rss_mib"] = [round(o["peak_rss_mib"], 1) for o in outputs]
+        backoffs: Counter[str] = Counter()
+        for o in outputs:
+            backoffs.update(o.get("backoffs", {}))
+        result["backoff_reasons"] = dict(backoffs.most_common(5))
         return result
     finally:
         if observer is not None:

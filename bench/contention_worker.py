@@ -31,6 +31,10 @@ def _count_logs(counter: Counter[str]) -> None:
     structlog.configure(processors=[count])
 
 
+# Why an agent had to back off, by the first words of the error (the run's JSON shows them).
+BACKOFF_REASONS: Counter[str] = Counter()
+
+
 async def until_done(op: Callable[[], Awaitable[None]], retry_on: type[Exception]) -> int:
     """Run `op` until it succeeds, pausing with a doubling back-off after each `retry_on`; return
     how many times it failed."""
@@ -39,7 +43,8 @@ async def until_done(op: Callable[[], Awaitable[None]], retry_on: type[Exception
         try:
             await op()
             return failures
-        except retry_on:
+        except retry_on as exc:
+            BACKOFF_REASONS[str(exc)[:90]] += 1
             failures += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
@@ -116,7 +121,8 @@ async def _worker(endpoint: str, group: str, first: int, last: int, args: dict[s
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     own = {"cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
-    print(json.dumps({"agents": agents, "errors": errors, "logs": dict(logs), **own}), flush=True)
+    backoffs = dict(BACKOFF_REASONS)
+    print(json.dumps({"agents": agents, "errors": errors, "logs": dict(logs), "backoffs": backoffs, **own}), flush=True)
     return 0
 
 

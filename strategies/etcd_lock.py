@@ -4,6 +4,10 @@ once the host is up again — so at most `max` hosts of a lock group reboot at a
 Waiting for a slot is event-driven: after finding the semaphore full we watch its key from the
 revision we read, and retry the moment any holder gives a slot back (the Go agent slept 10 s to
 5 min between attempts). A long safety re-check covers a watch that silently stops delivering.
+
+On etcd v3 waiters also stand in a line (locksmith/waitline.py), in the order they came: only the first
+tries the semaphore, the others each watch the one ahead of them. A release then wakes one waiter, not
+the whole fleet, and a crowd no longer spends its time in compare-and-swap conflicts.
 """
 
 from __future__ import annotations
@@ -13,15 +17,33 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from locksmith.kv import BACKEND_EMBEDDED, KVAuthError, KVError, KVOptions, KVStore, KVUnavailable, open_store
+from locksmith.kv import (
+    BACKEND_EMBEDDED,
+    Entry,
+    KVAuthError,
+    KVError,
+    KVOptions,
+    KVStore,
+    KVUnavailable,
+    Place,
+    open_store,
+)
 from locksmith.leases import HolderLeases, LeaseKeeper, judge_while_idle
 from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
 from locksmith.protocol.holder_lease import Lease
 from locksmith.protocol.pacing import wait_before_acquire
-from locksmith.protocol.semaphore import NotHeld, SemaphoreCorrupt, SemaphoreError, SemaphoreFull, semaphore_key
+from locksmith.protocol.semaphore import (
+    NotHeld,
+    SemaphoreCorrupt,
+    SemaphoreError,
+    SemaphoreFull,
+    decode,
+    semaphore_key,
+)
 from locksmith.settings.schema import Setting
 from locksmith.settings.values import parse_lock_ttl
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
+from locksmith.waitline import WaitingLine
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
@@ -165,13 +187,30 @@ class EtcdLockStrategy(Strategy):
         keeper.start()
 
     async def _acquire(self, ctx: StrategyContext, locks: LockStore) -> None:
+        line = WaitingLine(locks, ctx.machine_id)
+        try:
+            await self._acquire_in_line(ctx, locks, line)
+        finally:
+            await line.leave()
+
+    async def _acquire_in_line(self, ctx: StrategyContext, locks: LockStore, line: WaitingLine) -> None:
+        in_line = await line.join()  # already holding: the lock below is a no-op that takes us out again
         while True:
-            await self._paced(locks, ctx)
+            seen = None
+            if in_line:
+                place = await line.place(read=locks.turn_keys)
+                if place.predecessor is not None:
+                    await self._wait_behind(ctx, locks, line, place)
+                    continue
+                seen = place.entries
+            if await self._paced(locks, ctx, seen):
+                seen = None  # we slept: read afresh
             try:
-                snap = await locks.lock(ctx.machine_id)
+                snap = await locks.lock(ctx.machine_id, leave_line=line.key if in_line else None, seen=seen)
             except SemaphoreFull:
                 pass
             else:
+                line.left_by_lock()
                 ctx.log.info(
                     "lock.acquired",
                     key=locks.key,
@@ -204,18 +243,34 @@ class EtcdLockStrategy(Strategy):
                 continue
             ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
 
+    async def _wait_behind(self, ctx: StrategyContext, locks: LockStore, line: WaitingLine, place: Place) -> None:
+        """Someone came before us: wait (bounded) until the waiter just ahead leaves the line."""
+        assert place.predecessor is not None
+        ctx.log.debug("lock.line.wait", key=locks.key, behind=place.predecessor.rsplit("/", 1)[-1])
+        try:
+            async with asyncio.timeout(self._safety_recheck):
+                await line.wait_behind(place)
+        except TimeoutError:
+            ctx.woke("recheck", after_seconds=self._safety_recheck)
+
     @staticmethod
-    async def _paced(locks: LockStore, ctx: StrategyContext) -> None:
-        """Honour the fleet's spacing (locksmithctl set-spacing) before taking a slot we do not hold yet."""
-        if (await locks.get()).semaphore.holds(ctx.machine_id):
-            return
-        paced, problem = await locks.read_pacing()
+    async def _paced(locks: LockStore, ctx: StrategyContext, seen: Mapping[str, Entry | None] | None) -> bool:
+        """Honour the fleet's spacing (locksmithctl set-spacing) before taking a slot we do not hold yet;
+        True if we waited for it. `seen`: the semaphore and spacing just read, when they were."""
+        if seen is None:
+            sem_entry, (paced, problem) = await locks.kv.get(locks.key), await locks.read_pacing()
+        else:
+            sem_entry, (paced, problem) = seen.get(locks.key), locks.pacing_of(seen.get(locks.spacing_key))
+        if sem_entry is not None and decode(sem_entry.value, locks.key).holds(ctx.machine_id):
+            return False
         if problem:
             ctx.log.warning("pacing.ignored", reason=problem)
         wait = wait_before_acquire(paced, time.time())
         if wait > 0:
             ctx.log.info("lock.paced", wait_seconds=round(wait, 1), spacing_seconds=paced.spacing_seconds)
             await asyncio.sleep(wait)
+            return True
+        return False
 
     @staticmethod
     async def _wait_for_a_free_slot(locks: LockStore, seen: Snapshot, me: str) -> Snapshot:

@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "locksmith.kv": {"locksmith.protocol"} | _UTILITIES,
     "locksmith.lockstore": {"locksmith.kv", "locksmith.protocol"} | _UTILITIES,
     "locksmith.leases": {"locksmith.kv", "locksmith.lockstore", "locksmith.protocol"} | _UTILITIES,
+    "locksmith.waitline": {"locksmith.kv", "locksmith.lockstore", "locksmith.protocol"} | _UTILITIES,
     "locksmith.bus": {"locksmith.protocol"} | _UTILITIES,
     "locksmith.disk": {"locksmith.protocol"} | _UTILITIES,
     "locksmith.fleetlock": {"locksmith.protocol"} | _UTILITIES,
@@ -32,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
         "locksmith.kv",
         "locksmith.lockstore",
         "locksmith.leases",
+        "locksmith.waitline",
         "locksmith.protocol",
         "locksmith.fleetlock",
     }

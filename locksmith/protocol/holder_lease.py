@@ -31,7 +31,7 @@ _RECHECK_FRACTION = 0.25
 _RECHECK_MIN = 0.5
 _RECHECK_MAX = 30.0
 # Only ids that are safe as one key segment can have leases (machine ids are 32 hex digits).
-_KEY_SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+KEY_SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 def leases_prefix(semaphore_key: str) -> str:
@@ -44,11 +44,11 @@ def alive_prefix(semaphore_key: str) -> str:
 
 def lease_key(semaphore_key: str, holder: str) -> str | None:
     """The declaration's key; None for an id that cannot have one (never expired)."""
-    return f"{leases_prefix(semaphore_key)}{holder}" if _KEY_SAFE_ID.fullmatch(holder) else None
+    return f"{leases_prefix(semaphore_key)}{holder}" if KEY_SAFE_ID.fullmatch(holder) else None
 
 
 def alive_key(semaphore_key: str, holder: str) -> str | None:
-    return f"{alive_prefix(semaphore_key)}{holder}" if _KEY_SAFE_ID.fullmatch(holder) else None
+    return f"{alive_prefix(semaphore_key)}{holder}" if KEY_SAFE_ID.fullmatch(holder) else None
 
 
 @dataclass(frozen=True, slots=True)
