@@ -55,7 +55,7 @@ class AgesRecord:
         """The record once our write (`before` → `after`, or THIS_WRITE when the record is written in
         it) is noted: ages only for ids holding now, and `added` (the holder our write added, if any)
         held since `now` from revision `after`."""
-        writes = dict(self.writes)
+        writes = {a: b for b, a in self.writes}  # by the revision each write made
         writes[after] = before
         kept = sorted(writes.items(), key=lambda pair: (pair[0] == THIS_WRITE, pair[0]))[-MAX_WRITES:]
         ages = {h: age for h, age in self.holders.items() if h in holders_now}

@@ -1,0 +1,160 @@
+"""The waiting line on real etcd: arrival order, a dead waiter leaving by itself, and Go hosts that never
+look at the line competing with hosts that stand in it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from locksmith.kv import KVStore, Transactions, open_store
+from locksmith.lockstore import LockStore
+from locksmith.protocol.semaphore import SemaphoreFull, decode, encode
+from locksmith.protocol.waiting_line import line_key, line_prefix
+from strategies.etcd_lock import EtcdLockStrategy
+
+HOLDER = "0" * 32
+
+
+def _ids(n: int) -> list[str]:
+    return [f"{i + 1:032x}" for i in range(n)]
+
+
+async def _until(condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_waiters_get_the_slot_in_the_order_they_came(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    first_ctx = etcd_ctx(HOLDER)
+    kv = open_store(first_ctx.kv)
+    locks = LockStore(kv, first_ctx.group)
+    holder = EtcdLockStrategy()
+    waiters = {i: EtcdLockStrategy() for i in _ids(4)}
+    tasks: dict[str, asyncio.Task[None]] = {}
+    try:
+        await holder.acquire(first_ctx)
+        for machine, strategy in waiters.items():  # one by one: each is in line before the next comes
+            tasks[machine] = asyncio.create_task(strategy.acquire(etcd_ctx(machine)))
+            key = line_key(locks.key, machine)
+            assert key is not None
+            await _until(lambda key=key: _present(kv, key), 10, f"{machine} in line")
+        order, previous = [], (holder, first_ctx)
+        for _ in waiters:
+            await previous[0].release(previous[1])
+            done, _pending = await asyncio.wait(tasks.values(), timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            assert len(done) == 1, "a release let exactly one waiter in"
+            machine = next(m for m, t in tasks.items() if t in done)
+            tasks.pop(machine).result()
+            assert (await locks.get()).semaphore.holders == (machine,)
+            order.append(machine)
+            previous = (waiters[machine], etcd_ctx(machine))
+        assert order == list(waiters)
+        assert await kv.list_prefix(line_prefix(locks.key), 10) == []  # each left the line with its lock
+        await previous[0].release(previous[1])
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        for closable in (holder, *waiters.values(), kv):
+            await closable.aclose()
+
+
+async def _present(kv: KVStore, key: str) -> bool:
+    return await kv.get(key) is not None
+
+
+async def test_a_waiter_that_died_in_line_holds_the_line_up_only_for_its_ttl(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    dead, alive = _ids(2)
+    ctx = etcd_ctx(alive)
+    kv = open_store(ctx.kv)
+    locks = LockStore(kv, ctx.group)
+    assert isinstance(kv, Transactions)
+    dead_key = line_key(locks.key, dead)
+    assert dead_key is not None
+    await kv.join_line(dead_key, b"then", 5)  # joined, then never renewed: its agent died
+    strategy = EtcdLockStrategy()
+    try:
+        waiting = asyncio.create_task(strategy.acquire(ctx))
+        await _until(lambda: _present(kv, line_key(locks.key, alive) or ""), 10, "the live waiter in line")
+        assert not waiting.done(), "it waits behind the dead waiter's key while that is there"
+        await asyncio.wait_for(waiting, 20)  # the key's lease lapses: the next in line goes on
+        assert (await locks.get()).semaphore.holders == (alive,)
+        assert await kv.get(dead_key) is None
+        await strategy.release(ctx)
+    finally:
+        await strategy.aclose()
+        await kv.aclose()
+
+
+class _GoStyleHost:
+    """What a Go locksmith does: read the JSON, compare-and-swap it, retry after a pause — no line."""
+
+    def __init__(self, kv: KVStore, key: str, machine: str) -> None:
+        self.kv, self.key, self.machine = kv, key, machine
+
+    async def _swap(self, change) -> bool:  # type: ignore[no-untyped-def]
+        entry = await self.kv.get(self.key)
+        assert entry is not None
+        try:
+            new = change(decode(entry.value, self.key))
+        except SemaphoreFull:
+            return False
+        return await self.kv.compare_and_swap(self.key, encode(new), entry.revision) is not None
+
+    async def reboot_once(self, rng: random.Random) -> None:
+        while not await self._swap(lambda s: s.lock(self.machine)):  # noqa: ASYNC110 - the Go tool polls
+            await asyncio.sleep(rng.uniform(0.01, 0.05))
+        await asyncio.sleep(rng.uniform(0.02, 0.06))
+        while not await self._swap(lambda s: s.unlock(self.machine)):  # noqa: ASYNC110 - as above
+            await asyncio.sleep(rng.uniform(0.0, 0.01))
+
+
+async def test_go_hosts_that_ignore_the_line_share_the_semaphore_safely(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    queued, go_hosts = _ids(6), [f"{0xF0 + i:032x}" for i in range(3)]
+    ctx = etcd_ctx(HOLDER)
+    kv = open_store(ctx.kv)
+    locks = LockStore(kv, ctx.group)
+    await locks.set_max(2)
+    start = await locks.get()
+    seen_max, acquisitions = 0, set()
+
+    async def observe() -> None:
+        nonlocal seen_max
+        async for change in kv.watch(locks.key, start.revision):
+            if change.value is not None:
+                holders = decode(change.value, locks.key).holders
+                seen_max = max(seen_max, len(holders))
+                acquisitions.update(holders)
+
+    async def queued_host(machine: str, rng: random.Random) -> None:
+        strategy, machine_ctx = EtcdLockStrategy(), etcd_ctx(machine)
+        try:
+            for _ in range(2):
+                await strategy.acquire(machine_ctx)
+                await asyncio.sleep(rng.uniform(0.02, 0.06))
+                await strategy.release(machine_ctx)
+        finally:
+            await strategy.aclose()
+
+    async def go_host(machine: str, rng: random.Random) -> None:
+        host = _GoStyleHost(open_store(ctx.kv), locks.key, machine)
+        try:
+            for _ in range(2):
+                await host.reboot_once(rng)
+        finally:
+            await host.kv.aclose()
+
+    watcher = asyncio.create_task(observe())
+    rng = random.Random(7)
+    try:
+        runs = [queued_host(m, random.Random(rng.random())) for m in queued]
+        runs += [go_host(m, random.Random(rng.random())) for m in go_hosts]
+        await asyncio.wait_for(asyncio.gather(*runs), 60)  # nobody starves: every host rebooted twice
+        assert seen_max <= 2, f"{seen_max} holders at once with max=2"
+        assert acquisitions == set(queued) | set(go_hosts)
+        assert (await locks.get()).semaphore.holders == ()
+    finally:
+        watcher.cancel()
+        await kv.aclose()
