@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import TYPE_CHECKING
 
-from locksmith.fleetlock import FleetLockClient, FleetLockError, FleetLockUnavailableError
 from locksmith.settings.schema import Setting
 from locksmith.settings.values import parse_http_url
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
+
+if TYPE_CHECKING:
+    from locksmith.fleetlock import FleetLockClient
+
+# locksmith.fleetlock (httpx, tenacity) is imported only once the strategy is used: every locksmithd
+# loads every installed strategy at start to check its settings, and most hosts never use this one.
 
 DEFAULT_GROUP = "default"
 
@@ -43,6 +49,8 @@ class FleetLockStrategy(Strategy):
             url = ctx.options.get(FLEETLOCK_URL.name)
             if not url:
                 raise StrategyError("the fleetlock strategy needs LOCKSMITHD_FLEETLOCK_URL (the server's base URL)")
+            from locksmith.fleetlock import FleetLockClient
+
             try:
                 self._client = FleetLockClient(url, node_id=ctx.machine_id, group=ctx.group or DEFAULT_GROUP)
             except ValueError as exc:
@@ -50,6 +58,8 @@ class FleetLockStrategy(Strategy):
         return self._client
 
     async def acquire(self, ctx: StrategyContext) -> None:
+        from locksmith.fleetlock import FleetLockError, FleetLockUnavailableError
+
         client = self.client(ctx)
         delay = self.retry_initial
         while True:
@@ -67,6 +77,8 @@ class FleetLockStrategy(Strategy):
             delay = min(delay * 2, self.retry_max)
 
     async def release(self, ctx: StrategyContext) -> None:
+        from locksmith.fleetlock import FleetLockError, FleetLockUnavailableError
+
         try:
             await self.client(ctx).steady_state()
         except FleetLockUnavailableError as exc:

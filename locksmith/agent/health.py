@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from dbus_fast.aio import MessageBus
 
 from locksmith.agent.hooks import run_command
@@ -97,6 +96,9 @@ async def unit_active_state(bus: MessageBus, unit: str, limit: float) -> str:
 
 
 async def _check_url(url: str, limit: float) -> str | None:
+    # Here, not at the top: only a gate with a URL needs the HTTP stack (~5 MiB of an idle agent).
+    import httpx
+
     try:
         async with httpx.AsyncClient(timeout=limit, follow_redirects=True) as client:
             response = await client.get(url)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from locksmith.protocol.omaha import COREOS_APPID
 from locksmith.settings import values as v
 from locksmith.settings.schema import PROGRAMS, Program, Setting
 
@@ -14,6 +13,10 @@ _BOTH: frozenset[Program] = frozenset({"locksmithd", "locksmithctl"})
 _AGENT: frozenset[Program] = frozenset({"locksmithd"})
 _ALL: frozenset[Program] = frozenset(PROGRAMS)
 _ENGINE: frozenset[Program] = frozenset({"update_engine"})
+# protocol.omaha.COREOS_APPID, spelt out: importing omaha pulls in the XML parser and cryptography (the
+# release signature), ~8 MiB RSS in every program that reads settings, locksmithd included; a test keeps
+# the two equal.
+COREOS_APPID = "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}"
 
 
 def _shared(name: str, help: str, parse: Callable[[str], Any] = v.parse_text, **kw: Any) -> Setting:
