@@ -13,8 +13,10 @@ the whole fleet, and a crowd no longer spends its time in compare-and-swap confl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
+from contextlib import aclosing
 from typing import Any
 
 from locksmith.kv import (
@@ -25,6 +27,7 @@ from locksmith.kv import (
     KVOptions,
     KVStore,
     KVUnavailable,
+    NoTransactions,
     Place,
     open_store,
 )
@@ -33,6 +36,7 @@ from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
 from locksmith.protocol.holder_lease import Lease
 from locksmith.protocol.pacing import wait_before_acquire
 from locksmith.protocol.semaphore import (
+    INITIAL,
     NotHeld,
     SemaphoreCorrupt,
     SemaphoreError,
@@ -47,6 +51,8 @@ from locksmith.waitline import WaitingLine
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
+# A free slot the first in line has not taken for this long: it is stalled, the next in line tries.
+LINE_JUMP_GRACE_SECONDS = 3.0
 
 LOCK_TTL = Setting(
     "LOCK_TTL",
@@ -199,10 +205,10 @@ class EtcdLockStrategy(Strategy):
             seen = None
             if in_line:
                 place = await line.place(read=locks.turn_keys)
-                if place.predecessor is not None:
-                    await self._wait_behind(ctx, locks, line, place)
+                if place.predecessor is None:
+                    seen = place.entries
+                elif not await self._wait_behind(ctx, locks, line, place):
                     continue
-                seen = place.entries
             if await self._paced(locks, ctx, seen):
                 seen = None  # we slept: read afresh
             try:
@@ -243,15 +249,53 @@ class EtcdLockStrategy(Strategy):
                 continue
             ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
 
-    async def _wait_behind(self, ctx: StrategyContext, locks: LockStore, line: WaitingLine, place: Place) -> None:
-        """Someone came before us: wait (bounded) until the waiter just ahead leaves the line."""
+    async def _wait_behind(self, ctx: StrategyContext, locks: LockStore, line: WaitingLine, place: Place) -> bool:
+        """Someone came before us: wait (bounded) until the waiter just ahead leaves the line, and say
+        False (look again). Next to the first in line, also watch the semaphore: a live first waiter takes
+        a free slot within milliseconds, so one left free for LINE_JUMP_GRACE_SECONDS means it is stalled
+        or cut off, and we say True (try the slot ourselves; the compare-and-swap keeps that safe)."""
         assert place.predecessor is not None
         ctx.log.debug("lock.line.wait", key=locks.key, behind=place.predecessor.rsplit("/", 1)[-1])
+        behind = asyncio.create_task(line.wait_behind(place))
+        left_free = asyncio.create_task(self._left_free(locks)) if place.next_to_first else None
+        waits = [t for t in (behind, left_free) if t is not None]
         try:
-            async with asyncio.timeout(self._safety_recheck):
-                await line.wait_behind(place)
-        except TimeoutError:
+            done, _ = await asyncio.wait(waits, timeout=self._safety_recheck, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        if not done:
             ctx.woke("recheck", after_seconds=self._safety_recheck)
+            return False
+        for task in done:
+            task.result()  # a store error ends the wait as it would any other
+        if left_free in done and behind not in done:
+            ctx.log.warning(
+                "lock.line.jump",
+                key=locks.key,
+                ahead=place.predecessor.rsplit("/", 1)[-1],
+                detail=f"the first in line left a free slot unused for {LINE_JUMP_GRACE_SECONDS:g} s",
+            )
+            return True
+        return False
+
+    @staticmethod
+    async def _left_free(locks: LockStore) -> None:
+        """Return once the semaphore has shown a free slot for LINE_JUMP_GRACE_SECONDS with no write."""
+        txn = locks.transactions()
+        if txn is None:
+            await asyncio.Future()  # no line without transactions: nothing to watch for
+        assert txn is not None
+        async with aclosing(txn.follow(locks.key)) as changes:
+            free = False
+            while True:
+                try:
+                    async with asyncio.timeout(LINE_JUMP_GRACE_SECONDS if free else None):
+                        change = await anext(changes)
+                except TimeoutError:
+                    return
+                free = change.value is None or decode(change.value, locks.key).available > 0
 
     @staticmethod
     async def _paced(locks: LockStore, ctx: StrategyContext, seen: Mapping[str, Entry | None] | None) -> bool:
@@ -276,10 +320,25 @@ class EtcdLockStrategy(Strategy):
     async def _wait_for_a_free_slot(locks: LockStore, seen: Snapshot, me: str) -> Snapshot:
         """Follow the key until a change shows a free slot (or us holding one). A change that leaves
         it full — another waiter winning the slot just freed — is no reason to try: every waiter
-        trying then only makes compare-and-swap conflicts for the writers that matter."""
+        trying then only makes compare-and-swap conflicts for the writers that matter. Where the store
+        can, the watch starts from now with the current state first: etcd serves a watch from a past
+        revision only on its 100 ms catch-up loop, which would delay every hand-over by that much."""
+
+        def free(snap: Snapshot) -> bool:
+            return not snap.exists or snap.semaphore.available > 0 or snap.semaphore.holds(me)
+
+        if (txn := locks.transactions()) is not None:
+            with contextlib.suppress(NoTransactions):
+                async with aclosing(txn.follow(locks.key)) as changes:
+                    async for change in changes:
+                        if change.value is None:
+                            return Snapshot(INITIAL, change.revision, exists=False)
+                        if free(snap := Snapshot(decode(change.value, locks.key), change.revision)):
+                            return snap
+                raise SemaphoreError(f"the watch on {locks.key!r} ended unexpectedly")
         while True:
             seen = await locks.wait_for_change(seen.revision)
-            if not seen.exists or seen.semaphore.available > 0 or seen.semaphore.holds(me):
+            if free(seen):
                 return seen
 
     async def release(self, ctx: StrategyContext) -> None:

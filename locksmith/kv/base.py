@@ -109,12 +109,13 @@ class Committed:
 @dataclass(frozen=True, slots=True)
 class Place:
     """Where a key stands in a line of keys ordered by creation, read at store revision `revision`:
-    `predecessor` is the newest key created before it (None: it is first); `entries`: the keys asked
-    for alongside, read at the same revision."""
+    `predecessor` is the newest key created before it (None: it is first), `next_to_first` says that
+    the predecessor is itself first; `entries`: the keys asked for alongside, read at the same revision."""
 
     predecessor: str | None
     revision: int
     entries: Mapping[str, Entry | None] = field(default_factory=dict)
+    next_to_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,8 +255,8 @@ class Etcd3Store:
             "max_create_revision": str(created - 1),
             "sort_order": "DESCEND",
             "sort_target": "CREATE",
-            # etcd applies a create-revision filter after reading the range: one row, but every key read.
-            "limit": "1",
+            # etcd applies a create-revision filter after reading the range: two rows, but every key read.
+            "limit": "2",
             "keys_only": True,
         }
         reads = [{"request_range": ahead}] + [{"request_range": {"key": b64(k)}} for k in read]
@@ -266,7 +266,7 @@ class Etcd3Store:
         first = result.ranges[0].rows
         predecessor = first[0].key.decode("utf-8", errors="replace") if first else None
         entries = _entries(read, TxnResult(True, result.revision, ranges=result.ranges[1:]))
-        return Place(predecessor, result.revision, entries)
+        return Place(predecessor, result.revision, entries, next_to_first=len(first) == 1)
 
     async def ping(self) -> None:
         await self._range("locksmith/ping")

@@ -75,7 +75,9 @@ class HTTPEndpoints:
         self.api = api
         self.urls = [e.address for e in options.endpoints]
         self._preferred = 0
-        verify: ssl.SSLContext | bool = True
+        # Plain http:// endpoints never speak TLS (redirects are not followed), and httpx would otherwise
+        # load the system CA bundle for every client: milliseconds of CPU and a few MiB each.
+        verify: ssl.SSLContext | bool = False
         if any(u.startswith("https://") for u in self.urls) or options.ca_file or options.cert_file:
             verify = build_ssl_context(options)
         self.client = httpx.AsyncClient(verify=verify, timeout=options.request_timeout, auth=auth)

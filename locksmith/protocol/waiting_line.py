@@ -6,7 +6,8 @@
 The keys' create revisions are the order. A waiter tries the semaphore only when nobody created a key
 before its own, and otherwise watches the key just ahead of it: a release wakes one waiter, not every
 one, and the next in line is woken when the one ahead takes its slot (its key is deleted in the same
-transaction) or gives up. A waiter that dies holds the line up for at most the TTL.
+transaction) or gives up. A waiter that died leaves with its lease; before that, once it is first, the
+next in line passes it when a slot stays free a few seconds (strategies/etcd_lock.py).
 
 The line only orders our agents; it grants nothing. A slot is still taken by compare-and-swap on the
 semaphore's Go-format JSON, so a Go host that never looks at the line competes as it always did, and
@@ -19,8 +20,9 @@ from datetime import UTC, datetime
 
 from locksmith.protocol.holder_lease import KEY_SAFE_ID
 
-# Long enough to outlast a stalled round trip or two; short enough that a dead waiter costs little.
-LINE_TTL_SECONDS = 20
+# Only what a waiter that died costs once it is first in line and the next one passes it (etcd_lock's
+# grace), or what a crashed fleet leaves behind: a minute, renewed every 20 s, keeps renewals cheap.
+LINE_TTL_SECONDS = 60
 
 
 def line_prefix(semaphore_key: str) -> str:

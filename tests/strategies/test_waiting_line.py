@@ -1,4 +1,4 @@
-"""The waiting line on real etcd: arrival order, a dead waiter leaving by itself, and Go hosts that never
+"""The waiting line on real etcd: arrival order, a stalled first waiter passed, and Go hosts that never
 look at the line competing with hosts that stand in it."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+
+import structlog
 
 from locksmith.kv import KVStore, Transactions, open_store
 from locksmith.lockstore import LockStore
@@ -65,25 +67,25 @@ async def _present(kv: KVStore, key: str) -> bool:
     return await kv.get(key) is not None
 
 
-async def test_a_waiter_that_died_in_line_holds_the_line_up_only_for_its_ttl(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
-    dead, alive = _ids(2)
+async def test_a_stalled_first_in_line_is_passed_once_it_leaves_a_free_slot_unused(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    stalled, alive = _ids(2)
     ctx = etcd_ctx(alive)
     kv = open_store(ctx.kv)
     locks = LockStore(kv, ctx.group)
     assert isinstance(kv, Transactions)
-    dead_key = line_key(locks.key, dead)
-    assert dead_key is not None
-    await kv.join_line(dead_key, b"then", 5)  # joined, then never renewed: its agent died
+    stalled_key = line_key(locks.key, stalled)
+    assert stalled_key is not None
+    await kv.join_line(stalled_key, b"then", 60)  # first in line, and then frozen: its lease outlives the test
     strategy = EtcdLockStrategy()
     try:
-        waiting = asyncio.create_task(strategy.acquire(ctx))
-        await _until(lambda: _present(kv, line_key(locks.key, alive) or ""), 10, "the live waiter in line")
-        assert not waiting.done(), "it waits behind the dead waiter's key while that is there"
-        await asyncio.wait_for(waiting, 20)  # the key's lease lapses: the next in line goes on
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.wait_for(strategy.acquire(ctx), 15)
         assert (await locks.get()).semaphore.holders == (alive,)
-        assert await kv.get(dead_key) is None
+        assert [e["event"] for e in logs if e["event"].startswith("lock.line.")] == ["lock.line.wait", "lock.line.jump"]
+        assert await kv.get(stalled_key) is not None  # passed, not waited out
         await strategy.release(ctx)
     finally:
+        await kv.delete(stalled_key)
         await strategy.aclose()
         await kv.aclose()
 
