@@ -11,6 +11,7 @@ from typing import Protocol
 from dbus_fast.aio import MessageBus
 
 from locksmith.agent.hooks import run_command
+from locksmith.bus.logind import request_reboot
 
 
 class RebootFailed(Exception):
@@ -32,8 +33,6 @@ class LogindRebooter:
         self._bus = bus
 
     async def reboot(self) -> None:
-        from locksmith.bus.logind import request_reboot
-
         try:
             await request_reboot(await self._bus())
         except Exception as exc:  # any D-Bus failure means the same thing here: not rebooting

@@ -14,6 +14,7 @@ from locksmith.agent.coordinator import (
     AgentState,
     CoordinatorFile,
     CoordinatorFileError,
+    on_volatile_file_system,
     read_agent_state,
     read_coordinator,
     write_coordinator,
@@ -126,3 +127,38 @@ def test_the_observer_publishes_each_state_once_with_the_time_it_was_entered(tmp
     assert read_agent_state(path).lock_kept == "health-gate"  # type: ignore[union-attr]
     publish(LockReleased("after boot"))
     assert read_agent_state(path).lock_kept is None  # type: ignore[union-attr]
+
+
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    return calls
+
+
+def test_on_disk_the_content_is_synced_once_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if on_volatile_file_system(tmp_path):
+        pytest.skip("the temporary directory is on tmpfs here")
+    calls = _fsyncs(monkeypatch)
+    file = CoordinatorFile(tmp_path / "coordinator.conf", "reboot")
+    file.publish("running", phase="idle", since=1.0)
+    file.publish("reboot-planned", phase="acquiring", since=2.0)
+    assert len(calls) == 2  # one per write: the file's data, not the directory as well
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_on_tmpfs_nothing_is_synced(monkeypatch: pytest.MonkeyPatch) -> None:
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK) and on_volatile_file_system(shm)):
+        pytest.skip("no writable tmpfs at /dev/shm")
+    calls = _fsyncs(monkeypatch)
+    directory = shm / f"locksmith-test-{os.getpid()}"
+    try:
+        file = CoordinatorFile(directory / "coordinator.conf", "reboot")
+        file.publish("running", phase="idle", since=1.0)
+        assert read_agent_state(directory / "coordinator.conf") is not None
+        assert calls == []
+    finally:
+        for p in directory.iterdir():
+            p.unlink()
+        directory.rmdir()
