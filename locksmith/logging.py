@@ -49,6 +49,7 @@ class SecretRedactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._secret_keys: dict[str, bool] = {}  # a program logs a few dozen key names: each judged once
         for value in secrets:
             self.add(value)
 
@@ -61,7 +62,10 @@ class SecretRedactor:
         return {key: self._clean(key, value) for key, value in event_dict.items()}
 
     def _clean(self, key: str, value: Any) -> Any:
-        if _SECRET_KEY.search(key) and value not in (None, ""):
+        secret_key = self._secret_keys.get(key)
+        if secret_key is None:
+            secret_key = self._secret_keys[key] = bool(_SECRET_KEY.search(key))
+        if secret_key and value not in (None, ""):
             return REDACTED
         if value is None or isinstance(value, bool | int | float):
             return value
@@ -76,9 +80,15 @@ class SecretRedactor:
         # Longest first, so a secret containing another is replaced whole.
         for secret in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(secret, REDACTED)
-        text = _PEM_PRIVATE_KEY.sub("[REDACTED PRIVATE KEY]", text)
-        text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
-        return _INLINE_SECRET.sub(rf"\1\2{REDACTED}\2", text)
+        # Each pattern only where it could match (every log line passes here, most values are short
+        # words): a PEM block has its dashes, a URL password its '@', an inline secret its '=' or ':'.
+        if "-----" in text:
+            text = _PEM_PRIVATE_KEY.sub("[REDACTED PRIVATE KEY]", text)
+        if "@" in text:
+            text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
+        if "=" in text or ":" in text:
+            text = _INLINE_SECRET.sub(rf"\1\2{REDACTED}\2", text)
+        return text
 
 
 class _Renderer:
