@@ -36,11 +36,12 @@ log = structlog.get_logger("locksmith.agent")
 def observers_for(settings: AgentSettings, strategy: str) -> tuple[list[Observer], list[Coroutine[Any, Any, None]]]:
     """The event observers (systemd READY=1 and STATUS=, the coordinator file, metrics) and the
     background jobs (watchdog pings, metrics endpoint) for this configuration."""
-    from locksmith.agent import metrics
-
     observers: list[Observer] = [systemd_observer(strategy), CoordinatorPublisher(settings.coordinator_file, strategy)]
     background: list[Coroutine[Any, Any, None]] = []
     if settings.metrics is not None:
+        # Only with an endpoint configured: the registry and its server stay resident (~0.7 MiB).
+        from locksmith.agent import metrics
+
         registry = metrics.Metrics(states=[s.value for s in State])
         registry.set_strategy(strategy)
         observers.append(metrics_observer(registry))
