@@ -1,10 +1,10 @@
 """A simulated host: its own private system bus, an update engine, and a `locksmithd` subprocess.
 
-The host cannot really reboot, so its reboot command (``python -m harness.devtools.simhost
-reboot SOCKET``) asks the supervisor — this object, in the harness's event loop — to "reboot" it:
-stop the agent and the engine (SIGTERM, then SIGKILL: as a shutdown would), wait the simulated
-reboot time, and start both again as the next boot. An agent that dies on its own is restarted
-after a short pause, as systemd's Restart=on-failure would.
+The host cannot really reboot, so its reboot command (``python -S -I simhost_reboot.py SOCKET``,
+also ``python -m harness.devtools.simhost reboot SOCKET``) asks the supervisor — this object, in the
+harness's event loop — to "reboot" it: stop the agent and the engine (SIGTERM, then SIGKILL: as a
+shutdown would), wait the simulated reboot time, and start both again as the next boot. An agent
+that dies on its own is restarted after a short pause, as systemd's Restart=on-failure would.
 
 As systemd kills what is left of a service's cgroup before restarting it, a reboot command left
 over from an agent that died (it runs in its own session, so a signal to the agent's process group
@@ -32,6 +32,8 @@ from typing import Protocol
 # This module is also the reboot command's entry point: keep its imports light so a "reboot"
 # costs one small interpreter start (the coordinator module needs only the standard library).
 from locksmith.agent.coordinator import read_agent_state
+
+REBOOT_SCRIPT = Path(__file__).with_name("simhost_reboot.py")
 
 
 class Engine(Protocol):
@@ -182,7 +184,9 @@ class SimHost:
         return published.phase if fresh else "starting"
 
     def reboot_command(self) -> str:
-        return f"{sys.executable} -m harness.devtools.simhost reboot {self.socket_path}"
+        # A bare interpreter on a stdlib-only script: the simulated reboot should cost what logind's
+        # Reboot call does (next to nothing), not a harness import.
+        return f"{sys.executable} -S -I {REBOOT_SCRIPT} {self.socket_path}"
 
     async def start(self) -> None:
         from harness.devtools.dbus import PrivateBus
@@ -346,22 +350,9 @@ class SimHost:
 
 def _reboot_main(socket_path: str) -> int:
     """The host's reboot command: ask the supervisor to reboot; exit 0 once it accepted."""
-    import socket
+    from harness.devtools import simhost_reboot
 
-    generation = os.environ.get("LOCKSMITH_SIMHOST_AGENT", "")
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(socket_path)
-            s.sendall(f"reboot {generation}".strip().encode() + b"\n")
-            answer = s.makefile().readline().strip()
-    except OSError as exc:
-        print(f"simhost reboot: cannot reach the host supervisor at {socket_path}: {exc}", file=sys.stderr)
-        return 1
-    if answer != "ok":
-        print(f"simhost reboot: the supervisor answered {answer!r}", file=sys.stderr)
-        return 1
-    return 0
+    return simhost_reboot.main([socket_path])
 
 
 USAGE = "usage: python -m harness.devtools.simhost reboot SOCKET"
