@@ -11,11 +11,12 @@ lines arrive here and are stamped (CLOCK_MONOTONIC, shared by all processes).
 start → READY   spawn of the process → READY=1 received; also → STATUS=idle (the agent has read
                 the engine's status and, for etcd-lock, checked for a lock from before the boot).
                 Sampled at every agent start below.
-idle            one agent (default REBOOT_STRATEGY=etcd-lock on the embedded store, the
-                single-host set-up) is started, reaches idle, settles 2 s, then is sampled for
-                --idle-seconds (default 60): RSS/PSS/USS (/proc/PID/status, smaps_rollup), CPU
-                (utime+stime from /proc/PID/stat), and wake-ups = voluntary + involuntary
-                context switches summed over all its threads (/proc/PID/task/*/status).
+idle            one agent per store (default REBOOT_STRATEGY=etcd-lock): on a private etcd 3.4
+                (bus + etcd connected, issue 14's figure) and on the embedded store (the
+                single-host set-up), each started, idle, settled 2 s, then sampled for
+                --idle-seconds (default 30): RSS/PSS/USS/anonymous (/proc/PID/status,
+                smaps_rollup), CPU (utime+stime from /proc/PID/stat), and wake-ups = voluntary
+                + involuntary context switches summed over all its threads.
 signal → reboot REBOOT_STRATEGY=reboot, engine IDLE at start. Once the agent is idle the fake
                 engine changes to need-reboot (update1.NEED_REBOOT) and emits StatusUpdate
                 (t0 = just before the signal is sent). Two reboot actions, --trials each:
@@ -25,6 +26,10 @@ signal → reboot REBOOT_STRATEGY=reboot, engine IDLE at start. Once the agent i
                            stamped when the line arrives on the FIFO this process reads.
                 After each trial the agent (now waiting to be stopped by the shutdown) gets
                 SIGTERM; the time to exit is recorded too.
+The coordinator file is on tmpfs (/dev/shm) when there is one, as /run is on a systemd host, the
+default path; --coordinator-on-disk puts it in the work directory instead (this box's /tmp is ext4).
+Each figure issue 14 sets a goal for is printed beside it (bench/_issue14.py); the Go figures the issue
+quotes go into the result file as a labelled reference, not as measurements.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,98 +56,11 @@ from bench._common import (
     summary_ms,
     write_result,
 )
+from bench._footprint_io import Fifo, NotifySocket, stamping_logind
+from bench._issue14 import IDLE_ANON, IDLE_RSS, SIGNAL_TO_REBOOT, reference
 from bench.procstats import memory, sample
 
 RESULTS = RESULTS_DIR / "footprint.json"
-
-
-# --- what this process serves: notify socket, engine, logind, FIFO -----------------------------
-
-
-class NotifySocket:
-    """The sd_notify datagram socket; stamps READY=1 and every STATUS= line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[tuple[int, str]] = []
-        self._changed = asyncio.Event()
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
-
-    def _on_readable(self) -> None:
-        stamp = now_ns()
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                data = self.sock.recv(4096)
-                for line in data.decode(errors="replace").splitlines():
-                    self.messages.append((stamp, line))
-        self._changed.set()
-
-    async def wait_for(self, predicate: Any, since: int, within: float = 60.0) -> int:
-        """The stamp of the first message after `since` matching `predicate`."""
-        async with asyncio.timeout(within):
-            while True:
-                for stamp, line in self.messages:
-                    if stamp >= since and predicate(line):
-                        return stamp
-                self._changed.clear()
-                await self._changed.wait()
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
-
-
-class Fifo:
-    """A FIFO the reboot command writes a line to. Opened read-write so it never reports a hang-up."""
-
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-        self.stamps: list[int] = []
-        self._arrived = asyncio.Event()
-        asyncio.get_running_loop().add_reader(self.fd, self._on_readable)
-
-    def _on_readable(self) -> None:
-        stamp = now_ns()
-        with contextlib.suppress(BlockingIOError):
-            if os.read(self.fd, 4096):
-                self.stamps.append(stamp)
-                self._arrived.set()
-
-    async def next(self, within: float = 30.0) -> int:
-        async with asyncio.timeout(within):
-            await self._arrived.wait()
-        self._arrived.clear()
-        return self.stamps[-1]
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.fd)
-        os.close(self.fd)
-
-
-def stamping_logind() -> Any:
-    from harness.devtools.fake_logind import FakeLogind
-
-    class StampingLogind(FakeLogind):
-        """The fake logind, stamping each Reboot call as it arrives."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.stamps: list[int] = []
-            self.arrived = asyncio.Event()
-
-        def _reboot(self, msg: Any) -> Any:
-            stamp = now_ns()
-            reply = super()._reboot(msg)
-            if len(self.calls) > len(self.stamps):
-                self.stamps.append(stamp)
-                self.arrived.set()
-            return reply
-
-    return StampingLogind()
 
 
 # --- agents ----------------------------------------------------------------------------------
@@ -161,6 +79,7 @@ class Bench:
     work: Path
     bus_address: str
     notify: NotifySocket
+    coordinator_dir: Path
     starts: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # strategy -> [(ready, idle)]
     stop_times: list[float] = field(default_factory=list)
     _n: int = 0
@@ -176,7 +95,7 @@ class Bench:
                 "LOCKSMITHD_ENDPOINT": f"file://{self.work / 'kv.db'}",
                 "LOCKSMITHD_MACHINE_ID_FILE": str(self.work / "machine-id"),
                 "LOCKSMITHD_LOGIN_CHECK": "false",
-                "LOCKSMITHD_COORDINATOR_FILE": str(self.work / "coordinator.conf"),
+                "LOCKSMITHD_COORDINATOR_FILE": str(self.coordinator_dir / "coordinator.conf"),
                 "LOCKSMITHD_LOG_FORMAT": "json",
                 **extra,
             }
@@ -221,8 +140,8 @@ class Bench:
         self.stop_times.append(time.monotonic() - t)
 
 
-async def measure_idle(bench: Bench, strategy: str, seconds: float) -> dict[str, Any]:
-    agent = await bench.start(strategy)
+async def measure_idle(bench: Bench, strategy: str, seconds: float, endpoint: str | None) -> dict[str, Any]:
+    agent = await bench.start(strategy, {"LOCKSMITHD_ENDPOINT": endpoint} if endpoint else None)
     try:
         await asyncio.sleep(2.0)  # let start-up garbage and lazy imports settle
         pid = agent.proc.pid
@@ -240,6 +159,7 @@ async def measure_idle(bench: Bench, strategy: str, seconds: float) -> dict[str,
     cpu = last.cpu_seconds - first.cpu_seconds
     return {
         "strategy": strategy,
+        "store": "etcd3" if endpoint else "embedded",
         "seconds": round(span, 1),
         **mem,
         "rss_max_during_kib": peak_rss,
@@ -283,6 +203,7 @@ async def measure_reboots(bench: Bench, engine: Any, logind: Any, fifo: Fifo, tr
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from harness.devtools.dbus import PrivateBus
+    from harness.devtools.etcd import EtcdCluster
     from harness.devtools.fake_update_engine import FakeUpdateEngine
 
     bus = PrivateBus(work / "bus")
@@ -292,15 +213,22 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     fifo = Fifo(fifo_path(work))
     engine = FakeUpdateEngine()
     logind = stamping_logind()
+    cluster = EtcdCluster(work / "etcd", size=1)
+    coordinator_dir = coordinator_directory(work, args.coordinator_on_disk)
     try:
+        await asyncio.to_thread(cluster.start, 60.0)
         await engine.start()
         await logind.start()
-        bench = Bench(work, bus.address, notify)
-        print(f"  idle: {args.idle_seconds:g} s of one agent ({args.idle_strategy}) …", flush=True)
-        idle = await measure_idle(bench, args.idle_strategy, args.idle_seconds)
+        bench = Bench(work, bus.address, notify, coordinator_dir)
+        idle = []
+        for endpoint in (cluster.endpoints[0], None):
+            where = "a private etcd" if endpoint else "the embedded store"
+            print(f"  idle: {args.idle_seconds:g} s of one agent ({args.idle_strategy}, {where}) …", flush=True)
+            idle.append(await measure_idle(bench, args.idle_strategy, args.idle_seconds, endpoint))
         print(f"  signal → reboot: {args.trials} trials each of logind and command …", flush=True)
         reboots = await measure_reboots(bench, engine, logind, fifo, args.trials)
         return {
+            "coordinator_file_system": "tmpfs" if coordinator_dir != work else "the work directory's (disk)",
             "idle": idle,
             "start_to_ready": {s: summary_ms(r for r, _ in v) for s, v in bench.starts.items()},
             "start_to_idle": {s: summary_ms(i for _, i in v) for s, v in bench.starts.items()},
@@ -315,32 +243,54 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         fifo.close()
         notify.close()
         await asyncio.to_thread(bus.stop)
+        await asyncio.to_thread(cluster.stop)
+        if coordinator_dir != work:
+            for leftover in coordinator_dir.iterdir():
+                leftover.unlink()
+            coordinator_dir.rmdir()
+
+
+def coordinator_directory(work: Path, on_disk: bool) -> Path:
+    """A private directory on tmpfs for the coordinator file, as /run is on a host; `work` if asked or none."""
+    from locksmith.agent.coordinator import on_volatile_file_system
+
+    shm = Path("/dev/shm")
+    if on_disk or not (shm.is_dir() and os.access(shm, os.W_OK) and on_volatile_file_system(shm)):
+        return work
+    return Path(tempfile.mkdtemp(prefix="bench-fp-run-", dir=shm))
 
 
 def fifo_path(work: Path) -> Path:
     return work / "reboot.fifo"
 
 
+def goals(r: dict[str, Any]) -> dict[str, Any]:
+    """Issue 14's figures from this run, each beside its goal."""
+    etcd = next(i for i in r["idle"] if i["store"] == "etcd3")
+    return {
+        IDLE_RSS.key: IDLE_RSS.verdict(etcd["rss_kib"] / 1024),
+        IDLE_ANON.key: IDLE_ANON.verdict(etcd["anonymous_kib"] / 1024),
+        SIGNAL_TO_REBOOT.key: SIGNAL_TO_REBOOT.verdict(r["signal_to_reboot"]["logind"]["median_ms"]),
+    }
+
+
 def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
-    i = r["idle"]
-    print(f"\nlocksmithd footprint (idle: {i['strategy']} on the embedded store, {i['seconds']:g} s)")
-    rows = [
-        (
-            "idle RSS / PSS / USS",
-            f"{i['rss_kib'] / 1024:.1f} / {i['pss_kib'] / 1024:.1f} / {i['uss_kib'] / 1024:.1f} MiB",
-        ),
-        ("idle CPU", f"{i['cpu_seconds']:.3f} s in {i['seconds']:g} s ({i['cpu_percent']:.3f} %)"),
-        (
-            "idle wake-ups (context switches)",
-            f"{i['wakeups']} ({i['wakeups_per_second']:.2f}/s), {i['threads']} threads",
-        ),
-    ]
+    print(f"\nlocksmithd footprint (coordinator file on {r['coordinator_file_system']})")
+    rows = []
+    for i in r["idle"]:
+        mib = {k: i[f"{k}_kib"] / 1024 for k in ("rss", "pss", "uss", "anonymous")}
+        rows += [
+            (
+                f"idle RSS/PSS/USS/anon ({i['store']}, {i['seconds']:g} s)",
+                "{rss:.1f} / {pss:.1f} / {uss:.1f} / {anonymous:.1f} MiB".format(**mib),
+            ),
+            (f"idle CPU, wake-ups ({i['store']})", f"{i['cpu_seconds']:.3f} s, {i['wakeups']}, {i['threads']} threads"),
+        ]
     for strategy, s in r["start_to_ready"].items():
         idle = r["start_to_idle"][strategy]
         rows.append(
-            (f"start → READY=1 ({strategy})", f"median {s['median_ms']:.0f} ms, max {s['max_ms']:.0f} ms (n={s['n']})")
+            (f"start → READY=1 / idle ({strategy})", f"median {s['median_ms']:.0f} / {idle['median_ms']:.0f} ms")
         )
-        rows.append((f"start → STATUS=idle ({strategy})", f"median {idle['median_ms']:.0f} ms"))
     for path, s in r["signal_to_reboot"].items():
         label = "logind Reboot call" if path == "logind" else "reboot command ran"
         rows.append(
@@ -348,14 +298,18 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
         )
     rows.append(("SIGTERM → exit", f"median {r['sigterm_to_exit']['median_ms']:.0f} ms"))
     for label, value in rows:
-        print(f"{label:<40}{value}")
+        print(f"{label:<44}{value}")
+    print("\nissue 14's goals")
+    for goal in (IDLE_RSS, IDLE_ANON, SIGNAL_TO_REBOOT):
+        print(goal.row(r["goals"][goal.key]["measured"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__.splitlines()[0])
-    parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle sampling window (default 60)")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle sampling window (default 30)")
     parser.add_argument("--idle-strategy", default="etcd-lock", help="strategy of the idle agent (default etcd-lock)")
     parser.add_argument("--trials", type=int, default=10, help="signal → reboot trials per path (default 10)")
+    parser.add_argument("--coordinator-on-disk", action="store_true", help="coordinator file in the work directory")
     parser.add_argument("--workdir", type=Path, help="where sockets and logs go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the agents' logs afterwards")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -364,19 +318,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--idle-seconds must be > 0 and --trials at least 1")
     quiet_logs()
     load_before = load_average()
+    # Run it only while the box is otherwise quiet: the result file says how quiet it was.
+    conditions = {"load_1min_at_start": load_before[0], "quiet": load_before[0] < 1.0}
     result = run_in_workdir(
         "bench-fp-", args.workdir, lambda work: run(args, work),
         "interrupted; the agent, bus and services were stopped", keep=args.keep,
     )  # fmt: skip
     if result is None:
         return 130
+    result["goals"] = goals(result)
     print_table(result, args)
     write_result(
         args.output,
         "footprint",
         "real locksmithd console script on a private dbus-daemon with a fake update engine and fake "
         "logind served by the benchmark; sd_notify on a socket the benchmark bound",
-        result,
+        {
+            **result,
+            "conditions": conditions,
+            **reference(
+                idle_rss_mib=8.6,
+                signal_to_logind_reboot_median_ms=1.7,
+                note="not measured by this benchmark; the figures the issue gives for Go locksmithd 0.6.2",
+            ),
+        },
         load_before,
     )
     return 0

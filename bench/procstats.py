@@ -55,7 +55,8 @@ def sample(pid: int) -> ProcSample:
 
 
 def memory(pid: int) -> dict[str, int]:
-    """RSS and its high-water mark, PSS and USS (private pages), in KiB."""
+    """RSS and its high-water mark, PSS, USS (private pages) and anonymous memory (heap, arenas,
+    stacks: what the process itself allocated, as opposed to mapped files), in KiB."""
     st = _status_fields(Path(f"/proc/{pid}/status"))
     rollup = _status_fields(Path(f"/proc/{pid}/smaps_rollup"))
 
@@ -67,4 +68,5 @@ def memory(pid: int) -> dict[str, int]:
         "rss_peak_kib": kib(st, "VmHWM"),
         "pss_kib": kib(rollup, "Pss"),
         "uss_kib": kib(rollup, "Private_Clean") + kib(rollup, "Private_Dirty"),
+        "anonymous_kib": kib(rollup, "Anonymous"),
     }
