@@ -118,10 +118,17 @@ class LockStore:
 
     async def get(self) -> Snapshot:
         """The current value and its revision. Never writes: an absent key reads as INITIAL."""
-        entry = await self.kv.get(self.key)
-        if entry is None:
-            return Snapshot(INITIAL, 0, exists=False)
-        return Snapshot(decode(entry.value, self.key), entry.revision)
+        return self.snapshot_of(await self.kv.get(self.key))
+
+    def snapshot_of(self, entry: Entry | None) -> Snapshot:
+        """The semaphore as stored in `entry` (None: absent, read as INITIAL at revision 0)."""
+        return self.snapshot_at(None, 0) if entry is None else self.snapshot_at(entry.value, entry.revision)
+
+    def snapshot_at(self, value: bytes | None, revision: int) -> Snapshot:
+        """The semaphore as a watch reports it (value None: deleted)."""
+        if value is None:
+            return Snapshot(INITIAL, revision, exists=False)
+        return Snapshot(decode(value, self.key), revision)
 
     async def status(self) -> Status:
         snap = await self.get()
@@ -190,9 +197,7 @@ class LockStore:
                     if current.exists:
                         return current
                     continue
-                if change.value is None:
-                    return Snapshot(INITIAL, change.revision, exists=False)
-                return Snapshot(decode(change.value, self.key), change.revision)
+                return self.snapshot_at(change.value, change.revision)
         raise SemaphoreError(f"the watch on {self.key!r} ended unexpectedly")
 
     # --- changing --------------------------------------------------------------------------
@@ -288,9 +293,7 @@ class LockStore:
         semaphore, the ages record and, for a lock, deleting the waiter's line key."""
         current = seen if seen is not None else await txn.read_together([self.key, self.ages_key])
         entry, ages_entry = current.get(self.key), current.get(self.ages_key)
-        before = Snapshot(INITIAL, 0, exists=False)
-        if entry is not None:
-            before = Snapshot(decode(entry.value, self.key), entry.revision)
+        before = self.snapshot_of(entry)
         new = op(before.semaphore)
         if new == before.semaphore:
             if leave_line:  # already holding: only the line key goes
@@ -309,29 +312,33 @@ class LockStore:
 
     def _ages_after(self, entry: Entry | None, before: int, new: Semaphore, added: str | None) -> bytes | None:
         """The ages record to write with the semaphore (None: leave it, we cannot read it)."""
-        old = AgesRecord()
-        if entry is not None:
-            try:
-                old = holder_ages.decode(entry.value, entry.revision)
-            except AgesUnreadable as exc:
-                log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))
-                return None
-        holders = frozenset(new.holders)
-        return holder_ages.encode(old.after_write(before, THIS_WRITE, holders, added, self._clock()))
+        old = self._stored_ages(entry)
+        if old is None:
+            return None
+        return holder_ages.encode(old.after_write(before, THIS_WRITE, frozenset(new.holders), added, self._clock()))
+
+    def _stored_ages(self, entry: Entry | None) -> AgesRecord | None:
+        """The ages record as stored (empty when absent); None when unreadable, which we never overwrite,
+        even our own bookkeeping."""
+        if entry is None:
+            return AgesRecord()
+        try:
+            return holder_ages.decode(entry.value, entry.revision)
+        except AgesUnreadable as exc:
+            log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))
+            return None
 
     async def _mutate_once(self, op: Callable[[Semaphore], Semaphore]) -> tuple[Snapshot, Snapshot]:
         entry = await self.kv.get(self.key)
+        # A value that does not decode raises SemaphoreCorrupt here, before any write.
+        before = self.snapshot_of(entry)
+        new = op(before.semaphore)
         if entry is None:
-            before = Snapshot(INITIAL, 0, exists=False)
-            new = op(INITIAL)
             # Create the operated value directly: the same result as Go's Init-then-update, in one write.
             created = await self.kv.create(self.key, encode(new))
             if created is None:
                 raise _Conflict
             return before, Snapshot(new, created.revision)
-        # A value that does not decode raises SemaphoreCorrupt here, before any write.
-        before = Snapshot(decode(entry.value, self.key), entry.revision)
-        new = op(before.semaphore)
         if new == before.semaphore:
             return before, before
         written = await self.kv.compare_and_swap(self.key, encode(new), entry.revision)
@@ -370,14 +377,9 @@ class LockStore:
     async def _record_ages_once(self, before: int, after: int, added: str | None) -> bool:
         holders = frozenset((await self.get()).semaphore.holders)
         entry = await self.kv.get(self.ages_key)
-        old = AgesRecord()
-        if entry is not None:
-            try:
-                old = holder_ages.decode(entry.value, entry.revision)
-            except AgesUnreadable as exc:
-                # Never overwrite what we cannot parse, even our own bookkeeping.
-                log.warning("holder ages record unreadable; left unchanged", key=self.ages_key, error=outside_text(exc))
-                return True
+        old = self._stored_ages(entry)
+        if old is None:
+            return True
         new = old.after_write(before, after, holders, added, self._clock())
         value = holder_ages.encode(new)
         if entry is None:

@@ -2,8 +2,8 @@
 
 `WaitingLine.join` writes our key on a short store lease and keeps the lease alive while we wait (a
 keep-alive writes nothing, so the host behind us is not woken by it), so a host that dies while waiting
-leaves the line by itself; `wait_for_turn` returns once nobody who came earlier
-is still in line. The slot itself is then taken as before, and the same transaction deletes our key.
+leaves the line by itself; `place` says who is just ahead of us, and `wait_behind` returns once that
+waiter has left. The slot itself is then taken as before, and the same transaction deletes our key.
 Stores without creation-ordered keys (the embedded store, etcd v2) have no line: `join` says so and
 waiters race for the compare-and-swap as they always did.
 """
@@ -12,18 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
 
 import structlog
 
 from locksmith.kv.base import InLine, KVError, NoTransactions, Place, Transactions
-from locksmith.lockstore import LockStore
+from locksmith.lockstore import LockStore, Snapshot
 from locksmith.logging import outside_text
+from locksmith.protocol.semaphore import SemaphoreError
 from locksmith.protocol.waiting_line import LINE_TTL_SECONDS, joined_value, line_key, line_prefix
 
 log = structlog.get_logger(__name__)
+
+
+async def follow_semaphore(locks: LockStore) -> AsyncIterator[Snapshot]:
+    """The semaphore from now on, where the store has transactions: its state once the watch is in place,
+    then every change. Unlike `LockStore.wait_for_change` it never starts from a past revision, which etcd
+    serves only on its 100 ms catch-up loop (a delay on every hand-over). NoTransactions elsewhere."""
+    txn = locks.transactions()
+    if txn is None:
+        raise NoTransactions(f"{locks.key!r}: this store cannot watch from now; use wait_for_change")
+    async with aclosing(txn.follow(locks.key)) as changes:
+        async for change in changes:
+            yield locks.snapshot_at(change.value, change.revision)
+    raise SemaphoreError(f"the watch on {locks.key!r} ended unexpectedly")
 
 
 class WaitingLine:
@@ -34,10 +48,6 @@ class WaitingLine:
         self.ttl_seconds = ttl_seconds
         self._joined: InLine | None = None
         self._renewing: asyncio.Task[None] | None = None
-
-    @property
-    def joined(self) -> bool:
-        return self._joined is not None
 
     def _store(self) -> Transactions | None:
         return self.locks.transactions() if self.key is not None else None

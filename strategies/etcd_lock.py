@@ -36,18 +36,16 @@ from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
 from locksmith.protocol.holder_lease import Lease
 from locksmith.protocol.pacing import wait_before_acquire
 from locksmith.protocol.semaphore import (
-    INITIAL,
     NotHeld,
     SemaphoreCorrupt,
     SemaphoreError,
     SemaphoreFull,
-    decode,
     semaphore_key,
 )
 from locksmith.settings.schema import Setting
 from locksmith.settings.values import parse_lock_ttl
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
-from locksmith.waitline import WaitingLine
+from locksmith.waitline import WaitingLine, follow_semaphore
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
@@ -283,29 +281,28 @@ class EtcdLockStrategy(Strategy):
     @staticmethod
     async def _left_free(locks: LockStore) -> None:
         """Return once the semaphore has shown a free slot for LINE_JUMP_GRACE_SECONDS with no write."""
-        txn = locks.transactions()
-        if txn is None:
-            await asyncio.Future()  # no line without transactions: nothing to watch for
-        assert txn is not None
-        async with aclosing(txn.follow(locks.key)) as changes:
+        async with aclosing(follow_semaphore(locks)) as states:
             free = False
             while True:
                 try:
                     async with asyncio.timeout(LINE_JUMP_GRACE_SECONDS if free else None):
-                        change = await anext(changes)
+                        snap = await anext(states)
                 except TimeoutError:
                     return
-                free = change.value is None or decode(change.value, locks.key).available > 0
+                free = not snap.exists or snap.semaphore.available > 0
 
     @staticmethod
     async def _paced(locks: LockStore, ctx: StrategyContext, seen: Mapping[str, Entry | None] | None) -> bool:
         """Honour the fleet's spacing (locksmithctl set-spacing) before taking a slot we do not hold yet;
         True if we waited for it. `seen`: the semaphore and spacing just read, when they were."""
         if seen is None:
-            sem_entry, (paced, problem) = await locks.kv.get(locks.key), await locks.read_pacing()
+            snap, (paced, problem) = await locks.get(), await locks.read_pacing()
         else:
-            sem_entry, (paced, problem) = seen.get(locks.key), locks.pacing_of(seen.get(locks.spacing_key))
-        if sem_entry is not None and decode(sem_entry.value, locks.key).holds(ctx.machine_id):
+            snap, (paced, problem) = (
+                locks.snapshot_of(seen.get(locks.key)),
+                locks.pacing_of(seen.get(locks.spacing_key)),
+            )
+        if snap.semaphore.holds(ctx.machine_id):
             return False
         if problem:
             ctx.log.warning("pacing.ignored", reason=problem)
@@ -327,15 +324,12 @@ class EtcdLockStrategy(Strategy):
         def free(snap: Snapshot) -> bool:
             return not snap.exists or snap.semaphore.available > 0 or snap.semaphore.holds(me)
 
-        if (txn := locks.transactions()) is not None:
+        if locks.transactions() is not None:
             with contextlib.suppress(NoTransactions):
-                async with aclosing(txn.follow(locks.key)) as changes:
-                    async for change in changes:
-                        if change.value is None:
-                            return Snapshot(INITIAL, change.revision, exists=False)
-                        if free(snap := Snapshot(decode(change.value, locks.key), change.revision)):
+                async with aclosing(follow_semaphore(locks)) as states:
+                    async for snap in states:
+                        if free(snap):
                             return snap
-                raise SemaphoreError(f"the watch on {locks.key!r} ended unexpectedly")
         while True:
             seen = await locks.wait_for_change(seen.revision)
             if free(seen):
