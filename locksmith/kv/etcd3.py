@@ -28,6 +28,7 @@ from locksmith.kv.base import (
     Place,
 )
 from locksmith.kv.etcd3_wire import (
+    Rows,
     TxnResult,
     _obj,
     b64,
@@ -215,7 +216,7 @@ class Etcd3Store:
     async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
         reads = [{"request_range": {"key": b64(k)}} for k in keys]
         result = await self._txn(keys[0], "reading", [], reads)
-        return _entries(keys, result)
+        return _entries(keys, result.ranges)
 
     async def commit(
         self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
@@ -233,7 +234,7 @@ class Etcd3Store:
         result = await self._txn(first, "updating", compare, writes, reads)
         if result.succeeded:
             return Committed(result.revision)
-        return Committed(None, _entries(list(expect), result))
+        return Committed(None, _entries(list(expect), result.ranges))
 
     async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
         lease_id = await self._lease(key, ttl_seconds)
@@ -265,7 +266,7 @@ class Etcd3Store:
             raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")
         first = result.ranges[0].rows
         predecessor = first[0].key.decode("utf-8", errors="replace") if first else None
-        entries = _entries(read, TxnResult(True, result.revision, ranges=result.ranges[1:]))
+        entries = _entries(read, result.ranges[1:])
         return Place(predecessor, result.revision, entries, next_to_first=len(first) == 1)
 
     async def ping(self) -> None:
@@ -344,12 +345,12 @@ class Etcd3Store:
         await self._http.aclose()
 
 
-def _entries(keys: Sequence[str], result: TxnResult) -> dict[str, Entry | None]:
+def _entries(keys: Sequence[str], ranges: Sequence[Rows]) -> dict[str, Entry | None]:
     """The answers of a txn's per-key ranges, by key (a range that matched nothing: absent)."""
-    if len(result.ranges) != len(keys):
-        raise KVProtocolError(f"{API} reply: {len(result.ranges)} range answers for {len(keys)} keys")
+    if len(ranges) != len(keys):
+        raise KVProtocolError(f"{API} reply: {len(ranges)} range answers for {len(keys)} keys")
     entries: dict[str, Entry | None] = {}
-    for key, rows in zip(keys, result.ranges, strict=True):
+    for key, rows in zip(keys, ranges, strict=True):
         row = next((r for r in rows.rows if r.key == key.encode()), None)
         entries[key] = None if row is None else Entry(key, row.value, row.modified)
     return entries
