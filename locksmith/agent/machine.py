@@ -248,9 +248,12 @@ class Agent:
 
     async def _follow_updates(self) -> None:
         async for status in self.ports.updates:
-            self.status = status
+            previous, self.status = self.status, status
             op = status.current_operation
-            self.log.info("update-engine.status", operation=getattr(op, "value", op), version=status.new_version)
+            # A download signals its progress about twice a second: the journal gets each operation once.
+            same = previous is not None and previous.current_operation == op
+            log = self.log.debug if same else self.log.info
+            log("update-engine.status", operation=getattr(op, "value", op), version=status.new_version)
             if status.needs_reboot:
                 self._no_reboot_needed.clear()
                 self._need_reboot.set()

@@ -164,3 +164,19 @@ async def test_logged_in_users_are_warned_and_waited_for(harness) -> None:  # ty
     await h.wait_for(lambda: h.reboot_count() == 1)
     assert len(told) == 1 and "reboot" in told[0]
     await h.finish()
+
+
+async def test_a_download_s_progress_is_logged_once_at_info(harness) -> None:  # type: ignore[no-untyped-def]
+    """The engine signals progress about twice a second; each operation reaches the journal once."""
+    h = harness()
+    downloading = [Status(0, p, Operation.DOWNLOADING, "2.0.0", 1000) for p in (0.1, 0.5, 0.9)]
+    with structlog.testing.capture_logs() as logs:
+        h.start()
+        await h.wait_state(State.IDLE)
+        for status in downloading:
+            h.statuses.send(status)
+        h.statuses.send(NEED_REBOOT)
+        await h.wait_state(State.REBOOTING)
+    shown = [e["operation"] for e in logs if e["event"] == "update-engine.status" and e["log_level"] == "info"]
+    assert shown == [Operation.DOWNLOADING.value, Operation.UPDATED_NEED_REBOOT.value]
+    await h.finish()

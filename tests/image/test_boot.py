@@ -7,7 +7,8 @@ The disk guest boots with a config-2 drive: its cloud-config names the host, add
 (the test logs in with it on a loopback-forwarded port), writes a file, starts a unit, makes the guest's
 etcd a one-member cluster and points the update engine (channel, server) and locksmithd (etcd-lock, that
 etcd, a group) at what the later tests use. The last tests (in file order, on the same VM) update it
-through its own update engine from a dev Omaha server on the host's loopback: a version whose health gate
+through its own update engine from a dev Omaha server on the host's loopback (V2 is built while the
+guest first boots): a version whose health gate
 fails is booted once, then rolled back; the same version with a passing gate sticks. Every reboot goes
 through locksmithd's etcd lock, and every boot re-applies the cloud-config without changing a thing.
 """
@@ -19,6 +20,7 @@ import io
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from harness.devtools.guest_ssh import GuestSsh, new_guest_ssh
 from harness.devtools.omaha_server import DevServer
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import USR_IMAGE, BuildOptions, BuildResult, build
+from locksmith.image.errors import ImageError
 from locksmith.image.session import Shell, booted, with_autologin
 from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import load_release
@@ -124,26 +127,49 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     return build(opts)
 
 
-@pytest.fixture(scope="module")
-def update_server(image: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    """The dev Omaha server offering V2 (signed with the key V1 trusts), reachable from the guest only."""
-    base = image.out.parent
+@dataclass
+class UpdateServer:
+    """The dev Omaha server, reachable from the guest only, and V2's publication: built beside the first
+    boot (both take minutes under TCG, and the guest needs V2 only for the A/B tests at the end)."""
+
+    server: DevServer
+    v2: Future[None]
+
+    def await_v2(self) -> None:
+        self.v2.result(timeout=V2_BUILD_SECONDS)
+
+
+V2_BUILD_SECONDS = 900
+
+
+def _publish_v2(base: Path, root: Path) -> None:
+    """Build V2 (signed with the key V1 trusts) and publish it on beta in one rename, never half-copied."""
     opts = BuildOptions(version=V2, out=base / "out-v2", channel="beta", formats=[])
     opts.release_key = base / "release.key"
     v2 = build(opts)
+    staging = root / "beta" / f".{V2}.partial"
+    shutil.copytree(v2.out / "release", staging)
+    staging.rename(root / "beta" / V2)
+
+
+@pytest.fixture(scope="module")
+def update_server(image: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpdateServer]:
     root = tmp_path_factory.mktemp("releases")
-    shutil.copytree(v2.out / "release", root / "beta" / V2)
-    with DevServer(root, public_url=f"http://{GUEST_SERVER}", log=io.StringIO()) as server:
-        yield server
+    (root / "beta").mkdir()
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="build-v2") as pool,
+        DevServer(root, public_url=f"http://{GUEST_SERVER}", log=io.StringIO()) as server,
+    ):
+        yield UpdateServer(server, pool.submit(_publish_v2, image.out.parent, root))
 
 
 @pytest.fixture(scope="module")
 def shell(
-    image: BuildResult, update_server: DevServer, access: Access, tmp_path_factory: pytest.TempPathFactory
+    image: BuildResult, update_server: UpdateServer, access: Access, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Shell, Path]]:
     work = tmp_path_factory.mktemp("boot")
     disk = with_autologin(image.out / "locksmith_production_ami_image.bin", work)
-    forwards = ((GUEST_SERVER, update_server.port),)
+    forwards = ((GUEST_SERVER, update_server.server.port),)
     with booted(disk, work, LOGIN_SECONDS, forwards, access.user_data, access.ssh.port) as (sh, why):
         print(f"boot test under {why}")
         yield sh, disk
@@ -276,6 +302,26 @@ def test_the_ab_units_ran_and_update_engine_client_answers(shell: tuple[Shell, P
 REBOOT_SECONDS = 1500  # download + verify under TCG, the agent's reboot, then a full boot
 
 
+# What the guest was doing, when a reboot did not come: the engine's and the agent's view and their journals
+# (progress lines left out), or the console's last lines when no command answers any more.
+_DIAGNOSIS = (
+    "update_engine_client -status; locksmithctl -endpoint {etcd} -group {group} status;"
+    " journalctl -b -u update-engine -u locksmithd -o short-monotonic | grep -v DOWNLOADING | tail -n 60"
+)
+
+
+def _await_reboot(sh: Shell) -> str:
+    """The slot GRUB chose at the next boot; a missed reboot fails with what the guest said about it."""
+    try:
+        return sh.await_reboot(REBOOT_SECONDS)
+    except ImageError as exc:
+        try:
+            _, said = sh.run(_DIAGNOSIS.format(etcd=ETCD, group=GROUP), 300)
+        except ImageError:
+            said = "(no answer on the console) ...\n" + sh.console.buffer[-4000:].decode(errors="replace")
+        raise AssertionError(f"{exc}\n{said}") from None
+
+
 HEALTH_DROP_IN = "/etc/systemd/system/locksmithd.service.d/50-health.conf"
 
 
@@ -326,9 +372,10 @@ def _version(sh: Shell) -> str:
     return out.strip()
 
 
-def _check_for_update(sh: Shell) -> None:
-    """Ask the guest's engine to check now, once it is on the bus (right after a boot it may still be
-    starting, and a check asked of nobody would leave the test waiting for the engine's own schedule)."""
+def _check_for_update(sh: Shell, updates: UpdateServer) -> None:
+    """Once V2 is published, ask the guest's engine to check now, once it is on the bus (right after a boot
+    it may still be starting, and a check asked of nobody would leave the test waiting for its own schedule)."""
+    updates.await_v2()
     wait = "timeout 300 sh -c 'until update_engine_client -status >/dev/null 2>&1; do sleep 1; done'"
     status, _ = sh.run(wait, 330)
     assert status == 0, sh.run("systemctl status update-engine.service", 60)[1]
@@ -342,13 +389,15 @@ def _wait_journal(sh: Shell, unit: str, word: str, seconds: int) -> None:
     assert status == 0, sh.run(f"journalctl -b -u {unit} -o cat | tail -n 30", 60)[1]
 
 
-def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(shell: tuple[Shell, Path]) -> None:
+def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(
+    shell: tuple[Shell, Path], update_server: UpdateServer
+) -> None:
     sh, _ = shell
     _health_gate(sh, "/bin/false")
-    _check_for_update(sh)
+    _check_for_update(sh, update_server)
     # The engine (channel and server from the cloud-config) writes V2 into USR-B; locksmithd takes the
     # group's slot in the guest's etcd and asks logind; GRUB picks USR-B.
-    assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
+    assert _await_reboot(sh) == "USR-B"
     assert _version(sh) == V2
     _wait_journal(sh, "locksmithd", "after-boot.unhealthy", 300)
     assert "priority=2 tries=0 successful=0 (booted)" in _slot_line(sh, "USR-B")
@@ -359,7 +408,7 @@ def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(shell
     # USR-B's try is spent whatever /etc says.
     _health_gate(sh, None, restart=False)
     sh.console.send("systemctl reboot\n")
-    assert sh.await_reboot(REBOOT_SECONDS) == "USR-A"  # spent try, never successful: rollback
+    assert _await_reboot(sh) == "USR-A"  # spent try, never successful: rollback
     assert _version(sh) == VERSION
     assert "successful=1 (booted)" in _slot_line(sh, "USR-A")
     assert "priority=2 tries=0 successful=0" in _slot_line(sh, "USR-B")  # why USR-B was skipped
@@ -377,10 +426,10 @@ def test_every_boot_re_applies_the_cloud_config_and_changes_nothing(shell: tuple
     assert "failed" not in journal and "coreos.etcd2:" in journal, journal  # /run was empty: drop-ins again
 
 
-def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], update_server: DevServer) -> None:
+def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], update_server: UpdateServer) -> None:
     sh, _ = shell
-    _check_for_update(sh)
-    assert sh.await_reboot(REBOOT_SECONDS) == "USR-B"
+    _check_for_update(sh, update_server)
+    assert _await_reboot(sh) == "USR-B"
     assert _version(sh) == V2
     wait = "timeout 300 sh -c 'until systemctl is-active -q locksmith-mark-successful.service; do sleep 1; done'"
     status, _ = sh.run(wait, 330)
@@ -392,5 +441,5 @@ def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], 
     assert mount.strip() == "/dev/vda4"
     # From outside: the server's event log shows the guest's reports (download, install) from V1, all on
     # the channel the cloud-config chose (the image's own is stable).
-    assert any(e["version"] == VERSION for e in update_server.events), update_server.events
-    assert {e["track"] for e in update_server.events} == {"beta"}, update_server.events
+    assert any(e["version"] == VERSION for e in update_server.server.events), update_server.server.events
+    assert {e["track"] for e in update_server.server.events} == {"beta"}, update_server.server.events
