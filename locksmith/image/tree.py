@@ -50,6 +50,21 @@ class Release:
         return f"GROUP={self.channel}\nSERVER={self.server}\n"
 
 
+_OURS = ("PRETTY_NAME=", "IMAGE_ID=", "IMAGE_VERSION=")
+
+
+def os_release(debian: str, version: str) -> str:
+    """Debian's os-release naming this image and its version. It lives in /usr (Debian's /etc/os-release
+    links to it), so it follows the slot booted, and systemd's "Welcome to …!" on the console says which
+    version came up, as CoreOS's did."""
+    lines = debian.splitlines()
+    base = next((line.split("=", 1)[1].strip('"') for line in lines if line.startswith("PRETTY_NAME=")), "Debian")
+    kept = [line for line in lines if not line.startswith(_OURS)]
+    return "\n".join(
+        [f'PRETTY_NAME="Locksmith OS {version} ({base})"', *kept, "IMAGE_ID=locksmith", f"IMAGE_VERSION={version}", ""]
+    )
+
+
 def unpack(tarball: Path, tree: Path) -> None:
     tree.mkdir(parents=True)
     run(["tar", "-xf", str(tarball), "-C", str(tree), "--numeric-owner", "--xattrs", "--xattrs-include=*"], "unpack")
@@ -112,6 +127,7 @@ def customise(tree: Path, release: Release, cache_dir: Path, work: Path) -> str:
     for rel in _DISABLE:
         (tree / "etc/systemd/system" / rel).unlink(missing_ok=True)
     _write(tree / "usr/share/coreos/release", release.release_file())
+    _write(tree / "usr/lib/os-release", os_release((tree / "usr/lib/os-release").read_text(), release.version))
     _write(tree / "usr/share/coreos/update.conf", release.update_conf())
     _write(tree / "usr/lib/systemd/system-generators/locksmith-autologin-generator", files.AUTOLOGIN_GENERATOR, 0o755)
     _write(tree / "usr/lib/systemd/network/80-locksmith-dhcp.network", files.DHCP_NETWORK)

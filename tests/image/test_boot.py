@@ -245,6 +245,8 @@ def test_release_files_carry_version_and_channel(shell: tuple[Shell, Path]) -> N
     _, release = sh.run("cat /usr/share/coreos/release /usr/share/coreos/update.conf", 60)
     assert f"COREOS_RELEASE_VERSION={VERSION}" in release.splitlines()
     assert "GROUP=stable" in release.splitlines()  # the image's; the cloud-config's beta is in /etc
+    _, os_release = sh.run(". /etc/os-release; echo $IMAGE_VERSION", 60)
+    assert os_release.strip() == VERSION  # from /usr, so it follows the slot (the console's welcome line)
     _, root = sh.run("findmnt -no FSTYPE,OPTIONS /", 60)
     assert root.split()[0] == "ext4" and re.search(r"(^|,)rw(,|$)", root.split()[1])
 
