@@ -30,19 +30,30 @@ from harness.devtools.guest_ssh import GuestSsh, new_guest_ssh
 from harness.devtools.omaha_server import DevServer
 from locksmith.disk.slots import read_slots
 from locksmith.image.build import USR_IMAGE, BuildOptions, BuildResult, build
-from locksmith.image.errors import ImageError
 from locksmith.image.session import Shell, booted, with_autologin
 from locksmith.updateengine.keys import generate_keypair
 from locksmith.updateengine.pack import load_release
+
+from .guest_checks import (
+    CTL,
+    ETCD,
+    GROUP,
+    await_reboot,
+    health_gate,
+    holders,
+    machine_id,
+    slot_line,
+    until,
+    version,
+    wait_journal,
+    wait_released,
+)
 
 pytestmark = pytest.mark.timeout(3600)
 VERSION = "1.0.0-test"
 V2 = "2.0.0-test"
 GUEST_SERVER = "10.0.2.100:8080"  # qemu guestfwd to the dev server on the host's loopback
 LOGIN_SECONDS = 1500  # TCG on two shared cores: ~1-2 min when idle, far longer under the other suites' load
-GROUP = "vm-test"  # locksmithd's group (the semaphore key's) from the cloud-config
-ETCD = "http://127.0.0.1:2379"  # the guest's own etcd, a one-member cluster made by coreos.etcd2
-CTL = f"locksmithctl -endpoint {ETCD} -group {GROUP}"
 # What the cloud-config writes outside /run: a second boot must leave every one of them as it was.
 PERSISTENT = "/etc/hostname /etc/passwd /etc/shadow /etc/group /etc/coreos/update.conf /etc/cloud-config-test"
 PERSISTENT += " /home/alice/.ssh/authorized_keys /home/core/.ssh/authorized_keys /etc/systemd/system/hello.service"
@@ -290,9 +301,8 @@ def test_the_ab_units_ran_and_update_engine_client_answers(shell: tuple[Shell, P
     status, _ = sh.run("systemctl is-active locksmith-boot-sync.service", 60)
     assert status == 0
     # locksmithd starts locksmith-healthy.target after its after-boot step: wait for it (bounded).
-    wait = "timeout 300 sh -c 'until systemctl is-active -q locksmith-mark-successful.service; do sleep 1; done'"
-    status, out = sh.run(wait, 330)
-    assert status == 0, sh.run("systemctl status locksmith-mark-successful.service locksmithd.service", 60)[1]
+    marked = "systemctl is-active -q locksmith-mark-successful.service"
+    until(sh, marked, 300, "systemctl status locksmith-mark-successful.service locksmithd.service")
     _, slots = sh.run("locksmith-bootloader status", 60)
     assert "USR-A partition=3" in slots and "successful=1 (booted)" in slots, slots
     _, env = sh.run("head -c 1024 /boot/EFI/locksmith/grubenv | grep -a '^usr_'", 60)
@@ -301,120 +311,39 @@ def test_the_ab_units_ran_and_update_engine_client_answers(shell: tuple[Shell, P
     assert status == 0 and "CURRENT_OP=UPDATE_STATUS_IDLE" in out, out
 
 
-REBOOT_SECONDS = 1500  # download + verify under TCG, the agent's reboot, then a full boot
-
-
-# What the guest was doing, when a reboot did not come: the engine's and the agent's view and their journals
-# (progress lines left out), or the console's last lines when no command answers any more.
-_DIAGNOSIS = (
-    "update_engine_client -status; locksmithctl -endpoint {etcd} -group {group} status;"
-    " journalctl -b -u update-engine -u locksmithd -o short-monotonic | grep -v DOWNLOADING | tail -n 60"
-)
-
-
-def _await_reboot(sh: Shell) -> str:
-    """The slot GRUB chose at the next boot; a missed reboot fails with what the guest said about it."""
-    try:
-        return sh.await_reboot(REBOOT_SECONDS)
-    except ImageError as exc:
-        try:
-            _, said = sh.run(_DIAGNOSIS.format(etcd=ETCD, group=GROUP), 300)
-        except ImageError:
-            said = "(no answer on the console) ...\n" + sh.console.buffer[-4000:].decode(errors="replace")
-        raise AssertionError(f"{exc}\n{said}") from None
-
-
-HEALTH_DROP_IN = "/etc/systemd/system/locksmithd.service.d/50-health.conf"
-
-
-def _health_gate(sh: Shell, command: str | None, restart: bool = True) -> None:
-    """Give locksmithd a health gate (or take it away) in a drop-in of the test's own, beside the
-    cloud-config's; `restart` makes the running agent read it."""
-    if command:
-        lines = [
-            "[Service]",
-            f"Environment=LOCKSMITHD_HEALTH_COMMAND={command}",
-            "Environment=LOCKSMITHD_HEALTH_TIMEOUT=15s",
-        ]
-        sh.run(f"printf '%s\\n' {' '.join(repr(x) for x in lines)} > {HEALTH_DROP_IN}", 60)
-    else:
-        sh.run(f"rm -f {HEALTH_DROP_IN}", 60)
-    status, out = sh.run(
-        "systemctl daemon-reload" + ("&& systemctl restart locksmithd.service" if restart else ""), 300
-    )
-    assert status == 0, out
-
-
-def _holders(sh: Shell) -> tuple[int, list[str]]:
-    """(free slots, holders) of the group's semaphore in the guest's etcd, as locksmithctl shows them."""
-    status, out = sh.run(f"{CTL} status", 120)
-    assert status == 0, out
-    free = int(re.search(r"Available: (\d+)", out).group(1))  # type: ignore[union-attr]
-    return free, re.findall(r"^([0-9a-f]{32}) ", out, re.MULTILINE)
-
-
-def _machine_id(sh: Shell) -> str:
-    return sh.run("cat /etc/machine-id", 60)[1].strip()
-
-
-def _wait_released(sh: Shell) -> None:
-    """locksmithd gives the slot back after its gate passed: wait for it (bounded)."""
-    wait = f"timeout 300 sh -c 'until {CTL} status | grep -q \"Available: 1\"; do sleep 2; done'"
-    status, _ = sh.run(wait, 330)
-    assert status == 0, sh.run(f"{CTL} status; journalctl -b -u locksmithd -o cat | tail -n 30", 60)[1]
-
-
-def _slot_line(sh: Shell, name: str) -> str:
-    _, out = sh.run("locksmith-bootloader status", 60)
-    return next(line for line in out.splitlines() if line.startswith(name + " "))
-
-
-def _version(sh: Shell) -> str:
-    _, out = sh.run(". /usr/share/coreos/release; echo $COREOS_RELEASE_VERSION", 60)
-    return out.strip()
-
-
 def _check_for_update(sh: Shell, updates: UpdateServer) -> None:
     """Once V2 is published, ask the guest's engine to check now, once it is on the bus (right after a boot
     it may still be starting, and a check asked of nobody would leave the test waiting for its own schedule)."""
     updates.await_v2()
-    wait = "timeout 300 sh -c 'until update_engine_client -status >/dev/null 2>&1; do sleep 1; done'"
-    status, _ = sh.run(wait, 330)
-    assert status == 0, sh.run("systemctl status update-engine.service", 60)[1]
+    until(sh, "update_engine_client -status >/dev/null 2>&1", 300, "systemctl status update-engine.service")
     status, out = sh.run("update_engine_client -check_for_update", 120)
     assert status == 0, out
-
-
-def _wait_journal(sh: Shell, unit: str, word: str, seconds: int) -> None:
-    cmd = f"timeout {seconds} sh -c 'until journalctl -b -u {unit} -o cat | grep -q {word}; do sleep 2; done'"
-    status, _ = sh.run(cmd, seconds + 30)
-    assert status == 0, sh.run(f"journalctl -b -u {unit} -o cat | tail -n 30", 60)[1]
 
 
 def test_a_version_failing_its_health_gate_is_booted_once_then_rolled_back(
     shell: tuple[Shell, Path], update_server: UpdateServer
 ) -> None:
     sh, _ = shell
-    _health_gate(sh, "/bin/false")
+    health_gate(sh, "/bin/false")
     _check_for_update(sh, update_server)
     # The engine (channel and server from the cloud-config) writes V2 into USR-B; locksmithd takes the
     # group's slot in the guest's etcd and asks logind; GRUB picks USR-B.
-    assert _await_reboot(sh) == "USR-B"
-    assert _version(sh) == V2
-    _wait_journal(sh, "locksmithd", "after-boot.unhealthy", 300)
-    assert "priority=2 tries=0 successful=0 (booted)" in _slot_line(sh, "USR-B")
+    assert await_reboot(sh) == "USR-B"
+    assert version(sh) == V2
+    wait_journal(sh, "locksmithd", "after-boot.unhealthy", 300)
+    assert "priority=2 tries=0 successful=0 (booted)" in slot_line(sh, "USR-B")
     status, _ = sh.run("systemctl is-active locksmith-mark-successful.service", 60)
     assert status != 0  # never marked good
-    assert _holders(sh) == (0, [_machine_id(sh)])  # an unhealthy host keeps its slot: the rollout stops
+    assert holders(sh) == (0, [machine_id(sh)])  # an unhealthy host keeps its slot: the rollout stops
     # Fixed in /etc for the next boots (not restarting the agent, which would mark this boot good);
     # USR-B's try is spent whatever /etc says.
-    _health_gate(sh, None, restart=False)
+    health_gate(sh, None, restart=False)
     sh.console.send("systemctl reboot\n")
-    assert _await_reboot(sh) == "USR-A"  # spent try, never successful: rollback
-    assert _version(sh) == VERSION
-    assert "successful=1 (booted)" in _slot_line(sh, "USR-A")
-    assert "priority=2 tries=0 successful=0" in _slot_line(sh, "USR-B")  # why USR-B was skipped
-    _wait_released(sh)  # healthy on the old slot: the slot goes back
+    assert await_reboot(sh) == "USR-A"  # spent try, never successful: rollback
+    assert version(sh) == VERSION
+    assert "successful=1 (booted)" in slot_line(sh, "USR-A")
+    assert "priority=2 tries=0 successful=0" in slot_line(sh, "USR-B")  # why USR-B was skipped
+    wait_released(sh)  # healthy on the old slot: the slot goes back
 
 
 def test_every_boot_re_applies_the_cloud_config_and_changes_nothing(shell: tuple[Shell, Path], access: Access) -> None:
@@ -431,14 +360,13 @@ def test_every_boot_re_applies_the_cloud_config_and_changes_nothing(shell: tuple
 def test_the_same_version_with_a_passing_gate_sticks(shell: tuple[Shell, Path], update_server: UpdateServer) -> None:
     sh, _ = shell
     _check_for_update(sh, update_server)
-    assert _await_reboot(sh) == "USR-B"
-    assert _version(sh) == V2
-    wait = "timeout 300 sh -c 'until systemctl is-active -q locksmith-mark-successful.service; do sleep 1; done'"
-    status, _ = sh.run(wait, 330)
-    assert status == 0, sh.run("journalctl -b -u locksmithd -o cat | tail -n 30", 60)[1]
-    b = _slot_line(sh, "USR-B")
+    assert await_reboot(sh) == "USR-B"
+    assert version(sh) == V2
+    marked = "systemctl is-active -q locksmith-mark-successful.service"
+    until(sh, marked, 300, "journalctl -b -u locksmithd -o cat | tail -n 30")
+    b = slot_line(sh, "USR-B")
     assert "priority=2 tries=0 successful=1 (booted)" in b, b
-    _wait_released(sh)
+    wait_released(sh)
     _, mount = sh.run("findmnt -no SOURCE /usr", 60)
     assert mount.strip() == "/dev/vda4"
     # From outside: the server's event log shows the guest's reports (download, install) from V1, all on
