@@ -12,10 +12,13 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import os
 import re
+import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,6 +73,17 @@ def newest_release(root: Path, channel: str) -> Published | None:
     return max(releases, key=lambda r: version_key(r.version), default=None)
 
 
+def in_private_network_namespace() -> bool:
+    """Whether this process runs in a named network namespace (`ip netns add`, as the VM fleet's): there
+    an address that is not loopback is still private, unreachable from the machine's own network."""
+    try:
+        own = os.stat("/proc/self/ns/net")
+        named = [os.stat(path) for path in Path("/run/netns").iterdir()]
+    except OSError:
+        return False  # cannot tell: assume the machine's own network
+    return any((n.st_dev, n.st_ino) == (own.st_dev, own.st_ino) for n in named)
+
+
 class DevServer:
     """The server in a background thread. Test hooks: `truncate_downloads` cuts the next N payload
     downloads in half; `reply_override` replaces every Omaha reply with the given bytes."""
@@ -87,13 +101,17 @@ class DevServer:
 
         `public_url`: the address clients reach this server at, when that is not where it listens (a VM
         behind qemu's guestfwd, a host inside a network namespace); payload URLs are built from it."""
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"--host {host} is not a loopback address; this server is for development only")
+        if not ipaddress.ip_address(host).is_loopback and not in_private_network_namespace():
+            raise ValueError(
+                f"--host {host} is not a loopback address; this server is for development only"
+                " (other addresses only inside a private network namespace: ip netns exec)"
+            )
         self.root = Path(root)
         self.public_url = public_url.rstrip("/") if public_url else None
         self.events_file = events_file
         self.log = log
         self.events: list[dict[str, Any]] = []
+        self.downloads: list[dict[str, Any]] = []  # payload fetches: client address, file, time
         self.requests = 0
         self.truncate_downloads = 0
         self.reply_override: bytes | None = None
@@ -144,6 +162,7 @@ class DevServer:
             "eventresult": event.result,
             "errorcode": event.errorcode,
             "previousversion": event.previousversion,
+            "time": round(time.time(), 3),  # when it arrived (the VM demo's timeline)
         }
         with self._lock:
             self.events.append(entry)
@@ -239,21 +258,36 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
             if not file.is_file():
                 self._send(404, b"not found\n", "text/plain")
                 return
-            data = file.read_bytes()
             is_payload = release_format.is_payload_file(parts[2])
-            if is_payload and server.take_truncation():
-                # Promise the whole file, send half, hang up: what a dying mirror does.
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data[: len(data) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(2)
+            if is_payload:
+                with server._lock:
+                    server.downloads.append({"client": self.client_address[0], "file": path, "time": time.time()})
+            if not (is_payload and server.take_truncation()):
+                self._send_file(file)
                 return
-            self._send(200, data, "application/octet-stream")
+            # Promise the whole file, send half, hang up: what a dying mirror does.
+            data = file.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
+
+        def _send_file(self, file: Path) -> None:
+            """Streamed: a payload is hundreds of MiB, and a fleet fetches it at once."""
+            try:
+                with file.open("rb") as f:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+                    self.end_headers()
+                    shutil.copyfileobj(f, self.wfile, 1 << 20)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away mid-download
 
     return Handler
 
