@@ -20,14 +20,15 @@ class GuestSsh:
     key: Path
     port: int
     user: str
+    host: str = "127.0.0.1"  # a qemu forward on loopback, or a VM's own address inside a fleet's namespace
 
     @property
     def public_key(self) -> str:
         return self.key.with_name(self.key.name + ".pub").read_text().strip()
 
     def run(self, command: str, seconds: float = 300) -> subprocess.CompletedProcess[str]:
-        """`command` as the user on 127.0.0.1:port, asked again (within `seconds`) while ssh cannot connect."""
-        argv = ["ssh", *_OPTIONS, "-i", str(self.key), "-p", str(self.port), f"{self.user}@127.0.0.1", command]
+        """`command` as the user on host:port, asked again (within `seconds`) while ssh cannot connect."""
+        argv = ["ssh", *_OPTIONS, "-i", str(self.key), "-p", str(self.port), f"{self.user}@{self.host}", command]
         deadline = time.monotonic() + seconds
         while True:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds, check=False)

@@ -26,7 +26,7 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 from types import TracebackType
@@ -163,7 +163,8 @@ def stop_processes(
     after it started): listed by nobody, they would enter a namespace nobody stops any more."""
     remaining: list[int] = []
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
-        remaining = sorted({*(pid for name in names for pid in pids_inside(name)), *filter(_alive, also)})
+        inside_now = {pid for name in names for pid in pids_inside(name)} - {os.getpid()}  # never ourselves
+        remaining = sorted({*inside_now, *filter(_alive, also)})
         if not remaining:
             return []
         for pid in remaining:
@@ -332,3 +333,34 @@ class FleetNetwork:
         self._check_open()
         run_kwargs.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run(exec_argv(netns or self.name, argv), timeout=timeout, **run_kwargs)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int, what: str) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        raise NetnsError(f"entering {what}: {os.strerror(ctypes.get_errno())} (run as root)")
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """The calling thread in namespace `name` for the block (setns(2); os.setns is Python 3.12+), back in
+    its own afterwards. Threads and processes started in the block are inside for good: the demo's
+    watchers, its update server and its qemu processes reach the fleet's bridge and nothing else."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target, f"namespace {name}")
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(home, "this process's own network namespace")
+    finally:
+        os.close(home)
