@@ -3,13 +3,17 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench chaos
+.PHONY: setup demo demo-vms test lint bench chaos
 
 setup:
 	@VENV=$(VENV) ./scripts/bootstrap
 
 demo: setup
 	$(BIN)/locksmith-demo $(ARGS)
+
+# Three VMs from our image roll an update with real reboots (root; TCG when KVM does not work here).
+demo-vms: setup
+	$(BIN)/locksmith-demo --vms 3 $(ARGS)
 
 test: setup
 	$(BIN)/ruff check .

@@ -85,8 +85,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--timeout", type=float, default=300.0, help="give up on the rollout after this many seconds (default 300)"
     )
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default ./demo-out, ./demo-vms with --vms)")
+    vms = p.add_argument_group("virtual machines (root, qemu; see harness/vmfleet)")
+    vms.add_argument(
+        "--vms", type=int, default=0, metavar="N", help="N VMs booted from our image instead of simulated hosts"
+    )
+    vms.add_argument("--memory", type=int, default=1024, metavar="MIB", help="memory per VM (default 1024)")
+    vms.add_argument("--keep", action="store_true", help="leave the VMs running at the end and print how to SSH in")
+    vms.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: KVM if a probe boots")
     args = p.parse_args(argv)
+    args.out = args.out or Path("demo-vms" if args.vms else "demo-out")
+    if args.vms:
+        if not 1 <= args.vms <= 20:
+            p.error(f"--vms {args.vms}: give 1 to 20")
+        if args.memory < 512:
+            p.error(f"--memory {args.memory}: give at least 512 (MiB)")
+        unsupported = [f"--{n.replace('_', '-')}" for n in ("broken_update", "window", "kv") if getattr(args, n)]
+        if args.strategy != "etcd-lock":
+            unsupported.append("--strategy")
+        if unsupported:
+            p.error(f"{', '.join(unsupported)}: not available with --vms yet")
     if not 1 <= args.hosts <= 50:
         p.error(f"--hosts {args.hosts}: give 1 to 50")
     if args.max < 1:
@@ -218,6 +236,8 @@ def print_summary(args: argparse.Namespace, fleet: Fleet, o: Outcome, picture: P
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.vms:
+        return _main_vms(args)
     # Library warnings only: the live view owns the terminal, and each host's programs log to files.
     configure_logging(level="warning")
     view = LiveView()
@@ -231,6 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     if succeeded(args, outcome):
         return 0
     return 1
+
+
+def _main_vms(args: argparse.Namespace) -> int:
+    from harness.vmfleet.demo import VmDemoOptions
+    from harness.vmfleet.demo import run as run_vms
+
+    configure_logging(level="warning")
+    opts = VmDemoOptions(args.vms, args.max, args.group, args.out, args.memory, args.keep, args.accel)
+    try:
+        return run_vms(opts)
+    except KeyboardInterrupt:
+        print("\nlocksmith-demo: interrupted; the VMs, the namespace and its bridge were removed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line; the serial logs in the output folder say more
+        return fail("locksmith-demo", f"{type(exc).__name__}: {exc}", 1)
 
 
 def succeeded(args: argparse.Namespace, o: Outcome) -> bool:
