@@ -22,7 +22,7 @@ from locksmith.protocol import omaha
 from locksmith.protocol.omaha import ErrorCode, Event, EventResult, EventType, NoUpdate, OmahaError, UpdateOffer
 from locksmith.protocol.release import signature_name
 from locksmith.protocol.update1 import NEED_REBOOT, NO_VERSION, Operation, Status
-from locksmith.updateengine import versions
+from locksmith.updateengine import trial, versions
 from locksmith.updateengine.engineconfig import EngineConfig
 from locksmith.updateengine.target import InstallTarget, TargetError, VerificationError
 from locksmith.updateengine.transfer import (
@@ -82,6 +82,7 @@ class UpdateEngine:
         self._refused: str | None = None  # the last version refused, reported once
         self.last_error: str | None = None
         self._restore_need_reboot()
+        self._failed_version = trial.settle(config.state_dir, config.version, identity.boot_id)
 
     # ---- status ----
 
@@ -184,12 +185,14 @@ class UpdateEngine:
         # Forgetting the update means the next boot must not pick it up.
         self.target.discard()
         (self.config.state_dir / NEED_REBOOT_FILE).unlink(missing_ok=True)
+        trial.forget_install(self.config.state_dir)
         self._enter(Operation.IDLE, progress=0.0, new_version=NO_VERSION, new_size=0)
 
     # ---- one update attempt ----
 
-    async def check_for_update(self) -> Operation:
-        """Run one attempt to its end; returns the operation it ended in. Ignored while another runs."""
+    async def check_for_update(self, asked: bool = False) -> Operation:
+        """Run one attempt to its end; returns the operation it ended in. Ignored while another runs.
+        `asked`: an admin asked for it (AttemptUpdate), not the schedule."""
         if self._busy or self._status.current_operation is not Operation.IDLE:
             log.info("update check skipped", operation=self._status.current_operation.value)
             return self._status.current_operation
@@ -197,14 +200,14 @@ class UpdateEngine:
         self.last_error = None
         try:
             await self.report_boot()
-            await self._attempt()
+            await self._attempt(asked)
         except UpdateFailure as exc:
             await self._fail(exc)
         finally:
             self._busy = False
         return self._status.current_operation
 
-    async def _attempt(self) -> None:
+    async def _attempt(self, asked: bool) -> None:
         self._enter(Operation.CHECKING_FOR_UPDATE, progress=0.0)
         reply = await self._post(omaha.build_request(self._app()))
         try:
@@ -226,6 +229,13 @@ class UpdateEngine:
                 return
             self._refused = result.version
             raise Refused(refusal)
+        if result.version == self._failed_version:
+            if not asked:
+                log.info("update not installed on its own: it was rolled back on this host", offered=result.version)
+                self._enter(Operation.IDLE, last_checked_time=now)
+                return
+            trial.retry_asked(self.config.state_dir, result.version)
+            self._failed_version = None
         self._enter(Operation.UPDATE_AVAILABLE, last_checked_time=now, new_version=result.version, new_size=result.size)
         await self._install(result)
 
@@ -293,6 +303,7 @@ class UpdateEngine:
                 }
             ),
         )
+        trial.record_install(self.config.state_dir, status.new_version, self.identity.boot_id)
         self._enter(NEED_REBOOT.current_operation)
         await self.send_event(Event(EventType.UPDATE_COMPLETE, EventResult.SUCCESS))
 

@@ -18,7 +18,7 @@ class Checker(Protocol):
     def busy(self) -> bool: ...
     @property
     def last_error(self) -> str | None: ...
-    async def check_for_update(self) -> object: ...
+    async def check_for_update(self, asked: bool = False) -> object: ...
 
 
 class Scheduler:
@@ -42,6 +42,7 @@ class Scheduler:
         self.failures = 0
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        self._asked = False  # the next check was asked for (AttemptUpdate), not scheduled
 
     def next_delay(self, failures: int) -> float:
         """Seconds until the next periodic check after `failures` failed attempts in a row."""
@@ -55,6 +56,7 @@ class Scheduler:
         if self.engine.busy:
             log.info("AttemptUpdate ignored: an update attempt is already running")
             return
+        self._asked = True
         self._wake.set()
 
     async def _sleep(self, delay: float | None) -> None:
@@ -69,7 +71,8 @@ class Scheduler:
         delay: float | None = self.initial_delay if self.periodic else None
         while True:
             await self._sleep(delay)
-            await self.engine.check_for_update()
+            asked, self._asked = self._asked, False
+            await self.engine.check_for_update(asked=asked)
             self.failures = self.failures + 1 if self.engine.last_error else 0
             delay = self.next_delay(self.failures) if self.periodic else None
             log.info("next update check", in_seconds=delay, failures=self.failures)

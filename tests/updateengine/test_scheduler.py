@@ -15,9 +15,11 @@ class FakeChecker:
         self.calls = 0
         self.failures = failures
         self.checked = asyncio.Event()
+        self.asked: list[bool] = []
 
-    async def check_for_update(self) -> None:
+    async def check_for_update(self, asked: bool = False) -> None:
         self.calls += 1
+        self.asked.append(asked)
         self.last_error = "boom" if self.calls <= self.failures else None
         self.checked.set()
 
@@ -50,6 +52,7 @@ async def test_first_check_then_on_demand() -> None:
             assert checker.calls == expected
         await asyncio.sleep(0)
         assert s.failures == 0  # the third check succeeded: back-off resets
+        assert checker.asked == [False, True, True]  # the schedule's check, then two asked for
         checker.busy = True
         checker.checked.clear()
         s.request_check()  # ignored while an attempt runs, as CoreOS does
