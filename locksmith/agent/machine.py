@@ -9,7 +9,8 @@ typed ports of ports.py (update stream, rebooter, health gate, sessions, clock, 
 Rules it keeps (see the module docs of the strategies for theirs):
 - After boot, a lock held from before is given back — also when an update is already pending
   again (Flatcar#408) — after the post-boot hook and the health gate. If the gate times out the
-  lock is kept on purpose, so a broken update stops here; the log says so (release.py).
+  lock is kept on purpose, so a broken update stops here; the log says so (release.py). On an A/B
+  host that boot is rebooted once more, into the old slot, still holding the lock (`_roll_back`).
 - Only the need-reboot status (`update1.NEED_REBOOT`) starts a reboot; any other status while waiting stops it.
 - The window is waited for *before* taking the lock; if it closes while we wait for the lock, we
   stop waiting, give back whatever we may hold, and wait for the next window (coreos bugs#1886).
@@ -118,7 +119,8 @@ class Agent:
         self._emit(Ready())
         self._enter(State.RELEASING_AFTER_BOOT)
         await self.strategy.started(self.ctx)
-        await self.releaser.after_boot()
+        if await self.releaser.after_boot() == "roll-back":
+            await self._roll_back()
         if not self.strategy.reboots:
             self.log.info("strategy.off", detail="this host never reboots by itself; locksmithd exits")
             return
@@ -175,6 +177,8 @@ class Agent:
                 continue
             if winner == "acquired":
                 self._emit(LockAcquired())
+                if self.releaser.rollback.clear():  # a new update's trial: the last rollback is behind us
+                    self.log.info("rollback.cleared", detail="the lock was taken for a new update")
                 return True
             self.log.info("acquire.abandoned", reason=winner)
             await self.releaser.give_back(winner)
@@ -230,6 +234,20 @@ class Agent:
         self.log.error("reboot.never-happened", waited=self.settings.reboot_grace, detail="giving the lock back")
         await self.releaser.post_boot_hook()
         await self.releaser.give_back("reboot never happened")
+
+    async def _roll_back(self) -> None:
+        """After a boot under the lock failed its gate: reboot into the old slot, keeping the lock (the rollout
+        stops here). If the reboot does not come, stay up and keep it all the same: this boot is not good."""
+        rebooter = self.ports.rebooter
+        self._enter(State.REBOOTING, action=rebooter.description, why="rollback")
+        try:
+            await rebooter.reboot()
+        except RebootFailed as exc:
+            self.log.error("rollback.reboot-failed", reason=str(exc), detail="keeping the lock; reboot by hand")
+            return
+        self.log.info("rollback.reboot-accepted", detail="waiting for the shutdown to stop us")
+        await self.clock.sleep(self.settings.reboot_grace)
+        self.log.error("rollback.reboot-never-happened", waited=self.settings.reboot_grace, detail="keeping the lock")
 
     # --- STOPPING --------------------------------------------------------------------------
 

@@ -118,7 +118,7 @@ class LockHeldAfterBoot:
 class LockKept:
     """After boot the lock is kept on purpose, so no other host reboots until this one is fixed."""
 
-    cause: Literal["health-gate", "post-boot-hook"]
+    cause: Literal["health-gate", "post-boot-hook", "rolled-back"]
     reason: str
 
 

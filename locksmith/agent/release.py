@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from locksmith.agent.hooks import run_command, run_hook
 from locksmith.agent.ports import (
@@ -22,8 +22,11 @@ from locksmith.agent.ports import (
     LockKept,
     LockReleased,
 )
+from locksmith.agent.rollback import RollbackRecord
 from locksmith.agent.settings import AgentSettings
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
+
+AfterBoot = Literal["done", "roll-back"]
 
 
 class Releaser:
@@ -49,11 +52,13 @@ class Releaser:
         self.update_pending = update_pending
         self._deferred: asyncio.Task[None] | None = None
         self._gate_passed: bool | None = None  # this boot's health verdict, once known
+        self.rollback = RollbackRecord(settings.rollback_file)
         self._target_started = False
 
-    async def after_boot(self) -> None:
+    async def after_boot(self) -> AfterBoot:
         """RELEASING_AFTER_BOOT: give back a lock held from before this boot, unless the post-boot
-        hook or the health gate fails (then it is kept on purpose, and the log says so)."""
+        hook or the health gate fails (then it is kept on purpose, and the log says so). "roll-back":
+        this boot under the lock failed its gate on an A/B host; the machine reboots into the old slot."""
         hook_ok = await self.post_boot_hook()
         if self.settings.healthy_target and hook_ok:
             # Whether this boot is good does not depend on the lock (a host of strategy reboot, or one whose
@@ -67,18 +72,36 @@ class Releaser:
         except StrategyUnavailable as exc:
             self.log.warning("after-boot.deferred", reason=str(exc), detail="will release once reachable")
             self._deferred = asyncio.create_task(self._release_when_reachable(gate=hook_ok))
-            return
+            return "done"
         except StrategyError as exc:
             self.log.error("after-boot.unknown", reason=str(exc), detail="left untouched; not releasing")
-            return
+            return "done"
         if not held:
+            if self.rollback.clear():
+                self.log.info("rollback.acknowledged", detail="the lock was given back since our rollback; going on")
             self.log.info("after-boot.not-held")
-            return
+            return "done"
         self.emit(LockHeldAfterBoot())
+        rolled_back = self.rollback.read()
+        if rolled_back is not None:
+            self._keep(
+                "rolled-back",
+                f"this host went back to its previous OS at {rolled_back.at}: {rolled_back.reason}",
+                detail="no other host reboots until this one is fixed; then run "
+                f"`locksmithctl unlock {self.ctx.machine_id}`",
+            )
+            return "done"
         if not hook_ok:
             self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
-            return
+            return "done"
+        if self.settings.healthy_target and not await self._healthy():
+            # An A/B host: its new slot is on trial, never marked good, so one more boot goes back to the old.
+            reason = f"the health gate did not pass within {self.health.timeout if self.health else 0:g}s"
+            self.rollback.write(reason)
+            self._keep("health-gate", reason, detail="rebooting into the previous OS and keeping the lock")
+            return "roll-back"
         await self._gate_and_release()
+        return "done"
 
     async def post_boot_hook(self) -> bool:
         # Runs on every start, not only after our reboots: it must be idempotent (e.g. uncordon),
@@ -164,7 +187,7 @@ class Releaser:
         await self.give_back("after boot")
 
     def _keep(self, cause: Any, reason: str, **fields: str) -> None:
-        self.log.error("after-boot.keeping-lock", reason=reason, **fields)
+        self.log.error("after-boot.keeping-lock", cause=cause, reason=reason, **fields)
         self.emit(LockKept(cause, reason))
 
     async def _release_when_reachable(self, gate: bool) -> None:

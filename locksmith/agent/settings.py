@@ -54,6 +54,8 @@ class AgentSettings:
     reboot_command: tuple[str, ...] | None = None
     metrics: MetricsAddress | None = None
     coordinator_file: Path = _COORDINATOR_FILE
+    #: Written before a rollback reboot (agent/rollback.py); in locksmithd.service's StateDirectory.
+    rollback_file: Path = Path("/var/lib/locksmith/rolled-back.json")
     log_format: str = default_of("locksmithd", _P + "LOG_FORMAT")
     log_level: str = default_of("locksmithd", _P + "LOG_LEVEL")
 

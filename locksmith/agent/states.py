@@ -45,7 +45,8 @@ RELEASE_ON_STOP = frozenset({State.ACQUIRING, State.PRE_REBOOT})
 _AFTER_AN_ABANDONED_REBOOT = frozenset({State.WAITING_FOR_WINDOW, State.ACQUIRING, State.IDLE, State.STOPPING})
 TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.STARTING: frozenset({State.RELEASING_AFTER_BOOT, State.STOPPING}),
-    State.RELEASING_AFTER_BOOT: frozenset({State.IDLE, State.STOPPING}),
+    # REBOOTING: the boot under the lock failed its health gate, so we roll back (release.py).
+    State.RELEASING_AFTER_BOOT: frozenset({State.IDLE, State.REBOOTING, State.STOPPING}),
     State.IDLE: frozenset({State.NEED_REBOOT, State.STOPPING}),
     # IDLE again when the update is withdrawn before the first attempt.
     State.NEED_REBOOT: frozenset({State.WAITING_FOR_WINDOW, State.ACQUIRING, State.IDLE, State.STOPPING}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Harness:
     sessions: Any = None
 
     def __post_init__(self) -> None:
+        # The rollback record is the host's (/var/lib/locksmith): each test keeps its own.
+        self.settings = dataclasses.replace(self.settings, rollback_file=self.tmp / "rolled-back.json")
         self.options = KVOptions(endpoints=parse_endpoints(self.endpoints), retry_budget=2.0, request_timeout=2.0)
         self.reboots = self.tmp / "reboots"
         self.kv = open_store(self.options)
