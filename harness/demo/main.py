@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--vms {args.vms}: give 1 to 20")
         if args.memory < 512:
             p.error(f"--memory {args.memory}: give at least 512 (MiB)")
-        unsupported = [f"--{n.replace('_', '-')}" for n in ("broken_update", "window", "kv") if getattr(args, n)]
+        unsupported = [f"--{n.replace('_', '-')}" for n in ("window", "kv") if getattr(args, n)]
         if args.strategy != "etcd-lock":
             unsupported.append("--strategy")
         if unsupported:
@@ -259,6 +259,7 @@ def _main_vms(args: argparse.Namespace) -> int:
 
     configure_logging(level="warning")
     opts = VmDemoOptions(args.vms, args.max, args.group, args.out, args.memory, args.keep, args.accel)
+    opts.broken_update = args.broken_update
     try:
         return run_vms(opts)
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ UPDATE_PORT = 8080
 UP_SECONDS = 1800.0  # every VM at its login prompt and etcd answering (TCG on two shared cores is slow)
 ROLLOUT_SECONDS = 3600.0  # from publishing V2 until every host runs it and the lock is free
 POLL_SECONDS = 1.0
+STOPPED_WATCH_SECONDS = 120.0  # after the rollout stopped: long enough for a wrongly freed lock to be taken
 
 
 @dataclass
@@ -46,6 +47,7 @@ class VmDemoOptions:
     keep: bool = False
     accel: str = "auto"
     namespace_prefix: str = netns.DEFAULT_PREFIX
+    broken_update: bool = False  # V2 fails its health gate: the first host rolls back and keeps the lock
 
 
 class DemoFailed(RuntimeError):
@@ -83,6 +85,7 @@ def run(opts: VmDemoOptions, built: releases.Releases | None = None) -> int:
                 members=min(3, opts.vms),
                 update_group=releases.CHANNEL,
                 locksmith_group=opts.group,
+                broken_version=built.v2_version if opts.broken_update else None,
             )
             files = pki.write(fleet.pki, out / "pki")
             machines = launch(net, fleet, built.image, out, accel, opts.memory_mib)
@@ -184,10 +187,23 @@ async def _rollout(
             if shown.get(host.name) != line:
                 shown[host.name] = line
                 print(f"{time.time() - published:7.1f}s  {line}", flush=True)
+        if opts.broken_update:
+            return _stopped_at(observer) is not None
         updated = all(_on_new(h, built.v2_version) for h in observer.hosts)
         return updated and observer.watch is not None and not observer.watch.holders
 
     await _deadline("the rollout did not finish", ROLLOUT_SECONDS, done, observer)
+    if opts.broken_update:
+        # Stopped: the first host is back on V1 holding the lock. Nobody else may go in the meantime.
+        print(f"the rollout stopped; watching {STOPPED_WATCH_SECONDS:.0f} s more that no other host reboots")
+        end = time.monotonic() + STOPPED_WATCH_SECONDS
+        await _deadline(
+            "the watch after the stop did not end",
+            STOPPED_WATCH_SECONDS + 60,
+            lambda: time.monotonic() > end or not done(),
+            observer,
+        )
+        await _show_status(guests, observer)
     finished = time.time()
     slots = {}
     for host in observer.hosts:
@@ -197,6 +213,30 @@ async def _rollout(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
     return summary
+
+
+def _stopped_at(observer: Observer) -> HostView | None:
+    """The host that tried V2, rolled back to V1 on USR-A and holds the lock alone, if there is one."""
+    holders = observer.watch.holders if observer.watch is not None else ()
+    for host in observer.hosts:
+        boot = host.console.current
+        back = boot is not None and boot.slot == "USR-A" and boot.up is not None and host.console.reboots == 2
+        if back and holders == (host.machine_id,):
+            return host
+    return None
+
+
+async def _show_status(guests: dict[str, GuestSsh], observer: Observer) -> None:
+    """`locksmithctl status` as an admin would run it on another host: who holds the lock, and why."""
+    stopped = _stopped_at(observer)
+    other = next((h for h in observer.hosts if h is not stopped), stopped)
+    assert other is not None
+    tls = f"-etcd-cafile {hostconfig.CA_FILE} -etcd-certfile {hostconfig.CLIENT_CERT}"
+    tls += f" -etcd-keyfile {hostconfig.CLIENT_KEY}"
+    endpoints = ",".join(f"https://{h.machine.host.address.ip}:{hostconfig.CLIENT_PORT}" for h in observer.hosts[:3])
+    status = await _ssh(guests[other.name], f"sudo locksmithctl -endpoint {endpoints} {tls} status --hosts")
+    print(f"locksmithctl status on {other.name}:")
+    print("  " + status.strip().replace("\n", "\n  "))
 
 
 def _on_new(host: HostView, version: str) -> bool:
@@ -219,19 +259,35 @@ def _summary(
         hosts[host.name] = {
             "reboots": host.console.reboots,
             "lock_holds": len(host.locks),
+            "turn_seconds": [round(s.end - s.start, 1) for s in host.locks if s.end is not None],
             "boot_seconds": [round(b.up - b.started, 1) for b in boots if b.up is not None],
             "final": f"{boots[-1].version} from {boots[-1].slot}" if boots else None,
             "usr_b": booted_b,
             "marked_successful": "successful=1 (booted)" in booted_b,
         }
     downloads = [t for h in observer.hosts if (t := observer.download_started(h)) is not None]
-    ok = (
-        observer.max_holders <= opts.max
-        and all(h["reboots"] == 1 and h["marked_successful"] for h in hosts.values())
-        and all(h["lock_holds"] == 1 for h in hosts.values())
-    )
+    spans = [span for h in observer.hosts for span in h.locks if span.end is not None]
+    # With max=1 the ideal rollout is the hosts' turns back to back: each one's lock from taken to given
+    # back after its healthy boot. The makespan runs from the first turn's start to the last one's end.
+    turns = round(sum(span.end - span.start for span in spans if span.end is not None), 1)
+    makespan = round(max(s.end for s in spans if s.end is not None) - min(s.start for s in spans), 1) if spans else None
+    stopped = _stopped_at(observer) if opts.broken_update else None
+    if opts.broken_update:
+        ok = (
+            observer.max_holders <= opts.max
+            and stopped is not None
+            and all(h["reboots"] == 0 for name, h in hosts.items() if name != stopped.name)
+        )
+    else:
+        ok = (
+            observer.max_holders <= opts.max
+            and all(h["reboots"] == 1 and h["marked_successful"] for h in hosts.values())
+            and all(h["lock_holds"] == 1 for h in hosts.values())
+        )
     return {
         "ok": ok,
+        "broken_update": opts.broken_update,
+        "stopped_at": stopped.name if stopped is not None else None,
         "vms": opts.vms,
         "new_version": new_version,
         "published": published,
@@ -241,6 +297,10 @@ def _summary(
         "seconds_to_all_up": round(published - started, 1),
         "makespan_seconds": round(finished - published, 1),
         "publish_to_first_download_seconds": round(min(downloads) - published, 1) if downloads else None,
+        "first_lock_to_last_release_seconds": makespan,
+        "sum_of_turns_seconds": turns,
+        "makespan_to_turns_ratio": round(makespan / turns, 3) if makespan and turns else None,
+        "makespan_to_turns_goal": 1.2,
         "hosts": hosts,
     }
 
@@ -250,6 +310,11 @@ def _print_summary(summary: dict[str, object]) -> None:
     print(f"  most holders at once: {summary['max_holders_seen']} (max {summary['max']})")
     print(f"  V2 published -> every host on V2 and the lock free: {summary['makespan_seconds']} s")
     print(f"  V2 published -> first download: {summary['publish_to_first_download_seconds']} s")
+    print(
+        f"  first lock -> last release: {summary['first_lock_to_last_release_seconds']} s against the hosts' turns"
+        f" back to back {summary['sum_of_turns_seconds']} s: ratio {summary['makespan_to_turns_ratio']}"
+        f" (goal <= {summary['makespan_to_turns_goal']})"
+    )
     hosts = summary["hosts"]
     assert isinstance(hosts, dict)
     for name, h in hosts.items():

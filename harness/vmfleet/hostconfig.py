@@ -68,6 +68,8 @@ class Fleet:
     update_group: str = "stable"
     locksmith_group: str | None = None
     etcd_token: str = "locksmith-fleet"
+    #: A release whose health gate fails on every host (the demo's --broken-update): a locksmithd drop-in.
+    broken_version: str | None = None
 
     @property
     def members(self) -> tuple[Host, ...]:
@@ -98,6 +100,7 @@ def plan(
     update_group: str = "stable",
     locksmith_group: str | None = None,
     etcd_token: str = "locksmith-fleet",
+    broken_version: str | None = None,
 ) -> Fleet:
     """`count` hosts `<prefix>1`…, host i at `netns.vm_address(subnet, i)`, the first `members` of
     them etcd members, with a new PKI."""
@@ -108,7 +111,14 @@ def plan(
     material = pki.generate({names[i]: addresses[i].ip for i in range(members)})
     hosts = tuple(Host(i + 1, names[i], addresses[i], material.members.get(names[i])) for i in range(count))
     return Fleet(
-        hosts, material, _one_line_key(ssh_public_key), update_server, update_group, locksmith_group, etcd_token
+        hosts,
+        material,
+        _one_line_key(ssh_public_key),
+        update_server,
+        update_group,
+        locksmith_group,
+        etcd_token,
+        broken_version,
     )
 
 
@@ -122,6 +132,23 @@ def _file(path: str, text: str, permissions: str, owner: str | None = None) -> d
 def _network_unit(host: Host) -> str:
     # No Gateway= and no DNS=: the fleet's subnet is the whole network (a bridge in a namespace).
     return f"[Match]\nName=en* eth*\n\n[Network]\nAddress={host.address}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+
+
+BROKEN_GATE_DROP_IN = "/etc/systemd/system/locksmithd.service.d/50-broken-update.conf"
+BROKEN_GATE_SECONDS = 30
+
+
+def _broken_gate(version: str) -> str:
+    """A health gate that fails while `version` runs: what a release that breaks the host looks like to
+    locksmithd (it is in /etc, so it outlives the switch of /usr)."""
+    if not all(c.isalnum() or c in ".-+" for c in version):
+        raise ValueError(f"broken_version {version!r}: use a release version (digits, letters, . - +)")
+    check = f"! grep -qx COREOS_RELEASE_VERSION={version} /usr/share/coreos/release"
+    return (
+        "[Service]\n"
+        f'Environment="LOCKSMITHD_HEALTH_COMMAND={check}"\n'
+        f"Environment=LOCKSMITHD_HEALTH_TIMEOUT={BROKEN_GATE_SECONDS}s\n"
+    )
 
 
 def _etcd2(fleet: Fleet, host: Host) -> dict[str, Any]:
@@ -154,6 +181,8 @@ def document(fleet: Fleet, host: Host) -> dict[str, Any]:
         _file(CLIENT_CERT, fleet.pki.client.cert_pem, "0644"),
         _file(CLIENT_KEY, fleet.pki.client.key_pem, "0600"),
     ]
+    if fleet.broken_version is not None:
+        files.append(_file(BROKEN_GATE_DROP_IN, _broken_gate(fleet.broken_version), "0644"))
     units: list[dict[str, Any]] = [{"name": NETWORK_UNIT, "content": _network_unit(host)}]
     coreos: dict[str, Any] = {}
     if host.member is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,20 @@ def test_bad_plans_are_refused_in_one_line() -> None:
     for key in ("ssh-ed25519 AAAA one\nssh-ed25519 AAAA two", "not a key", ""):
         with pytest.raises(ValueError, match=r"^ssh_public_key: use one OpenSSH public key line"):
             hostconfig.plan(3, ssh_public_key=key, update_server=SERVER)
+
+
+def test_a_broken_release_gets_a_health_gate_that_fails_only_while_it_runs(tmp_path: Path) -> None:
+    plan = fleet(3, broken_version="2.0.0")
+    for name, text in hostconfig.render_all(plan).items():
+        checked = validate(text, tmp_path / f"{name}.yml")
+        assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", ""), name
+        (drop_in,) = [f for f in yaml.safe_load(text)["write_files"] if f["path"] == hostconfig.BROKEN_GATE_DROP_IN]
+        (command,) = re.findall(r'^Environment="LOCKSMITHD_HEALTH_COMMAND=(.*)"$', drop_in["content"], re.MULTILINE)
+        for version, healthy in (("1.0.0", True), ("2.0.0", False), ("2.0.0.1", True)):
+            release = tmp_path / "release"
+            release.write_text(f"COREOS_RELEASE_VERSION={version}\nCOREOS_RELEASE_BOARD=amd64-usr\n")
+            ran = subprocess.run(["sh", "-c", command.replace("/usr/share/coreos/release", str(release))], check=False)
+            assert (ran.returncode == 0) is healthy, (version, command)
+    assert all(hostconfig.BROKEN_GATE_DROP_IN not in text for text in hostconfig.render_all(fleet(3)).values())
+    with pytest.raises(ValueError, match="broken_version"):
+        hostconfig.render_all(fleet(3, broken_version="2.0.0; reboot"))
