@@ -53,6 +53,7 @@ class Releaser:
         self._deferred: asyncio.Task[None] | None = None
         self._gate_passed: bool | None = None  # this boot's health verdict, once known
         self.rollback = RollbackRecord(settings.rollback_file)
+        self._hook_ok = True  # this boot's post-boot hook, for a release deferred until the store answers
         self._target_started = False
 
     async def after_boot(self) -> AfterBoot:
@@ -71,7 +72,8 @@ class Releaser:
             held = await self.strategy.holds(self.ctx)
         except StrategyUnavailable as exc:
             self.log.warning("after-boot.deferred", reason=str(exc), detail="will release once reachable")
-            self._deferred = asyncio.create_task(self._release_when_reachable(gate=hook_ok))
+            self._hook_ok = hook_ok
+            self._deferred = asyncio.create_task(self._release_when_reachable(gate=True))
             return "done"
         except StrategyError as exc:
             self.log.error("after-boot.unknown", reason=str(exc), detail="left untouched; not releasing")
@@ -82,14 +84,7 @@ class Releaser:
             self.log.info("after-boot.not-held")
             return "done"
         self.emit(LockHeldAfterBoot())
-        rolled_back = self.rollback.read()
-        if rolled_back is not None:
-            self._keep(
-                "rolled-back",
-                f"this host went back to its previous OS at {rolled_back.at}: {rolled_back.reason}",
-                detail="no other host reboots until this one is fixed; then run "
-                f"`locksmithctl unlock {self.ctx.machine_id}`",
-            )
+        if self._kept_for_rollback():
             return "done"
         if not hook_ok:
             self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
@@ -102,6 +97,29 @@ class Releaser:
             return "roll-back"
         await self._gate_and_release()
         return "done"
+
+    def _kept_for_rollback(self) -> bool:
+        """The rollback's boot keeps the lock however healthy it is: True if this is one (and it was kept)."""
+        rolled_back = self.rollback.read()
+        if rolled_back is None:
+            return False
+        self._keep(
+            "rolled-back",
+            f"this host went back to its previous OS at {rolled_back.at}: {rolled_back.reason}",
+            detail="no other host reboots until this one is fixed; then run "
+            f"`locksmithctl unlock {self.ctx.machine_id}`",
+        )
+        return True
+
+    async def _judge_held_after_boot(self) -> None:
+        """A lock held after boot, found once the store answered (the deferred path): the same rules, but
+        too late to roll back; a failed gate keeps the lock and stays."""
+        if self._kept_for_rollback():
+            return
+        if not self._hook_ok:
+            self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
+            return
+        await self._gate_and_release()
 
     async def post_boot_hook(self) -> bool:
         # Runs on every start, not only after our reboots: it must be idempotent (e.g. uncordon),
@@ -196,7 +214,7 @@ class Releaser:
             try:
                 if await self.strategy.holds(self.ctx):
                     if gate:
-                        await self._gate_and_release()
+                        await self._judge_held_after_boot()
                     else:
                         await self.strategy.release(self.ctx)
                         self.emit(LockReleased("deferred release"))

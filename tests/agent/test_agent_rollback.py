@@ -5,16 +5,20 @@ twice, and goes on as usual once someone gave the lock back (locksmithctl unlock
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import structlog
 
 from agent.harness import IDLE, NEED_REBOOT
 from locksmith.agent.health import HealthGate
-from locksmith.agent.ports import LockKept, LockReleased
+from locksmith.agent.ports import Event, LockKept, LockReleased, SystemClock
+from locksmith.agent.release import Releaser
 from locksmith.agent.rollback import RollbackRecord
 from locksmith.agent.settings import AgentSettings
 from locksmith.agent.states import State
+from locksmith.strategy import StrategyContext, StrategyUnavailable
 
 ME = "a" * 32
 FAILING = HealthGate(command="exit 3", interval=0.05, timeout=0.3)
@@ -110,3 +114,60 @@ async def test_taking_the_lock_for_a_new_update_forgets_the_rollback(harness) ->
     await h.wait_for(lambda: h.reboot_count() == 1)
     assert not h.settings.rollback_file.exists()
     await h.finish()
+
+
+class _StoreDownAtBoot:
+    """A strategy whose store does not answer at first (the deferred after-boot path), then says we hold."""
+
+    name = "etcd-lock"
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.released = 0
+
+    async def holds(self, ctx: StrategyContext) -> bool:
+        self.asked += 1
+        if self.asked == 1:
+            raise StrategyUnavailable("etcd: connection refused")
+        return True
+
+    async def release(self, ctx: StrategyContext) -> None:
+        self.released += 1
+
+
+def _releaser(tmp_path: Path, strategy: _StoreDownAtBoot, events: list[Event], **settings: object) -> Releaser:
+    return Releaser(
+        AgentSettings(login_check=False, rollback_file=tmp_path / "rolled-back.json", **settings),  # type: ignore[arg-type]
+        strategy,  # type: ignore[arg-type]
+        StrategyContext(machine_id=ME),
+        health=None,
+        clock=SystemClock(),
+        emit=events.append,
+        log=structlog.get_logger("test"),
+        update_pending=lambda: False,
+    )
+
+
+async def test_the_rollbacks_boot_keeps_the_lock_also_when_the_store_answers_late(tmp_path: Path) -> None:
+    strategy, events = _StoreDownAtBoot(), []
+    releaser = _releaser(tmp_path, strategy, events)
+    RollbackRecord(releaser.settings.rollback_file).write("the health gate did not pass within 600s")
+    assert await releaser.after_boot() == "done"
+    async with asyncio.timeout(10):
+        while not any(isinstance(e, LockKept | LockReleased) for e in events):  # noqa: ASYNC110 - a task of its own
+            await asyncio.sleep(0.01)
+    assert strategy.released == 0
+    assert [e.cause for e in events if isinstance(e, LockKept)] == ["rolled-back"]
+    await releaser.aclose()
+
+
+async def test_a_failed_post_boot_hook_keeps_the_lock_also_when_the_store_answers_late(tmp_path: Path) -> None:
+    strategy, events = _StoreDownAtBoot(), []
+    releaser = _releaser(tmp_path, strategy, events, post_boot_hook="exit 1")
+    assert await releaser.after_boot() == "done"
+    async with asyncio.timeout(10):
+        while not any(isinstance(e, LockKept) for e in events):  # noqa: ASYNC110 - as above
+            await asyncio.sleep(0.01)
+    assert strategy.released == 0
+    assert [e.cause for e in events if isinstance(e, LockKept)] == ["post-boot-hook"]
+    await releaser.aclose()
