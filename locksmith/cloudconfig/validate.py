@@ -25,8 +25,10 @@ _WANT["structs"] = "list of structs"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
+def _line_at(text: str, mark: yaml.Mark) -> int:
+    # YAML also breaks lines at NEL, LS, PS and a lone CR; an editor (and the admin reading the finding) counts
+    # newlines only, so the line is counted from the mark's character index rather than taken from the mark
+    return text.count("\n", 0, max(0, min(mark.index, len(text)))) + 1
 
 
 def normalise(key: str) -> str:
@@ -34,12 +36,16 @@ def normalise(key: str) -> str:
 
 
 class _Walker:
-    def __init__(self) -> None:
+    def __init__(self, text: str) -> None:
+        self._text = text
         self.findings: list[Finding] = []
         self._constructor = yaml.constructor.SafeConstructor()
 
+    def _line(self, node: yaml.Node) -> int:
+        return _line_at(self._text, node.start_mark)
+
     def report(self, node: yaml.Node, level: Level, message: str) -> None:
-        self.findings.append(Finding(_line(node), level, message))
+        self.findings.append(Finding(self._line(node), level, message))
 
     def value(self, node: yaml.Node, spec: Field, where: str) -> Any:
         """The typed value of `node`, or None (after reporting why) when it does not fit `spec`."""
@@ -125,7 +131,7 @@ class _Walker:
         ):
             https = any(u.strip().startswith("https://") for u in str(etcd2.get(urls, "")).split(","))
             if https and not (cert in etcd2 and key in etcd2):
-                line = next((_line(k) for k, _ in node.value if normalise(str(k.value)) == urls), _line(node))
+                line = next((self._line(k) for k, _ in node.value if normalise(str(k.value)) == urls), self._line(node))
                 message = f"{where}.{urls} has https URLs: set {cert} and {key} too, or etcd will not start"
                 self.findings.append(Finding(line, "error", message))
 
@@ -133,7 +139,9 @@ class _Walker:
         try:
             content.decode(entry["content"], entry.get("encoding"))
         except content.ContentError as exc:
-            line = next((_line(v) for k, v in node.value if normalise(str(k.value)) == "content"), _line(node))
+            line = next(
+                (self._line(v) for k, v in node.value if normalise(str(k.value)) == "content"), self._line(node)
+            )
             self.findings.append(Finding(line, "error", f"{where}.content: {exc}"))
 
     def _unknown(self, key_node: yaml.Node, key: str, where: str) -> None:
@@ -153,11 +161,11 @@ class _Walker:
                 program, variable = spec.owner
                 by_program.setdefault(program, {})[variable] = out[key]
                 key_of[variable] = key
-        lines = {normalise(str(k.value)): _line(k) for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        lines = {normalise(str(k.value)): self._line(k) for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
         for program, values in by_program.items():
             for variable, problem in settings_check.problems(program, values).items():
                 key = key_of[variable]
-                self.findings.append(Finding(lines.get(key, _line(node)), "error", f"{where}.{key}: {problem}"))
+                self.findings.append(Finding(lines.get(key, self._line(node)), "error", f"{where}.{key}: {problem}"))
                 out.pop(key, None)
 
 
@@ -167,7 +175,7 @@ def validate_text(text: str) -> tuple[dict[str, Any] | None, list[Finding]]:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
+        line = _line_at(text, mark) if mark is not None else 1
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         return None, [Finding(line, "error", f"invalid YAML: {problem}")]
     except yaml.YAMLError as exc:
@@ -176,7 +184,7 @@ def validate_text(text: str) -> tuple[dict[str, Any] | None, list[Finding]]:
         return None, [Finding(1, "error", "invalid YAML: nested too deeply to read; flatten the document")]
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         return {}, []
-    walker = _Walker()
+    walker = _Walker(text)
     if not isinstance(root, yaml.MappingNode):
         walker.report(root, "error", "incorrect type for the document (want struct)")
         return None, walker.findings

@@ -172,3 +172,11 @@ def test_editing_update_conf_sets_our_keys_and_keeps_the_rest(updates: dict[str,
     values = {e.key: e.value for e in parse_env(edited)}
     assert values == {"OTHER": other, "GROUP": "old", **updates}
     assert edited.startswith("# comment\n")
+
+
+def test_a_line_is_counted_by_newlines_as_an_editor_does() -> None:
+    # YAML breaks lines at NEL (U+0085) too; the finding must still name the line the admin's editor shows
+    _, found = validate_text("#cloud-config\n-\x850")
+    assert [f.line for f in found] == [2]
+    _, found = validate_text("#cloud-config\nhostname: a\x85b\ncoreos: [")
+    assert [f.line for f in found] == [3]
