@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.demo.picture import render
-from harness.demo.tracks import HEALTHY_NEW, HEALTHY_OLD, LOCK, REBOOTING, UPDATING, HostTrack, Span
+from harness.demo.tracks import HEALTHY_NEW, HEALTHY_OLD, LOCK, REBOOTING, TRIAL, UPDATING, WAITING, HostTrack, Span
 from harness.vmfleet.observer import HostView, Observer
 
 
@@ -24,7 +24,24 @@ def track(observer: Observer, host: HostView, origin: float, new_version: str, n
         add(kind, boot.up, down)
         if down is not None:
             add(REBOOTING, down, boots[i + 1].up if i + 1 < len(boots) else None)
-    add(UPDATING, observer.download_started(host), observer.installed(host))
+    installed = observer.installed(host)
+    add(UPDATING, observer.download_started(host), installed)
+    if installed is not None:
+        # installed and not yet rebooting: the agent waits for a slot (or its window) until the etcd watch
+        # shows it holding the lock, or until it goes down without one (strategy reboot)
+        taken = [span.start for span in host.locks if span.start >= installed]
+        downs = [b.shutdown or b.reset for b in boots if b.up is not None and b.up <= installed]
+        ends = taken[:1] + [d for d in downs[-1:] if d is not None]
+        add(WAITING, installed, min(ends) if ends else None)
+    for boot in boots:
+        if boot.version != new_version or boot.up is None:
+            continue
+        # booted the new version under the lock: on trial until the gate lets the lock go (or the host
+        # goes down again, a rollback)
+        held = [span for span in host.locks if span.start <= boot.up and (span.end is None or span.end > boot.up)]
+        if held:
+            ends = [e for e in (held[0].end, boot.shutdown or boot.reset) if e is not None]
+            add(TRIAL, boot.up, min(ends) if ends else None)
     for span in host.locks:
         add(LOCK, span.start, span.end)
     return t
