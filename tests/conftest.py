@@ -10,9 +10,10 @@ import pytest
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.etcd import EtcdCluster
 
-# The two files that boot VMs take most of the run (~13 of ~16 min, one worker each): started first, with
-# xdist's --no-loadscope-reorder (pyproject), they run beside the rest instead of after it.
-_FIRST = ("tests/image/test_boot.py", "tests/image/test_boot_formats.py")
+# The files that boot VMs take most of the run (the disk's boot and the 2-VM rollout, one worker each,
+# then the other formats): started first, with xdist's --no-loadscope-reorder (pyproject), they run
+# beside the rest instead of after it.
+_FIRST = ("tests/image/test_boot.py", "tests/vmfleet/test_rollout.py", "tests/image/test_boot_formats.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,6 +18,7 @@ from locksmith.image.build import BuildOptions, build
 from locksmith.image.formats import PREFIX
 from locksmith.image.project import project_root
 from locksmith.image.recipe import DEFAULT_CACHE
+from locksmith.image.rootfs import cache_lock
 from locksmith.updateengine.keys import generate_keypair
 
 V1 = "1.0.0"
@@ -56,8 +57,17 @@ def ensure(cache_dir: Path = DEFAULT_CACHE, say: Callable[[str], None] = print) 
     if (folder / "complete").is_file():
         say(f"images: V1 {V1} and V2 {V2} from the cache ({folder})")
         return releases
-    if home.is_dir():
-        for old in home.iterdir():
+    # Two test workers (the boot test and the fleet's) may both find the set missing: one builds, the
+    # other waits and then reads it. The lock is this folder's own; build() takes the cache's.
+    with cache_lock(home):
+        if not (folder / "complete").is_file():
+            _build(home, key, say)
+    return releases
+
+
+def _build(home: Path, key: str, say: Callable[[str], None]) -> None:
+    for old in home.iterdir():
+        if old.name != ".lock":
             shutil.rmtree(old, ignore_errors=True)
     partial = home / f".{key}.partial"
     partial.mkdir(parents=True)
@@ -68,5 +78,4 @@ def ensure(cache_dir: Path = DEFAULT_CACHE, say: Callable[[str], None] = print) 
         opts.release_key = partial / "release.key"
         build(opts)
     (partial / "complete").write_text(key + "\n")
-    partial.rename(folder)
-    return releases
+    partial.rename(home / key)

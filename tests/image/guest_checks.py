@@ -72,12 +72,6 @@ def machine_id(sh: Shell) -> str:
     return sh.run("cat /etc/machine-id", 60)[1].strip()
 
 
-def wait_released(sh: Shell) -> None:
-    """locksmithd gives the slot back after its gate passed: wait for it (bounded)."""
-    diagnose = f"{CTL} status; journalctl -b -u locksmithd -o cat | tail -n 30"
-    until(sh, f'{CTL} status | grep -q "Available: 1"', 300, diagnose, every=2)
-
-
 def slot_line(sh: Shell, name: str) -> str:
     _, out = sh.run("locksmith-bootloader status", 60)
     return next(line for line in out.splitlines() if line.startswith(name + " "))

@@ -87,3 +87,9 @@ def drop_in_environment(path: Path) -> dict[str, str]:
                 key, _, value = word.partition("=")
                 found[key] = value.replace("%%", "%")
     return found
+
+
+def qemu_pids(marker: str) -> list[int]:
+    """qemu processes whose command line mentions `marker` (each VM names its own folder)."""
+    found = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{marker}"], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]

@@ -23,7 +23,7 @@ from harness.vmfleet import hostconfig, netns
 from harness.vmfleet.machines import launch, mac_address
 from harness.vmfleet.netns import FleetNetwork
 
-from .conftest import PREFIX
+from .conftest import PREFIX, qemu_pids
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBVYaJpN0mXuQwAO2T0cBnq9PpY1DcEQ2GcJ1l5pV9Xz test"
 
@@ -32,11 +32,6 @@ def _blank_disk(path: Path) -> Path:
     with path.open("wb") as f:
         f.truncate(64 << 20)
     return path
-
-
-def _qemu_pids(marker: str) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{marker}"], capture_output=True, text=True)
-    return [int(p) for p in found.stdout.split()]
 
 
 def test_macs_are_distinct_and_locally_administered() -> None:
@@ -116,7 +111,7 @@ def test_ctrl_c_during_the_vm_demo_leaves_no_vm_namespace_or_bridge(tmp_path: Pa
         while "VMs started" not in seen and time.monotonic() < deadline:
             seen += demo.stdout.readline()
         assert "VMs started" in seen, seen
-        assert len(_qemu_pids(str(out))) == 2
+        assert len(qemu_pids(str(out))) == 2
         ours = [n for n in netns.namespaces() if n.startswith(f"{PREFIX}-{demo.pid}-")]
         assert len(ours) == 1
         demo.send_signal(signal.SIGINT)
@@ -125,7 +120,7 @@ def test_ctrl_c_during_the_vm_demo_leaves_no_vm_namespace_or_bridge(tmp_path: Pa
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-    assert _qemu_pids(str(out)) == []
+    assert qemu_pids(str(out)) == []
     assert [n for n in netns.namespaces() if n.startswith(f"{PREFIX}-{demo.pid}-")] == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert "tap1" not in links and "br0" not in links  # nothing ever reached the machine's own network
