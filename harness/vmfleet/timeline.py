@@ -55,8 +55,12 @@ def picture(observer: Observer, summary: dict[str, object], path: Path) -> Path:
     for t in tracks:
         for span in t.spans:  # before the publication: shown from 0
             span.start = max(span.start, 0.0)
+    if summary.get("broken_update"):
+        ended = f"the rollout stopped at {summary['stopped_at']} (rolled back, lock kept)"
+    else:
+        ended = f"every host on V2 after {summary['makespan_seconds']} s"
     title = (
-        f"{summary['vms']} VMs, max {summary['max']}: V2 published at 0, every host on V2 after "
-        f"{summary['makespan_seconds']} s; most holders at once (etcd watch): {summary['max_holders_seen']}"
+        f"{summary['vms']} VMs, max {summary['max']}: V2 published at 0, {ended}; "
+        f"most holders at once (etcd watch): {summary['max_holders_seen']}"
     )
     return render(tracks, now - published, path, title, xlabel="seconds since V2 was published")
