@@ -10,10 +10,10 @@ import pytest
 from harness.devtools.dbus import PrivateBus
 from harness.devtools.etcd import EtcdCluster
 
-# The files that boot VMs take most of the run (the disk's boot and the 2-VM rollout, one worker each,
-# then the other formats): started first, with xdist's --no-loadscope-reorder (pyproject), they run
-# beside the rest instead of after it.
-_FIRST = ("tests/image/test_boot.py", "tests/vmfleet/test_rollout.py", "tests/image/test_boot_formats.py")
+# The files that boot VMs take most of the run: started first, with xdist's --no-loadscope-reorder
+# (pyproject), they run beside the rest instead of after it. One worker boots the disk; the other boots
+# the pxe and qemu formats and then the 2-VM rollout, whose V1/V2 the first worker builds meanwhile.
+_FIRST = ("tests/image/test_boot.py", "tests/image/test_boot_formats.py", "tests/vmfleet/test_rollout.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

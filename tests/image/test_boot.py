@@ -21,6 +21,7 @@ import hashlib
 import io
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,22 +335,20 @@ def test_every_boot_re_applies_the_cloud_config_and_changes_nothing(shell: tuple
     assert "failed" not in journal and "coreos.etcd2:" in journal, journal  # /run was empty: drop-ins again
 
 
-def test_the_failed_version_is_installed_again_when_asked(
-    shell: tuple[Shell, Path], update_server: UpdateServer
-) -> None:
+def test_the_failed_version_is_fetched_again_when_asked(shell: tuple[Shell, Path], update_server: UpdateServer) -> None:
     """The engine remembers V2 did not stick and leaves it on its own schedule (tests/updateengine), but an
-    admin's explicit check (AttemptUpdate) installs it again for a new trial: the server sees a new fetch."""
+    admin's explicit check (AttemptUpdate) takes it again for a new trial: the server sees the guest fetch
+    V2's payload once more (what follows is the first install's path, tested above)."""
     sh, _ = shell
-    # This trial's reboot is not what this test looks at: without locksmithd, V2 stays installed and waiting.
-    status, out = sh.run("systemctl stop locksmithd", 120)
-    assert status == 0, out
     fetched = len(update_server.server.downloads)
     _check_for_update(sh)
-    waiting = "update_engine_client -status | grep -q CURRENT_OP=UPDATE_STATUS_UPDATED_NEED_REBOOT"
-    until(sh, waiting, 900, "update_engine_client -status; journalctl -b -u update-engine -o cat | tail -n 30")
-    assert len(update_server.server.downloads) == fetched + 1, update_server.server.downloads
-    b = slot_line(sh, "USR-B")
-    assert "tries=1 successful=0" in b, b  # the bootloader gives V2 a new single trial at the next boot
+    deadline = time.monotonic() + 600
+    while len(update_server.server.downloads) == fetched:
+        if time.monotonic() > deadline:
+            said = sh.run("update_engine_client -status; journalctl -b -u update-engine -o cat | tail -n 30", 120)
+            pytest.fail(f"the guest did not fetch V2 again within 600 s:\n{said[1]}")
+        time.sleep(0.5)  # polling the server's record (a host-side list), bounded by the deadline above
+    assert update_server.server.downloads[-1]["file"].startswith(f"/beta/{V2}/"), update_server.server.downloads
     # From outside: the server's event log shows the guest's reports (download, install) from V1, all on
     # the channel the cloud-config chose (the image's own is stable).
     assert any(e["version"] == VERSION for e in update_server.server.events), update_server.server.events
