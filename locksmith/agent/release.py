@@ -53,7 +53,6 @@ class Releaser:
         self._deferred: asyncio.Task[None] | None = None
         self._gate_passed: bool | None = None  # this boot's health verdict, once known
         self.rollback = RollbackRecord(settings.rollback_file)
-        self._hook_ok = True  # this boot's post-boot hook, for a release deferred until the store answers
         self._target_started = False
 
     async def after_boot(self) -> AfterBoot:
@@ -72,8 +71,7 @@ class Releaser:
             held = await self.strategy.holds(self.ctx)
         except StrategyUnavailable as exc:
             self.log.warning("after-boot.deferred", reason=str(exc), detail="will release once reachable")
-            self._hook_ok = hook_ok
-            self._deferred = asyncio.create_task(self._release_when_reachable(gate=True))
+            self._deferred = asyncio.create_task(self._release_when_reachable(gate=True, hook_ok=hook_ok))
             return "done"
         except StrategyError as exc:
             self.log.error("after-boot.unknown", reason=str(exc), detail="left untouched; not releasing")
@@ -84,10 +82,7 @@ class Releaser:
             self.log.info("after-boot.not-held")
             return "done"
         self.emit(LockHeldAfterBoot())
-        if self._kept_for_rollback():
-            return "done"
-        if not hook_ok:
-            self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
+        if self._kept_after_boot(hook_ok):
             return "done"
         if self.settings.healthy_target and not await self._healthy():
             # An A/B host: its new slot is on trial, never marked good, so one more boot goes back to the old.
@@ -98,28 +93,23 @@ class Releaser:
         await self._gate_and_release()
         return "done"
 
-    def _kept_for_rollback(self) -> bool:
-        """The rollback's boot keeps the lock however healthy it is: True if this is one (and it was kept)."""
+    def _kept_after_boot(self, hook_ok: bool) -> bool:
+        """A lock held after boot is kept, before any gate, on the rollback's boot (however healthy it is)
+        and after a failed post-boot hook: True if it was kept (and the log says why). Both after-boot
+        paths ask, at boot and once a store that was down answers."""
         rolled_back = self.rollback.read()
-        if rolled_back is None:
-            return False
-        self._keep(
-            "rolled-back",
-            f"this host went back to its previous OS at {rolled_back.at}: {rolled_back.reason}",
-            detail="no other host reboots until this one is fixed; then run "
-            f"`locksmithctl unlock {self.ctx.machine_id}`",
-        )
-        return True
-
-    async def _judge_held_after_boot(self) -> None:
-        """A lock held after boot, found once the store answered (the deferred path): the same rules, but
-        too late to roll back; a failed gate keeps the lock and stays."""
-        if self._kept_for_rollback():
-            return
-        if not self._hook_ok:
+        if rolled_back is not None:
+            self._keep(
+                "rolled-back",
+                f"this host went back to its previous OS at {rolled_back.at}: {rolled_back.reason}",
+                detail="no other host reboots until this one is fixed; then run "
+                f"`locksmithctl unlock {self.ctx.machine_id}`",
+            )
+            return True
+        if not hook_ok:
             self._keep("post-boot-hook", "the post-boot hook failed; release it by hand")
-            return
-        await self._gate_and_release()
+            return True
+        return False
 
     async def post_boot_hook(self) -> bool:
         # Runs on every start, not only after our reboots: it must be idempotent (e.g. uncordon),
@@ -208,13 +198,16 @@ class Releaser:
         self.log.error("after-boot.keeping-lock", cause=cause, reason=reason, **fields)
         self.emit(LockKept(cause, reason))
 
-    async def _release_when_reachable(self, gate: bool) -> None:
+    async def _release_when_reachable(self, gate: bool, hook_ok: bool = True) -> None:
+        """Once the store answers: a lock held after boot (`gate`) is judged as at boot, but too late to
+        roll back (a failed gate keeps it and stays); otherwise it is released."""
         delay = 1.0
         while True:
             try:
                 if await self.strategy.holds(self.ctx):
                     if gate:
-                        await self._judge_held_after_boot()
+                        if not self._kept_after_boot(hook_ok):
+                            await self._gate_and_release()
                     else:
                         await self.strategy.release(self.ctx)
                         self.emit(LockReleased("deferred release"))
