@@ -30,6 +30,11 @@ class Boot:
     shutdown: float | None = None  # services being stopped for a reboot
     reset: float | None = None  # the kernel's "Restarting system"
 
+    @property
+    def down(self) -> float | None:
+        """When this boot started going down: its shutdown, or the reset when no shutdown was seen."""
+        return self.shutdown or self.reset
+
 
 @dataclass
 class ConsoleWatch:
@@ -54,7 +59,7 @@ class ConsoleWatch:
         boot = self.current
         if boot is None:
             return "firmware"
-        if boot.reset is not None or boot.shutdown is not None:
+        if boot.down is not None:
             return "rebooting"
         return "up" if boot.up is not None else "booting"
 

@@ -19,7 +19,7 @@ def track(observer: Observer, host: HostView, origin: float, new_version: str, n
 
     boots = host.console.boots
     for i, boot in enumerate(boots):
-        down = boot.shutdown or boot.reset
+        down = boot.down
         kind = HEALTHY_NEW if boot.version == new_version else HEALTHY_OLD
         add(kind, boot.up, down)
         if down is not None:
@@ -30,7 +30,7 @@ def track(observer: Observer, host: HostView, origin: float, new_version: str, n
         # installed and not yet rebooting: the agent waits for a slot (or its window) until the etcd watch
         # shows it holding the lock, or until it goes down without one (strategy reboot)
         taken = [span.start for span in host.locks if span.start >= installed]
-        downs = [b.shutdown or b.reset for b in boots if b.up is not None and b.up <= installed]
+        downs = [b.down for b in boots if b.up is not None and b.up <= installed]
         ends = taken[:1] + [d for d in downs[-1:] if d is not None]
         add(WAITING, installed, min(ends) if ends else None)
     for boot in boots:
@@ -40,7 +40,7 @@ def track(observer: Observer, host: HostView, origin: float, new_version: str, n
         # goes down again, a rollback)
         held = [span for span in host.locks if span.start <= boot.up and (span.end is None or span.end > boot.up)]
         if held:
-            ends = [e for e in (held[0].end, boot.shutdown or boot.reset) if e is not None]
+            ends = [e for e in (held[0].end, boot.down) if e is not None]
             add(TRIAL, boot.up, min(ends) if ends else None)
     for span in host.locks:
         add(LOCK, span.start, span.end)
