@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.devtools.interruptible import finish
 from locksmith.disk.slots import booted_slot, read_slots
 from locksmith.updateengine.pack import read_release_from_slot
 
@@ -32,12 +33,7 @@ def clean_env() -> dict[str, str]:
 def demo(out: Path, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
     argv = [*DEMO, "--out", str(out), *args]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # let it stop what it started, then show how far it got
-        stdout, stderr = proc.communicate(timeout=60)
-        pytest.fail(f"locksmith-demo did not finish within {timeout}s:\n{stdout[-4000:]}\n{stderr[-2000:]}")
+    stdout, stderr = finish(proc, timeout, "locksmith-demo", stop_seconds=60)
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 

@@ -9,13 +9,13 @@ guest proves it works. The images are the set tests/image/test_boot.py also boot
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness.devtools.interruptible import finish
 from harness.vmfleet import netns
 
 from .conftest import PREFIX, qemu_pids
@@ -41,16 +41,8 @@ def test_two_vms_update_one_at_a_time_and_both_stick_on_usr_b(tmp_path: Path) ->
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        said, _ = demo.communicate(timeout=RUN_SECONDS)
-    except subprocess.TimeoutExpired:
-        demo.send_signal(signal.SIGINT)  # it removes its VMs and namespace, then shows how far it got
-        said, _ = demo.communicate(timeout=120)
-        pytest.fail(f"the 2-VM rollout did not finish within {RUN_SECONDS} s:\n{said[-6000:]}")
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+    # Past the deadline, Ctrl-C: the demo removes its VMs and namespace, then the test fails.
+    said, _ = finish(demo, RUN_SECONDS, "the 2-VM rollout", stop_seconds=120)
     assert demo.returncode == 0, said[-6000:]
     summary = json.loads((out / "summary.json").read_text())
     # The independent etcd watch saw a holder, and never two at once.
