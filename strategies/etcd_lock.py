@@ -5,9 +5,9 @@ Waiting for a slot is event-driven: after finding the semaphore full we watch it
 revision we read, and retry the moment any holder gives a slot back (the Go agent slept 10 s to
 5 min between attempts). A long safety re-check covers a watch that silently stops delivering.
 
-On etcd v3 waiters also stand in a line (locksmith/waitline.py), in the order they came: only the first
-tries the semaphore, the others each watch the one ahead of them. A release then wakes one waiter, not
-the whole fleet, and a crowd no longer spends its time in compare-and-swap conflicts.
+On etcd v3 waiters also stand in a line (locksmith/waitline.py), in the order they came: a release of
+k slots sets the first k waiters trying, not the whole fleet, and those further back each watch one
+key ahead of them; a crowd no longer spends its time in compare-and-swap conflicts.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from locksmith.kv import (
     KVStore,
     KVUnavailable,
     NoTransactions,
-    Place,
     open_store,
 )
 from locksmith.leases import HolderLeases, LeaseKeeper, judge_while_idle
@@ -49,8 +48,6 @@ from locksmith.waitline import WaitingLine, follow_semaphore
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
-# A free slot the first in line has not taken for this long: it is stalled, the next in line tries.
-LINE_JUMP_GRACE_SECONDS = 3.0
 
 LOCK_TTL = Setting(
     "LOCK_TTL",
@@ -202,17 +199,16 @@ class EtcdLockStrategy(Strategy):
         while True:
             seen = None
             if in_line:
-                place = await line.place(read=locks.turn_keys)
-                if place.predecessor is None:
-                    seen = place.entries
-                elif not await self._wait_behind(ctx, locks, line, place):
-                    continue
+                seen = await line.wait_for_turn(
+                    ctx, lambda: self.leases(ctx).free_expired(ctx.on_expired_holder), self._safety_recheck
+                )
             if await self._paced(locks, ctx, seen):
                 seen = None  # we slept: read afresh
             try:
                 snap = await locks.lock(ctx.machine_id, leave_line=line.key if in_line else None, seen=seen)
             except SemaphoreFull:
-                pass
+                if in_line:
+                    continue  # another host was quicker: back to our place in line
             else:
                 line.left_by_lock()
                 ctx.log.info(
@@ -223,73 +219,33 @@ class EtcdLockStrategy(Strategy):
                     revision=snap.revision,
                 )
                 return
-            freed = await self.leases(ctx).free_expired(ctx.on_expired_holder)
-            if freed.holders:
-                continue
-            # Read the state we will watch from: anything written after it wakes us.
-            current = await locks.get()
-            if current.semaphore.holds(ctx.machine_id) or current.semaphore.available > 0:
-                continue  # freed (or taken for us) between the lock attempt and the read
-            ctx.log.info(
-                "lock.wait",
-                key=locks.key,
-                holders=list(current.semaphore.holders),
-                max=current.semaphore.max,
-                revision=current.revision,
-            )
-            # A holder with a lease is looked at again well within its TTL; the others only change by writing.
-            bound = min(self._safety_recheck, freed.recheck_seconds or self._safety_recheck)
-            try:
-                async with asyncio.timeout(bound):
-                    changed = await self._wait_for_a_free_slot(locks, current, ctx.machine_id)
-            except TimeoutError:
-                ctx.woke("lease-check" if bound < self._safety_recheck else "recheck", after_seconds=bound)
-                continue
-            ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
+            await self._wait_without_line(ctx, locks)
 
-    async def _wait_behind(self, ctx: StrategyContext, locks: LockStore, line: WaitingLine, place: Place) -> bool:
-        """Someone came before us: wait (bounded) until the waiter just ahead leaves the line, and say
-        False (look again). Next to the first in line, also watch the semaphore: a live first waiter takes
-        a free slot within milliseconds, so one left free for LINE_JUMP_GRACE_SECONDS means it is stalled
-        or cut off, and we say True (try the slot ourselves; the compare-and-swap keeps that safe)."""
-        assert place.predecessor is not None
-        ctx.log.debug("lock.line.wait", key=locks.key, behind=place.predecessor.rsplit("/", 1)[-1])
-        behind = asyncio.create_task(line.wait_behind(place))
-        left_free = asyncio.create_task(self._left_free(locks)) if place.next_to_first else None
-        waits = [t for t in (behind, left_free) if t is not None]
+    async def _wait_without_line(self, ctx: StrategyContext, locks: LockStore) -> None:
+        """No line on this store (or for this id): free lapsed holders, else wait for any free slot."""
+        freed = await self.leases(ctx).free_expired(ctx.on_expired_holder)
+        if freed.holders:
+            return
+        # Read the state we will watch from: anything written after it wakes us.
+        current = await locks.get()
+        if current.semaphore.holds(ctx.machine_id) or current.semaphore.available > 0:
+            return  # freed (or taken for us) between the lock attempt and the read
+        ctx.log.info(
+            "lock.wait",
+            key=locks.key,
+            holders=list(current.semaphore.holders),
+            max=current.semaphore.max,
+            revision=current.revision,
+        )
+        # A holder with a lease is looked at again well within its TTL; the others only change by writing.
+        bound = min(self._safety_recheck, freed.recheck_seconds or self._safety_recheck)
         try:
-            done, _ = await asyncio.wait(waits, timeout=self._safety_recheck, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-        if not done:
-            ctx.woke("recheck", after_seconds=self._safety_recheck)
-            return False
-        for task in done:
-            task.result()  # a store error ends the wait as it would any other
-        if left_free in done and behind not in done:
-            ctx.log.warning(
-                "lock.line.jump",
-                key=locks.key,
-                ahead=place.predecessor.rsplit("/", 1)[-1],
-                detail=f"the first in line left a free slot unused for {LINE_JUMP_GRACE_SECONDS:g} s",
-            )
-            return True
-        return False
-
-    @staticmethod
-    async def _left_free(locks: LockStore) -> None:
-        """Return once the semaphore has shown a free slot for LINE_JUMP_GRACE_SECONDS with no write."""
-        async with aclosing(follow_semaphore(locks)) as states:
-            free = False
-            while True:
-                try:
-                    async with asyncio.timeout(LINE_JUMP_GRACE_SECONDS if free else None):
-                        snap = await anext(states)
-                except TimeoutError:
-                    return
-                free = not snap.exists or snap.semaphore.available > 0
+            async with asyncio.timeout(bound):
+                changed = await self._wait_for_a_free_slot(locks, current, ctx.machine_id)
+        except TimeoutError:
+            ctx.woke("lease-check" if bound < self._safety_recheck else "recheck", after_seconds=bound)
+            return
+        ctx.woke("watch", revision=changed.revision, holders=list(changed.semaphore.holders))
 
     @staticmethod
     async def _paced(locks: LockStore, ctx: StrategyContext, seen: Mapping[str, Entry | None] | None) -> bool:

@@ -109,13 +109,17 @@ class Committed:
 @dataclass(frozen=True, slots=True)
 class Place:
     """Where a key stands in a line of keys ordered by creation, read at store revision `revision`:
-    `predecessor` is the newest key created before it (None: it is first), `next_to_first` says that
-    the predecessor is itself first; `entries`: the keys asked for alongside, read at the same revision."""
+    `ahead` holds the keys created before it, nearest first, as many as were asked for (fewer: that is
+    everyone ahead); `entries`: the keys asked for alongside, read at the same revision."""
 
-    predecessor: str | None
+    ahead: tuple[str, ...]
     revision: int
     entries: Mapping[str, Entry | None] = field(default_factory=dict)
-    next_to_first: bool = False
+
+    @property
+    def predecessor(self) -> str | None:
+        """The key just ahead (None: this one is first)."""
+        return self.ahead[0] if self.ahead else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +161,13 @@ class Transactions(Protocol):
         ...
 
     def follow(self, key: str) -> AsyncIterator[Change]:
-        """The key's state once the watch is in place (value None: absent), then every change after."""
+        """The key's state once the watch is in place (value None: absent), then every change after;
+        each with the revision that wrote it (0 for a key absent when the watch began)."""
         ...
 
-    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = ()) -> Place:
-        """Where the key created at revision `created` stands among the keys under `prefix`, and the
-        keys of `read` at the same revision."""
+    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
+        """Where the key created at revision `created` stands among the keys under `prefix` (up to `ahead`
+        of the keys before it), and the keys of `read` at the same revision."""
         ...
 
 

@@ -159,8 +159,8 @@ class ApiChoosingStore:
     async def stay_in_line(self, lease: int) -> bool:
         return await (await self._transactions()).stay_in_line(lease)
 
-    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = ()) -> Place:
-        return await (await self._transactions()).place_in_line(prefix, created, read)
+    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
+        return await (await self._transactions()).place_in_line(prefix, created, read, ahead)
 
     async def ping(self) -> None:
         await (await self._store()).ping()

@@ -249,25 +249,23 @@ class Etcd3Store:
         body = await self._post("/v3/lease/keepalive", "renewing a lease", {"ID": str(lease)})
         return parse_keepalive(body) > 0
 
-    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = ()) -> Place:
+    async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
         ahead = {
             "key": b64(prefix),
             "range_end": b64(prefix_end(prefix.encode())),
             "max_create_revision": str(created - 1),
             "sort_order": "DESCEND",
             "sort_target": "CREATE",
-            # etcd applies a create-revision filter after reading the range: two rows, but every key read.
-            "limit": "2",
+            # etcd applies a create-revision filter after reading the range: few rows, but every key read.
+            "limit": str(max(1, ahead)),
             "keys_only": True,
         }
         reads = [{"request_range": ahead}] + [{"request_range": {"key": b64(k)}} for k in read]
         result = await self._txn(prefix, "reading the line", [], reads)
         if not result.ranges or result.revision <= 0:
             raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")
-        first = result.ranges[0].rows
-        predecessor = first[0].key.decode("utf-8", errors="replace") if first else None
-        entries = _entries(read, result.ranges[1:])
-        return Place(predecessor, result.revision, entries, next_to_first=len(first) == 1)
+        keys = tuple(row.key.decode("utf-8", errors="replace") for row in result.ranges[0].rows)
+        return Place(keys, result.revision, _entries(read, result.ranges[1:]))
 
     async def ping(self) -> None:
         await self._range("locksmith/ping")
@@ -309,7 +307,7 @@ class Etcd3Store:
                         if from_now and msg.created:
                             from_now = False
                             entry, last = await self._range(key)
-                            yield Change(key, None if entry is None else entry.value, last)
+                            yield Change(key, None, 0) if entry is None else Change(key, entry.value, entry.revision)
                             continue
                         if msg.compact_revision:
                             compacted = True

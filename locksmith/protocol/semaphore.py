@@ -13,6 +13,7 @@ mix both tools — but never produce one: `set_max` refuses to go below the curr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
@@ -24,6 +25,9 @@ DEFAULT_KEY = f"{KEY_PREFIX}/semaphore"
 # JSON): 1 to HOLDER_MAX_LEN printable characters, no white space — so no id can carry a newline or
 # an escape sequence into `status` output and forge a line there.
 HOLDER_MAX_LEN = 256
+# What str.isspace() calls white space (re's \s is the same set), found in C: every waiter decodes the
+# semaphore at each change it watches, so a per-character Python loop here was a tenth of its CPU.
+_WHITE_SPACE = re.compile(r"\s")
 HOLDER_RULE = f"1 to {HOLDER_MAX_LEN} printable characters without spaces"
 # A stored value this large is no semaphore (max holders * the longest id is far below it).
 MAX_VALUE_BYTES = 1 << 20
@@ -82,7 +86,7 @@ def holder_problem(holder: object) -> str | None:
         return "it is empty"
     if len(holder) > HOLDER_MAX_LEN:
         return f"it is {len(holder)} characters long (at most {HOLDER_MAX_LEN})"
-    if not holder.isprintable() or any(ch.isspace() for ch in holder):
+    if not holder.isprintable() or _WHITE_SPACE.search(holder):
         return "it contains white space or characters that are not printable"
     return None
 

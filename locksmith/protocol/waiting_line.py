@@ -3,11 +3,14 @@
     <semaphore key>-line/<id>   one key per waiting host, written with a store TTL (a v3 lease) that its
                                 agent renews while it waits; the value is the time it joined (for people)
 
-The keys' create revisions are the order. A waiter tries the semaphore only when nobody created a key
-before its own, and otherwise watches the key just ahead of it: a release wakes one waiter, not every
-one, and the next in line is woken when the one ahead takes its slot (its key is deleted in the same
-transaction) or gives up. A waiter that died leaves with its lease; before that, once it is first, the
-next in line passes it when a slot stays free a few seconds (strategies/etcd_lock.py).
+The keys' create revisions are the order. Only the first `WINDOW + 1` waiters follow the semaphore; a
+waiter further back watches the key `WINDOW` places ahead of it, so each waiter that leaves the line
+wakes exactly one waiter behind it, and a release wakes only the few at the front. A waiter following
+the semaphore knows who is ahead of it and tries once a slot is free and all of them have taken theirs
+(`may_try`): one compare-and-swap at a time, each started by the change that ended the one before,
+instead of a crowd whose conflicts cost every writer (releases included) a round trip and a back-off.
+A waiter ahead that died leaves with its lease; before that, a slot it leaves free for a few seconds is
+taken by those behind it, one grace period per place (`jump_after`).
 
 The line only orders our agents; it grants nothing. A slot is still taken by compare-and-swap on the
 semaphore's Go-format JSON, so a Go host that never looks at the line competes as it always did, and
@@ -16,13 +19,21 @@ never more than `max` hold.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from locksmith.protocol.holder_lease import KEY_SAFE_ID
+from locksmith.protocol.semaphore import Semaphore
 
 # Only what a waiter that died costs once it is first in line and the next one passes it (etcd_lock's
 # grace), or what a crashed fleet leaves behind: a minute, renewed every 20 s, keeps renewals cheap.
 LINE_TTL_SECONDS = 60
+# A free slot that the waiters ahead leave untaken this long (no write at all meanwhile): one of them is
+# stalled or gone. A live waiter takes a free slot within milliseconds.
+LINE_JUMP_GRACE_SECONDS = 3.0
+# How many places from the front a waiter starts following the semaphore: the next to try is then
+# already watching when the one before it takes its slot, and the others stay quiet.
+WINDOW = 2
 
 
 def line_prefix(semaphore_key: str) -> str:
@@ -34,5 +45,29 @@ def line_key(semaphore_key: str, holder: str) -> str | None:
     return f"{line_prefix(semaphore_key)}{holder}" if KEY_SAFE_ID.fullmatch(holder) else None
 
 
+def holder_of(key: str) -> str:
+    """The host id a line key stands for (its last segment)."""
+    return key.rsplit("/", 1)[-1]
+
+
 def joined_value(now: datetime) -> bytes:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+
+
+def still_waiting(ahead: Iterable[str], semaphore: Semaphore) -> frozenset[str]:
+    """The hosts ahead of us (ids) that have not taken a slot yet."""
+    return frozenset(ahead) - frozenset(semaphore.holders)
+
+
+def may_try(me: str, waiting_ahead: int, semaphore: Semaphore) -> bool:
+    """Our turn: a slot is free and nobody ahead of us still waits (or we already hold one)."""
+    return semaphore.holds(me) or (waiting_ahead == 0 and semaphore.available > 0)
+
+
+def jump_after(waiting_ahead: int, semaphore: Semaphore) -> float | None:
+    """How long a free slot may stay untaken, with no write, before we try it anyway (None: no slot is
+    free, so there is nothing to jump to). Each place further back waits one grace period longer, so a
+    stalled waiter is passed by one host at a time, not by all behind it at once."""
+    if semaphore.available <= 0:
+        return None
+    return LINE_JUMP_GRACE_SECONDS * (1 + max(0, waiting_ahead - semaphore.available))

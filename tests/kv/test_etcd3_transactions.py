@@ -62,9 +62,11 @@ async def test_the_line_is_ordered_by_arrival_and_a_rejoin_keeps_its_place(store
 
 async def test_a_line_key_whose_lease_is_not_kept_alive_goes_by_itself(store: Etcd3Store, prefix: str) -> None:
     joined = await store.join_line(prefix + "w", b"t", 2)
+    await store.create(prefix + "later", b"x")  # the store moves on; the key's own revision does not
     async with aclosing(store.follow(prefix + "w")) as changes:
         first = await anext(changes)
         assert first.value == b"t"  # the state once the watch is in place comes first
+        assert first.revision == joined.created  # with the revision that wrote it
         gone = await asyncio.wait_for(anext(changes), 15)
     assert gone.value is None
     assert not await store.stay_in_line(joined.lease)
@@ -73,4 +75,4 @@ async def test_a_line_key_whose_lease_is_not_kept_alive_goes_by_itself(store: Et
 async def test_follow_starts_with_an_absent_key_as_absent(store: Etcd3Store, prefix: str) -> None:
     async with aclosing(store.follow(prefix + "never")) as changes:
         first = await asyncio.wait_for(anext(changes), 10)
-    assert first.value is None and first.revision > 0
+    assert first.value is None and first.revision == 0
