@@ -1,5 +1,5 @@
-"""The waiting line on real etcd: arrival order, a stalled first waiter passed, and Go hosts that never
-look at the line competing with hosts that stand in it."""
+"""The waiting line on real etcd: arrival order, slots freed together, a stalled first waiter passed,
+and Go hosts that never look at the line competing with hosts that stand in it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import structlog
 
+from locksmith import waitline
 from locksmith.kv import KVStore, Transactions, open_store
 from locksmith.lockstore import LockStore
 from locksmith.protocol.semaphore import SemaphoreFull, decode, encode
@@ -60,6 +61,52 @@ async def test_waiters_get_the_slot_in_the_order_they_came(etcd_ctx) -> None:  #
         for task in tasks.values():
             task.cancel()
         for closable in (holder, *waiters.values(), kv):
+            await closable.aclose()
+
+
+async def test_slots_freed_together_go_to_the_first_in_line_and_only_the_front_follows_the_semaphore(
+    etcd_ctx, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    holders, queued = _ids(2), [f"{0xA0 + i:032x}" for i in range(7)]
+    ctx = etcd_ctx(holders[0])
+    kv = open_store(ctx.kv)
+    locks = LockStore(kv, ctx.group)
+    await locks.set_max(2)
+    following, most_following = 0, 0
+    real_follow = waitline.follow_semaphore
+
+    async def counted(store: LockStore):  # type: ignore[no-untyped-def]
+        nonlocal following, most_following
+        following += 1
+        most_following = max(most_following, following)
+        try:
+            async for snap in real_follow(store):
+                yield snap
+        finally:
+            following -= 1
+
+    monkeypatch.setattr(waitline, "follow_semaphore", counted)
+    strategies = {m: EtcdLockStrategy() for m in holders + queued}
+    tasks: dict[str, asyncio.Task[None]] = {}
+    try:
+        for machine in holders:
+            await strategies[machine].acquire(etcd_ctx(machine))
+        for machine in queued:  # one by one: each is in line before the next comes
+            tasks[machine] = asyncio.create_task(strategies[machine].acquire(etcd_ctx(machine)))
+            key = line_key(locks.key, machine)
+            assert key is not None
+            await _until(lambda key=key: _present(kv, key), 10, f"{machine} in line")
+        await asyncio.gather(*(strategies[m].release(etcd_ctx(m)) for m in holders))
+        await asyncio.wait_for(asyncio.gather(tasks[queued[0]], tasks[queued[1]]), 10)
+        assert set((await locks.get()).semaphore.holders) == set(queued[:2])
+        assert not any(tasks[m].done() for m in queued[2:]), "nobody passed the first two in line"
+        # Seven in line, but only the front ones follow the semaphore: a release wakes a few, not all.
+        assert most_following <= 3, f"{most_following} of {len(queued)} waiters followed the semaphore at once"
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for closable in (*strategies.values(), kv):
             await closable.aclose()
 
 
