@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
-from locksmith.kv.base import ExpiringKeys, KVError, KVStore, NoTransactions
+from locksmith.kv.base import Entry, ExpiringKeys, KVError, KVStore, NoTransactions
 from locksmith.lockstore import LockStore, Snapshot
 from locksmith.logging import outside_text
 from locksmith.protocol import holder_lease
@@ -85,16 +85,25 @@ class HolderLeases:
             alive_key, lease.encode(), lease.ttl_seconds, only_if_present=only_if_present
         )
 
-    async def withdraw(self, holder: str) -> None:
-        """After leaving the semaphore (or before taking a slot with the TTL off): no declaration, no alive key."""
+    def own_keys(self, holder: str) -> tuple[str, ...]:
+        """The holder's declaration and alive key (none for an id that cannot have a lease)."""
         lease_key = holder_lease.lease_key(self.locks.key, holder)
         alive_key = holder_lease.alive_key(self.locks.key, holder)
-        if lease_key is None or alive_key is None:
+        return () if lease_key is None or alive_key is None else (lease_key, alive_key)
+
+    async def withdraw(self, holder: str, seen: Mapping[str, Entry | None] | None = None) -> None:
+        """After leaving the semaphore (or before taking a slot with the TTL off): no declaration, no alive
+        key. `seen`: both keys as just read, when they were, and nobody renews them meanwhile."""
+        own = self.own_keys(holder)
+        if not own:
             return
+        lease_key, alive_key = own
         if (txn := self.locks.transactions()) is not None:
             with contextlib.suppress(NoTransactions):
                 # Every lock and release asks this, and nearly always there is nothing: a read, not a write.
-                if any((await txn.read_together([lease_key, alive_key])).values()):
+                if seen is None or not all(k in seen for k in own):
+                    seen = await txn.read_together(own)
+                if any(seen[k] for k in own):
                     await txn.commit({}, {}, delete=(lease_key, alive_key))  # both gone at once
                 return
         # The declaration goes first: without it nobody judges us, whatever the alive key says.

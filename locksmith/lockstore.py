@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,13 +22,15 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from locksmith.kv.base import Entry, KVError, KVStore, NoTransactions, Transactions
 from locksmith.logging import outside_text
-from locksmith.protocol import holder_ages, pacing
+from locksmith.pacing_record import PacingRecord
+from locksmith.protocol import holder_ages
 from locksmith.protocol.holder_ages import THIS_WRITE, AgesRecord, AgesUnreadable
 from locksmith.protocol.hostrecord import hosts_prefix
-from locksmith.protocol.pacing import Pacing, spacing_key
+from locksmith.protocol.pacing import spacing_key
 from locksmith.protocol.semaphore import (
     INITIAL,
     Semaphore,
+    SemaphoreContention,
     SemaphoreCorrupt,
     SemaphoreError,
     decode,
@@ -54,10 +56,6 @@ LINE_CONFLICT_BACKOFF_MAX = 0.02
 _AGES_MAX_ATTEMPTS = 10
 # The fleet view reads at most this many host records (a fleet far larger than any semaphore's max).
 MAX_HOSTS = 10_000
-
-
-class SemaphoreContention(SemaphoreError):
-    """Every attempt lost the compare-and-swap race; nothing was changed by us."""
 
 
 class _Conflict(Exception):
@@ -100,8 +98,8 @@ class Status:
         return self.snapshot.semaphore
 
 
-class LockStore:
-    """The semaphore of one lock group on one KV store."""
+class LockStore(PacingRecord):
+    """The semaphore of one lock group on one KV store (and its pacing record: pacing_record.py)."""
 
     def __init__(
         self,
@@ -146,48 +144,6 @@ class LockStore:
         prefix = hosts_prefix(self.key)
         return {e.key[len(prefix) :]: e.value for e in await self.kv.list_prefix(prefix, limit)}
 
-    # --- pacing (protocol/pacing.py) --------------------------------------------------------
-
-    async def read_pacing(self) -> tuple[Pacing, str | None]:
-        """The fleet's pacing, and why it is ignored when the stored value is not one we trust."""
-        return self.pacing_of(await self.kv.get(self.spacing_key))
-
-    def pacing_of(self, entry: Entry | None) -> tuple[Pacing, str | None]:
-        """`read_pacing` of an entry already read."""
-        if entry is None:
-            return Pacing(), None
-        parsed = pacing.decode(entry.value)
-        if parsed is None:
-            return Pacing(), f"{self.spacing_key!r} is not a pacing record; ignored (set it again with set-spacing)"
-        return parsed, None
-
-    async def set_spacing(self, seconds: float) -> float:
-        """Set the minimum gap between a release and the next lock (0: none); returns the old one."""
-        for _ in range(self._max_attempts):
-            entry = await self.kv.get(self.spacing_key)
-            old = pacing.decode(entry.value) if entry is not None else None
-            new = Pacing(seconds, old.last_release if old else 0.0).encode()
-            if entry is None:
-                if await self.kv.create(self.spacing_key, new) is not None:
-                    return 0.0
-            elif await self.kv.compare_and_swap(self.spacing_key, new, entry.revision) is not None:
-                return old.spacing_seconds if old else 0.0
-        raise SemaphoreContention(f"gave up on {self.spacing_key!r}: other writers changed it every time; try again")
-
-    async def note_release(self) -> None:
-        """Stamp the release just made, when the fleet is paced (best effort: never fails a release)."""
-        try:
-            for _ in range(_AGES_MAX_ATTEMPTS):
-                entry = await self.kv.get(self.spacing_key)
-                current = pacing.decode(entry.value) if entry is not None else None
-                if entry is None or current is None or current.spacing_seconds <= 0:
-                    return
-                stamped = Pacing(current.spacing_seconds, self._clock().timestamp()).encode()
-                if await self.kv.compare_and_swap(self.spacing_key, stamped, entry.revision) is not None:
-                    return
-        except KVError as exc:
-            log.warning("pacing not stamped", key=self.spacing_key, error=outside_text(exc))
-
     async def wait_for_change(self, after_revision: int) -> Snapshot:
         """Block until the key changes after `after_revision` (no polling: the store's watch), and
         return the new state. Wrap in asyncio.timeout() to bound the wait."""
@@ -225,9 +181,20 @@ class LockStore:
         op = lambda sem: sem.lock(holder)  # noqa: E731
         return (await self._mutate(op, added=holder, leave_line=leave_line, seen=seen))[1]
 
-    async def unlock(self, holder: str) -> Snapshot:
-        """Give back `holder`'s slot. NotHeld when it holds none."""
-        return (await self._mutate(lambda sem: sem.unlock(holder)))[1]
+    async def unlock(self, holder: str, *, seen: Mapping[str, Entry | None] | None = None) -> Snapshot:
+        """Give back `holder`'s slot. NotHeld when it holds none. `seen`: as for `lock`."""
+        return (await self._mutate(lambda sem: sem.unlock(holder), seen=seen))[1]
+
+    async def read_with(self, keys: Sequence[str]) -> dict[str, Entry | None] | None:
+        """The turn keys and `keys` at one revision, where the store has transactions (else None): one
+        read where a release, its pacing stamp and its lease clean-up would each make their own."""
+        if (txn := self.transactions()) is None:
+            return None
+        try:
+            return await txn.read_together([*self.turn_keys, *keys])
+        except NoTransactions:
+            self._single_key_only = True
+            return None
 
     async def set_max(self, new_max: int) -> tuple[int, int]:
         """Set the number of slots; returns (old max, new max)."""

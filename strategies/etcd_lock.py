@@ -177,10 +177,12 @@ class EtcdLockStrategy(Strategy):
     async def _prepare_lease(self, ctx: StrategyContext) -> None:
         """With a TTL: declare it and start renewing before taking a slot (protocol/holder_lease.py's order).
         Without: make sure no declaration of ours is left from a time with one, or we could be judged."""
-        leases, keeper = self.leases(ctx), self._keeper
+        leases, keeper, locks = self.leases(ctx), self._keeper, self.lockstore(ctx)
         if keeper is None:
-            if not (await self.lockstore(ctx).get()).semaphore.holds(ctx.machine_id):
-                await leases.withdraw(ctx.machine_id)
+            seen = await locks.read_with(leases.own_keys(ctx.machine_id))
+            snap = locks.snapshot_of(seen[locks.key]) if seen is not None else await locks.get()
+            if not snap.semaphore.holds(ctx.machine_id):
+                await leases.withdraw(ctx.machine_id, seen)
             return
         if keeper.holding:
             return  # already holding (a lock taken before a cancelled reboot): the keeper runs
@@ -294,22 +296,25 @@ class EtcdLockStrategy(Strategy):
     async def release(self, ctx: StrategyContext) -> None:
         locks = self.lockstore(ctx)
         with _translated():
+            seen = await locks.read_with(self.leases(ctx).own_keys(ctx.machine_id))
             try:
-                snap = await locks.unlock(ctx.machine_id)
+                snap = await locks.unlock(ctx.machine_id, seen=seen)
             except NotHeld:
                 ctx.log.info("lock.release.not-held", key=locks.key)
-                await self._end_lease(ctx)
+                await self._end_lease(ctx, seen)
                 return
-            await locks.note_release()
-            await self._end_lease(ctx)
+            await locks.note_release(seen)
+            await self._end_lease(ctx, seen)
         ctx.log.info("lock.released", key=locks.key, holders=list(snap.semaphore.holders), revision=snap.revision)
 
-    async def _end_lease(self, ctx: StrategyContext) -> None:
-        """Only once out of the semaphore: stop renewing and remove both keys (any left over from a TTL era)."""
+    async def _end_lease(self, ctx: StrategyContext, seen: Mapping[str, Entry | None] | None) -> None:
+        """Only once out of the semaphore: stop renewing and remove both keys (any left over from a TTL era).
+        `seen`: the keys as read before the release; our keeper may have renewed them since, if we have one."""
         if self._keeper is not None:
             await self._keeper.stop()
             self._keeper.holding = False
-        await self.leases(ctx).withdraw(ctx.machine_id)
+            seen = None
+        await self.leases(ctx).withdraw(ctx.machine_id, seen)
 
     async def holds(self, ctx: StrategyContext) -> bool:
         locks = self.lockstore(ctx)

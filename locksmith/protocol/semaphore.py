@@ -70,6 +70,10 @@ class NotHeld(SemaphoreError):
         super().__init__(f"{holder!r} does not hold the lock")
 
 
+class SemaphoreContention(SemaphoreError):
+    """Every attempt lost the compare-and-swap race; nothing was changed by us."""
+
+
 class InvalidMax(SemaphoreError):
     """A `set_max` that would leave the semaphore inconsistent or unsafe."""
 
