@@ -133,6 +133,15 @@ class LockStore(PacingRecord):
             return Snapshot(INITIAL, revision, exists=False)
         return Snapshot(decode(value, self.key), revision)
 
+    def log_fields(self, snap: Snapshot) -> dict[str, object]:
+        """The semaphore as a log line shows it."""
+        return {
+            "key": self.key,
+            "holders": list(snap.semaphore.holders),
+            "max": snap.semaphore.max,
+            "revision": snap.revision,
+        }
+
     async def status(self) -> Status:
         snap = await self.get()
         ages, problem = await self._read_ages(snap.revision)

@@ -104,10 +104,7 @@ class WaitingLine:
                 said = True
                 ctx.log.info(
                     "lock.wait",
-                    key=self.locks.key,
-                    holders=list(look.snap.semaphore.holders),
-                    max=look.snap.semaphore.max,
-                    revision=look.snap.revision,
+                    **self.locks.log_fields(look.snap),
                     waiting_ahead=len(look.waiting) if look.far_behind is None else f"over {len(look.ahead) - 1}",
                 )
             if look.far_behind is not None:

@@ -5,9 +5,9 @@ Waiting for a slot is event-driven: after finding the semaphore full we watch it
 revision we read, and retry the moment any holder gives a slot back (the Go agent slept 10 s to
 5 min between attempts). A long safety re-check covers a watch that silently stops delivering.
 
-On etcd v3 waiters also stand in a line (locksmith/waitline.py), in the order they came: a release of
-k slots sets the first k waiters trying, not the whole fleet, and those further back each watch one
-key ahead of them; a crowd no longer spends its time in compare-and-swap conflicts.
+On etcd v3 waiters also stand in a line (locksmith/waitline.py), in the order they came: only the front
+few follow the semaphore and they try one after another, while those further back each watch one key
+ahead of them; a crowd no longer spends its time in compare-and-swap conflicts.
 """
 
 from __future__ import annotations
@@ -213,13 +213,7 @@ class EtcdLockStrategy(Strategy):
                     continue  # another host was quicker: back to our place in line
             else:
                 line.left_by_lock()
-                ctx.log.info(
-                    "lock.acquired",
-                    key=locks.key,
-                    holders=list(snap.semaphore.holders),
-                    max=snap.semaphore.max,
-                    revision=snap.revision,
-                )
+                ctx.log.info("lock.acquired", **locks.log_fields(snap))
                 return
             await self._wait_without_line(ctx, locks)
 
@@ -232,13 +226,7 @@ class EtcdLockStrategy(Strategy):
         current = await locks.get()
         if current.semaphore.holds(ctx.machine_id) or current.semaphore.available > 0:
             return  # freed (or taken for us) between the lock attempt and the read
-        ctx.log.info(
-            "lock.wait",
-            key=locks.key,
-            holders=list(current.semaphore.holders),
-            max=current.semaphore.max,
-            revision=current.revision,
-        )
+        ctx.log.info("lock.wait", **locks.log_fields(current))
         # A holder with a lease is looked at again well within its TTL; the others only change by writing.
         bound = min(self._safety_recheck, freed.recheck_seconds or self._safety_recheck)
         try:

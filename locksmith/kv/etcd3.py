@@ -250,7 +250,7 @@ class Etcd3Store:
         return parse_keepalive(body) > 0
 
     async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
-        ahead = {
+        before_ours = {
             "key": b64(prefix),
             "range_end": b64(prefix_end(prefix.encode())),
             "max_create_revision": str(created - 1),
@@ -260,7 +260,7 @@ class Etcd3Store:
             "limit": str(max(1, ahead)),
             "keys_only": True,
         }
-        reads = [{"request_range": ahead}] + [{"request_range": {"key": b64(k)}} for k in read]
+        reads = [{"request_range": before_ours}] + [{"request_range": {"key": b64(k)}} for k in read]
         result = await self._txn(prefix, "reading the line", [], reads)
         if not result.ranges or result.revision <= 0:
             raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")

@@ -10,7 +10,7 @@ the semaphore knows who is ahead of it and tries once a slot is free and all of 
 (`may_try`): one compare-and-swap at a time, each started by the change that ended the one before,
 instead of a crowd whose conflicts cost every writer (releases included) a round trip and a back-off.
 A waiter ahead that died leaves with its lease; before that, a slot it leaves free for a few seconds is
-taken by those behind it, one grace period per place (`jump_after`).
+taken by those behind it, one grace period more per place beyond the free slots (`jump_after`).
 
 The line only orders our agents; it grants nothing. A slot is still taken by compare-and-swap on the
 semaphore's Go-format JSON, so a Go host that never looks at the line competes as it always did, and
@@ -66,8 +66,9 @@ def may_try(me: str, waiting_ahead: int, semaphore: Semaphore) -> bool:
 
 def jump_after(waiting_ahead: int, semaphore: Semaphore) -> float | None:
     """How long a free slot may stay untaken, with no write, before we try it anyway (None: no slot is
-    free, so there is nothing to jump to). Each place further back waits one grace period longer, so a
-    stalled waiter is passed by one host at a time, not by all behind it at once."""
+    free, so there is nothing to jump to). One grace period, and one more for each host still waiting
+    ahead beyond the free slots: with one slot free a stalled waiter is passed by one host at a time;
+    with k free, the k nearest behind it try together (the compare-and-swap keeps that safe)."""
     if semaphore.available <= 0:
         return None
     return LINE_JUMP_GRACE_SECONDS * (1 + max(0, waiting_ahead - semaphore.available))
