@@ -6,6 +6,7 @@ does the job."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from locksmith.agent import sdnotify
 from locksmith.agent.coordinator import CoordinatorFile, CoordinatorFileError
 from locksmith.agent.health import HealthGate
 from locksmith.agent.ports import (
@@ -27,6 +29,7 @@ from locksmith.agent.ports import (
     StateEntered,
 )
 from locksmith.agent.settings import AgentSettings
+from locksmith.agent.settle import Settling
 from locksmith.agent.states import COORDINATOR_STATE, State
 from locksmith.bus.system import LazyBus
 
@@ -36,8 +39,12 @@ log = structlog.get_logger("locksmith.agent")
 def observers_for(settings: AgentSettings, strategy: str) -> tuple[list[Observer], list[Coroutine[Any, Any, None]]]:
     """The event observers (systemd READY=1 and STATUS=, the coordinator file, metrics) and the
     background jobs (watchdog pings, metrics endpoint) for this configuration."""
-    observers: list[Observer] = [systemd_observer(strategy), CoordinatorPublisher(settings.coordinator_file, strategy)]
-    background: list[Coroutine[Any, Any, None]] = []
+    systemd, coordinator = SystemdStatus(strategy), CoordinatorPublisher(settings.coordinator_file, strategy)
+    observers: list[Observer] = [systemd, coordinator, freeze_start_up_objects_when_idle()]
+    background: list[Coroutine[Any, Any, None]] = [
+        systemd.settling.flush_at_exit(),
+        coordinator.settling.flush_at_exit(),
+    ]
     if settings.metrics is not None:
         # Only with an endpoint configured: the registry and its server stay resident (~0.7 MiB).
         from locksmith.agent import metrics
@@ -49,36 +56,76 @@ def observers_for(settings: AgentSettings, strategy: str) -> tuple[list[Observer
         listen = metrics.ListenAddress(host=address.host, port=address.port, unix_path=address.path)
         background.append(_serve_metrics(metrics.MetricsServer(registry, listen)))
 
-    from locksmith.agent import sdnotify
-
     interval = sdnotify.watchdog_interval()
     if interval is not None:
         background.append(_watchdog(interval))
     return observers, background
 
 
-def systemd_observer(strategy: str) -> Observer:
-    from locksmith.agent import sdnotify
+def freeze_start_up_objects_when_idle() -> Observer:
+    """Once the agent first waits idle: one full garbage collection, then gc.freeze().
 
-    def publish_status(event: Event) -> None:
+    Start-up (imports, config, the first bus and store calls) leaves the young generation nearly full,
+    so the next burst of work, the update engine's signal, used to trigger a collection of its own in
+    front of the reboot call (~0.1 ms here). Collected while idle instead, and what survives start-up
+    lives as long as the process: frozen, later full collections no longer walk it."""
+    done = False
+
+    def observe(event: Event) -> None:
+        nonlocal done
+        if done or not isinstance(event, StateEntered) or event.state is not State.IDLE:
+            return
+        done = True
+        try:
+            asyncio.get_running_loop().call_soon(_collect_and_freeze)  # after this state is entered, not in it
+        except RuntimeError:  # no event loop: not the agent (a test of the observers)
+            return
+
+    return observe
+
+
+def _collect_and_freeze() -> None:
+    gc.collect()
+    gc.freeze()
+
+
+class SystemdStatus:
+    """Observer telling systemd READY=1 (at once), STATUS= with the newest state (settled: settle.py)
+    and, on STOPPING, STATUS= and STOPPING=1 at once. Run `settling.flush_at_exit()` as a background job."""
+
+    def __init__(self, strategy: str) -> None:
+        self.strategy = strategy
+        self.settling = Settling(self._send_status)
+        self._status: str | None = None
+
+    def __call__(self, event: Event) -> None:
         match event:
             case Ready():
-                sdnotify.ready(f"started ({strategy})")
-            case StateEntered(state=state):
-                sdnotify.status(status_line(event))
-                if state is State.STOPPING:
-                    sdnotify.stopping()
+                sdnotify.ready(f"started ({self.strategy})")
+            case StateEntered(state=State.STOPPING):
+                self._status = status_line(event)
+                self.settling.changed()
+                self.settling.flush()
+                sdnotify.stopping()
+            case StateEntered():
+                self._status = status_line(event)
+                self.settling.changed()
 
-    return publish_status
+    def _send_status(self) -> None:
+        if self._status is not None:
+            sdnotify.status(self._status)
 
 
 class CoordinatorPublisher:
     """Observer writing the coordinator file: the Go words, our state since it was entered (a
     re-entry, e.g. ACQUIRING after a back-off, keeps its time and rewrites nothing), and whether a
-    lock is kept on purpose after boot (until it is released or taken again for a new reboot)."""
+    lock is kept on purpose after boot (until it is released or taken again for a new reboot).
+    Written once a burst of changes settles (settle.py), at once from STOPPING on; run
+    `settling.flush_at_exit()` as a background job."""
 
     def __init__(self, path: Path, strategy: str) -> None:
         self.file = CoordinatorFile(path, strategy)
+        self.settling = Settling(self._write)
         self.state: State | None = None
         self.since = 0.0
         self.lock_kept: str | None = None
@@ -96,6 +143,13 @@ class CoordinatorPublisher:
                 self.lock_kept = None
             case _:
                 return
+        if self.state is None:
+            return
+        self.settling.changed()
+        if self.state is State.STOPPING:  # the process may end any moment now
+            self.settling.flush()
+
+    def _write(self) -> None:
         if self.state is None:
             return
         try:
@@ -146,8 +200,6 @@ def status_line(event: StateEntered) -> str:
 
 
 async def _watchdog(interval: float) -> None:
-    from locksmith.agent import sdnotify
-
     # Ping at half the interval systemd set, as sd_watchdog_enabled(3) recommends.
     while True:
         sdnotify.watchdog()

@@ -81,9 +81,9 @@ def test_the_agents_observer_sends_ready_then_a_status_per_state(receiver: socke
 
     from locksmith.agent.ports import LockAttempt, Ready, StateEntered
     from locksmith.agent.states import State
-    from locksmith.agent.wiring import systemd_observer
+    from locksmith.agent.wiring import SystemdStatus
 
-    observe = systemd_observer("etcd-lock")
+    observe = SystemdStatus("etcd-lock")
     now = datetime(2024, 1, 10, tzinfo=UTC)
     observe(Ready())
     assert receiver.recv(4096) == b"READY=1\nSTATUS=started (etcd-lock)"
