@@ -48,15 +48,15 @@ class SecretRedactor:
     """A structlog processor removing secrets from an event dict (see the module docstring)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: set[str] = set()
+        self._secrets: list[str] = []  # longest first, so a secret containing another is replaced whole
         self._secret_keys: dict[str, bool] = {}  # a program logs a few dozen key names: each judged once
         for value in secrets:
             self.add(value)
 
     def add(self, value: str) -> None:
         """Redact every occurrence of `value` from now on (empty values are ignored)."""
-        if value:
-            self._secrets.add(value)
+        if value and value not in self._secrets:
+            self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         return {key: self._clean(key, value) for key, value in event_dict.items()}
@@ -67,6 +67,8 @@ class SecretRedactor:
             secret_key = self._secret_keys[key] = bool(_SECRET_KEY.search(key))
         if secret_key and value not in (None, ""):
             return REDACTED
+        if type(value) is str:  # nearly every value: checked first, before the slower ABC checks below
+            return self.scrub(value)
         if value is None or isinstance(value, bool | int | float):
             return value
         if isinstance(value, Mapping):
@@ -77,8 +79,7 @@ class SecretRedactor:
 
     def scrub(self, text: str) -> str:
         """`text` with registered secrets, PEM private keys and URL passwords replaced."""
-        # Longest first, so a secret containing another is replaced whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         # Each pattern only where it could match (every log line passes here, most values are short
         # words): a PEM block has its dashes, a URL password its '@', an inline secret its '=' or ':'.
@@ -153,8 +154,8 @@ def configure_logging(
         _redactor.add(value)
 
     before_render: list[structlog.types.Processor] = [structlog.processors.format_exc_info, _redactor]
-    if not journal:  # journald stamps entries itself
-        before_render.insert(0, structlog.processors.TimeStamper(fmt="iso", utc=True))
+    if not journal:  # journald stamps entries itself; ours holds no secret, so it is added after the redactor
+        before_render.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.add_log_level],
         processors=[
@@ -171,6 +172,7 @@ def configure_logging(
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
     root.addHandler(handler)
+    _skip_record_fields_we_never_print(True)
     root.setLevel(_LEVELS[level.lower()])
     # httpx logs every request at info and httpcore every socket step at debug: noise even when
     # debugging (an etcd watch polls forever); our own KV layer logs what matters.
@@ -199,6 +201,19 @@ def reset_logging() -> None:
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(handler)
     structlog.reset_defaults()
+    _skip_record_fields_we_never_print(False)
+
+
+_STDLIB_SOURCE_FILE = logging._srcfile
+
+
+def _skip_record_fields_we_never_print(skip: bool) -> None:
+    # No line we print names the caller's file and line, thread or process, yet the stdlib finds them
+    # for every record: a walk up the stack and a few lookups, ~12% of a log line's cost, and the agent
+    # logs several lines between the update engine's signal and the reboot call. These are the switches
+    # the logging HOWTO's "Optimization" section documents.
+    logging._srcfile = None if skip else _STDLIB_SOURCE_FILE
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = not skip
 
 
 def add_secret(value: str) -> None:
