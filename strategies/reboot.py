@@ -12,7 +12,7 @@ class RebootStrategy(Strategy):
     name = "reboot"
 
     async def acquire(self, ctx: StrategyContext) -> None:
-        ctx.log.info("strategy.permission", strategy=self.name, detail="no lock needed")
+        ctx.log.debug("strategy.permission", strategy=self.name, detail="no lock needed")
 
     async def release(self, ctx: StrategyContext) -> None:
         return None

@@ -217,6 +217,8 @@ class LazyBus:
         self._lock = asyncio.Lock()
 
     async def get(self) -> MessageBus:
+        if self._bus is not None and self._bus.connected:  # the usual case, e.g. the reboot call: no lock to take
+            return self._bus
         async with self._lock:
             if self._bus is not None and self._bus.connected:
                 return self._bus
