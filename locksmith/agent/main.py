@@ -155,7 +155,7 @@ async def _serve(config: Config, strategy: object, machine_id: str) -> int:
     ports = Ports(
         updates=update_statuses(bus),
         rebooter=rebooter,
-        sessions=LoginSessions(bus),
+        sessions=LoginSessions(bus) if settings.login_check else None,
         health=BusHealthGate(settings.health, bus) if settings.health is not None else None,
         observers=observers,
     )
