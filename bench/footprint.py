@@ -9,7 +9,8 @@ NOTIFY_SOCKET points at a datagram socket this process bound, so sd_notify READY
 lines arrive here and are stamped (CLOCK_MONOTONIC, shared by all processes).
 
 start → READY   spawn of the process → READY=1 received; also → STATUS=idle (the agent has read
-                the engine's status and, for etcd-lock, checked for a lock from before the boot).
+                the engine's status and, for etcd-lock, checked for a lock from before the boot;
+                STATUS= is sent once a burst of states settles, up to 20 ms later: agent/settle.py).
                 Sampled at every agent start below.
 idle            one agent per store (default REBOOT_STRATEGY=etcd-lock): on a private etcd 3.4
                 (bus + etcd connected, issue 14's figure) and on the embedded store (the
