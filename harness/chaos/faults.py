@@ -9,7 +9,9 @@ tests the agents, not etcd's well-known unavailability without one. Agents are k
 state they are in (read from their coordinator file), and three kinds aim at states a random kill
 rarely hits: "agent-kill-holder" at those that hold a slot (acquired, pre-reboot, rebooting, releasing
 after boot), "agent-kill-need-reboot" at the moment a freshly restarted agent has just learnt a reboot is
-needed (a state that lasts milliseconds: the kill follows its publication), and
+needed (the kill follows the first state it publishes after that: need-reboot lasts a millisecond, and
+the agent's file shows a burst's last state, so usually acquiring, with its line join or first
+compare-and-swap under way), and
 "agent-kill-waiting-for-window" at a host whose reboot window has not opened yet. "etcd-freeze" (long
 mode) stops a member for longer than a request's deadline and a watch's idle bound, so agents must
 notice and move on; "etcd-delay" is the short version that only slows requests. "holder-dies-for-good"
@@ -171,18 +173,18 @@ class FaultInjector:
         if host.agent_phase() == "down":
             return
         self._kill("agent-kill", host)  # its supervisor starts a new agent
-        await self._kill_when(kind, host, "need-reboot")
+        await self._kill_when(kind, host, "need-reboot", "acquiring")
 
     async def _agent_kill_waiting_for_window(self, kind: str) -> None:
         waiting = [h for h in self.hosts if h.agent_phase() == "waiting-for-window"]
         if waiting:
             self._kill(kind, self.rng.choice(waiting))
 
-    async def _kill_when(self, kind: str, host: SimHost, phase: str) -> None:
+    async def _kill_when(self, kind: str, host: SimHost, *phases: str) -> None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _AIM_FOR
         while loop.time() < give_up:
-            if host.agent_phase() == phase:
+            if host.agent_phase() in phases:
                 self._kill(kind, host)
                 return
             await asyncio.sleep(_AIM_POLL)
