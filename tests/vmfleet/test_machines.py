@@ -115,11 +115,19 @@ def test_ctrl_c_during_the_vm_demo_leaves_no_vm_namespace_or_bridge(tmp_path: Pa
         ours = [n for n in netns.namespaces() if n.startswith(f"{PREFIX}-{demo.pid}-")]
         assert len(ours) == 1
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(60) == 130, demo.stdout.read()
+        try:
+            # Read while waiting: a demo blocked writing to a full pipe would never exit.
+            printed, _ = demo.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            printed, _ = demo.communicate()
+            pytest.fail(f"the demo did not exit within 60 s of Ctrl-C; it printed:\n{seen}{printed}")
+        assert demo.returncode == 130, seen + printed
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+        netns.sweep(PREFIX)  # a demo killed here leaves its VMs in its namespace: stop them, whatever failed
     assert qemu_pids(str(out)) == []
     assert [n for n in netns.namespaces() if n.startswith(f"{PREFIX}-{demo.pid}-")] == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout

@@ -21,6 +21,8 @@ from harness.vmfleet.netns import FleetNetwork
 
 from .conftest import PREFIX
 
+SWEEP_PREFIX = "lsvmsweep"  # the sweep test's own: see there
+
 ECHO_SERVER = """
 import socket, sys
 server = socket.create_server((sys.argv[1], int(sys.argv[2])))
@@ -171,11 +173,14 @@ def test_processes_left_inside_are_stopped_and_the_namespace_goes() -> None:
 
 
 def test_sweep_removes_what_a_dead_run_left_and_nothing_else() -> None:
+    # A prefix of its own: what another test's dead run left under PREFIX is rightly swept too, and
+    # would make "nothing else" fail here (a Ctrl-C test killed after its deadline once did).
+    prefix = SWEEP_PREFIX
     crashed = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_RUN, PREFIX], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CRASHING_RUN, prefix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     left: list[str] = []
-    decoys = [f"{PREFIX}-decoy", f"{PREFIX}x-{crashed.pid}-abcdef", f"{PREFIX}-{crashed.pid}-abcdef-extra"]
+    decoys = [f"{prefix}-decoy", f"{prefix}x-{crashed.pid}-abcdef", f"{prefix}-{crashed.pid}-abcdef-extra"]
     try:
         *left, sleeper = read_line(crashed).split()
         orphan = int(sleeper)
@@ -190,9 +195,9 @@ def test_sweep_removes_what_a_dead_run_left_and_nothing_else() -> None:
         assert set(left) <= set(netns.namespaces())
         for decoy in decoys:
             subprocess.run(["ip", "netns", "add", decoy], check=True, timeout=10)
-        with FleetNetwork(PREFIX) as live:
+        with FleetNetwork(prefix) as live:
             mine = [live.name, live.add_stand_in(1)]
-            assert sorted(netns.sweep(PREFIX)) == sorted(left)
+            assert sorted(netns.sweep(prefix)) == sorted(left)
             remaining = set(netns.namespaces())
             assert not set(left) & remaining
             assert set(mine) | set(decoys) <= remaining
