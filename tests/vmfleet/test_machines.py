@@ -6,6 +6,7 @@ image's own boots are tests/image's)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -83,8 +84,13 @@ def test_the_update_server_listens_on_the_bridge_only_inside_the_namespace(tmp_p
 
 
 CTRL_C_RUN = """
-import sys
+import faulthandler, signal, sys
 from pathlib import Path
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it is, if it does not exit
+# Ctrl-C as in a shell, whatever the test process's earlier tests left it (an inherited blocked or
+# ignored SIGINT would make this wait forever; a full run once hung here after passing alone).
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from harness.vmfleet.demo import VmDemoOptions, run
 from harness.vmfleet.releases import Releases
 out, image = Path(sys.argv[1]), Path(sys.argv[2])
@@ -93,6 +99,11 @@ try:
 except KeyboardInterrupt:
     sys.exit(130)
 """
+
+
+def _signal_state() -> str:
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(("SigBlk", "SigIgn")))
 
 
 def test_ctrl_c_during_the_vm_demo_leaves_no_vm_namespace_or_bridge(tmp_path: Path) -> None:
@@ -119,9 +130,15 @@ def test_ctrl_c_during_the_vm_demo_leaves_no_vm_namespace_or_bridge(tmp_path: Pa
             # Read while waiting: a demo blocked writing to a full pipe would never exit.
             printed, _ = demo.communicate(timeout=60)
         except subprocess.TimeoutExpired:
+            demo.send_signal(signal.SIGUSR1)  # its threads' stacks, then gone
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                demo.wait(5)
             demo.kill()
             printed, _ = demo.communicate()
-            pytest.fail(f"the demo did not exit within 60 s of Ctrl-C; it printed:\n{seen}{printed}")
+            pytest.fail(
+                f"the demo did not exit within 60 s of Ctrl-C (this test process: {_signal_state()}); "
+                f"it printed:\n{seen}{printed}"
+            )
         assert demo.returncode == 130, seen + printed
     finally:
         if demo.poll() is None:
