@@ -5,8 +5,8 @@ Why: with strategy `reboot` the agent passes need-reboot, acquiring, pre-reboot 
 about a millisecond. Writing each of them (a file replaced, fsynced on disk, and a datagram to
 systemd) put more than half a millisecond in front of the reboot call, for states nobody could have
 read. So the first change of a burst starts a short timer; when it fires, the newest state is written,
-once. Outside a running event loop (tools, tests) each change is written at once, and `flush` writes
-whatever is pending straight away (the agent's last words at exit, STOPPING).
+once. Outside a running event loop (tools, tests) each change is written at once; `write_now` writes
+straight away (STOPPING) and `flush` writes whatever is pending (the agent's last words at exit).
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ class Settling:
 
     def flush(self) -> None:
         """Write now if a write is pending."""
-        if self._timer is None:
-            return
-        self._timer.cancel()
-        self._timer = None
+        if self._timer is not None:
+            self.write_now()
+
+    def write_now(self) -> None:
+        """Write at once (the newest state), instead of any write still planned."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._write()
 
     async def flush_at_exit(self) -> None:

@@ -104,8 +104,7 @@ class SystemdStatus:
                 sdnotify.ready(f"started ({self.strategy})")
             case StateEntered(state=State.STOPPING):
                 self._status = status_line(event)
-                self.settling.changed()
-                self.settling.flush()
+                self.settling.write_now()
                 sdnotify.stopping()
             case StateEntered():
                 self._status = status_line(event)
@@ -145,9 +144,10 @@ class CoordinatorPublisher:
                 return
         if self.state is None:
             return
-        self.settling.changed()
         if self.state is State.STOPPING:  # the process may end any moment now
-            self.settling.flush()
+            self.settling.write_now()
+        else:
+            self.settling.changed()
 
     def _write(self) -> None:
         if self.state is None:
