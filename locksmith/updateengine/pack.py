@@ -58,9 +58,18 @@ def load_release(directory: Path | str) -> Release:
 
 
 def pack_release(
-    image: Path | str, version: str, private_key: Path | str, out_dir: Path | str, name: str = DEFAULT_NAME
+    image: Path | str,
+    version: str,
+    private_key: Path | str,
+    out_dir: Path | str,
+    name: str = DEFAULT_NAME,
+    compresslevel: int = 6,
 ) -> Release:
-    """Compress `image` to `<out_dir>/<name>.gz`, sign it, and write release.json (streaming throughout)."""
+    """Compress `image` to `<out_dir>/<name>.gz`, sign it, and write release.json (streaming throughout).
+
+    compresslevel: gzip's 0-9; 0 stores the image in gzip framing, for an image already compressed."""
+    if not 0 <= compresslevel <= 9:
+        raise PackError(f"compression level {compresslevel} is not 0-9")
     check_version(version)
     payload = payload_name(name)
     key = load_private_key(private_key)
@@ -73,7 +82,7 @@ def pack_release(
     tmp_payload = out / f".{payload}.tmp"
     image_hash, payload_hash = hashlib.sha256(), hashlib.sha256()
     image_size = payload_size = 0
-    deflate = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    deflate = zlib.compressobj(compresslevel, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     with open(image, "rb") as src, open(tmp_payload, "wb") as dst:
 
         def emit(data: bytes) -> None:

@@ -55,6 +55,26 @@ def test_pack_release_files_and_metadata(tmp_path: Path, keys: tuple[Path, Path]
         pack_release(image, "2.1.0", keys[0], tmp_path / "rel")
 
 
+def test_a_stored_payload_is_plain_gzip_the_installer_takes(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Level 0, as the image build packs its already compressed squashfs: gzip framing around the image
+    as it is (nothing to decode but a copy), and the installer writes it like any other payload."""
+    image = make_usr_image(tmp_path / "usr.squashfs", "1.1.0", filler_bytes=300_000)
+    stored = pack_release(image, "1.1.0", keys[0], tmp_path / "stored", compresslevel=0)
+    deflated = pack_release(image, "1.1.0", keys[0], tmp_path / "deflated")
+    payload = (tmp_path / "stored" / stored.name).read_bytes()
+    assert gzip.decompress(payload) == image.read_bytes()
+    assert stored.size > stored.image_size >= deflated.size  # framing only, no deflate
+    disk = make_coreos_disk(tmp_path / "disk.img", usr_size_mib=2, small=True, initial_image=image)
+    write_boot_record(disk, choose_boot(disk))
+    target = inactive_slot(disk)
+    sig = (tmp_path / "stored" / "update.gz.sig").read_bytes()
+    installed = install_file(disk, target, tmp_path / "stored" / stored.name, sig, stored.sha256, keys[1])
+    assert installed.image_sha256_hex == stored.image_sha256
+    assert read_release_from_slot(disk, target)["COREOS_RELEASE_VERSION"] == "1.1.0"
+    with pytest.raises(PackError, match="compression level 10 is not 0-9"):
+        pack_release(image, "1.1.0", keys[0], tmp_path / "bad", compresslevel=10)
+
+
 def test_usr_image_is_reproducible_and_readable_from_a_slot(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     one = make_usr_image(tmp_path / "one.squashfs", "1.0.0")
     two = make_usr_image(tmp_path / "two.squashfs", "1.0.0")
