@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from locksmith.logging import scrub
+from locksmith.safe_text import scrub
 
 EXIT_INTERRUPTED = 130
 

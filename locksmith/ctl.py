@@ -20,10 +20,11 @@ from locksmith import __version__, ctl_hosts, ctl_leases
 from locksmith.cli import Expected, fail, one_line, run_main
 from locksmith.kv import KVError, KVStore, open_store
 from locksmith.lockstore import LockStore, Status
-from locksmith.logging import OUTSIDE_TEXT_LIMIT, add_secret, configure_logging, outside_text, scrub
+from locksmith.logging import configure_logging
 from locksmith.machineid import MachineIdError, read_machine_id
 from locksmith.protocol.hostrecord import REFRESH_SECONDS
 from locksmith.protocol.semaphore import HOLDER_RULE, SemaphoreError, holder_problem, semaphore_key
+from locksmith.safe_text import OUTSIDE_TEXT_LIMIT, add_secret, outside_text, scrub
 from locksmith.settings.config import Config, ConfigError, add_config_arguments, flags_from_args, load_config
 from locksmith.settings.duration import format_duration, parse_duration
 from locksmith.settings.flags import go_style_flags

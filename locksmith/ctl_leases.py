@@ -15,8 +15,8 @@ from typing import TextIO
 from locksmith.kv import KVError
 from locksmith.leases import HolderLeases
 from locksmith.lockstore import LockStore
-from locksmith.logging import outside_text
 from locksmith.protocol.semaphore import SemaphoreError
+from locksmith.safe_text import outside_text
 from locksmith.settings.duration import format_duration
 
 

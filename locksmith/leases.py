@@ -19,10 +19,10 @@ import structlog
 
 from locksmith.kv.base import Entry, ExpiringKeys, KVError, KVStore, NoTransactions
 from locksmith.lockstore import LockStore, Snapshot
-from locksmith.logging import outside_text
 from locksmith.protocol import holder_lease
 from locksmith.protocol.holder_lease import Judgement, Lease
 from locksmith.protocol.semaphore import SemaphoreError, encode
+from locksmith.safe_text import outside_text
 
 log = structlog.get_logger(__name__)
 

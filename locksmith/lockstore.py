@@ -21,7 +21,6 @@ import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from locksmith.kv.base import Entry, KVError, KVStore, NoTransactions, Transactions
-from locksmith.logging import outside_text
 from locksmith.pacing_record import PacingRecord
 from locksmith.protocol import holder_ages
 from locksmith.protocol.holder_ages import THIS_WRITE, AgesRecord, AgesUnreadable
@@ -38,6 +37,7 @@ from locksmith.protocol.semaphore import (
     holders_key,
     semaphore_key,
 )
+from locksmith.safe_text import outside_text
 
 log = structlog.get_logger(__name__)
 

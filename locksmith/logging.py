@@ -5,91 +5,29 @@ every line has the same shape. Under systemd (stderr is the journal, per $JOURNA
 starts with `<N>`, the syslog priority journald turns into the entry's PRIORITY, and the timestamp is
 left to journald.
 
-Secrets: values under keys named like a secret (password, token, private key material, …) are
-replaced; every occurrence of a registered secret value (e.g. the etcd password once the config is
-parsed: `add_secret(...)`) is replaced inside any string, however short, including exception text;
-PEM private-key blocks and the password part of `scheme://user:pass@host` URLs are replaced too.
-The redactor runs after exceptions are formatted and just before rendering.
+Secrets never reach a line: the redactor of `locksmith.safe_text` (its rules are written there) runs
+after exceptions are formatted and just before rendering.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from locksmith.safe_text import SECRETS
+
 LogFormat = Literal["logfmt", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("logfmt", "json")
-REDACTED = "[REDACTED]"
 
 # syslog priorities, as journald reads them from a `<N>` prefix.
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3, "critical": 2}
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
-_SECRET_KEY = re.compile(
-    r"(?i)(passw(or)?d|passphrase|secret|token|credential|authorization|cookie|api[_-]?key"
-    r"|private[_-]?key|key[_-]?(material|data|pem|contents?)$|^pem$)"
-)
-_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)", re.S)
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-# `password='x'` / `"token": "x"` inside reprs and messages.
-_INLINE_SECRET = re.compile(
-    r"(?i)\b(\w*(?:passw(?:or)?d|passphrase|secret|token|api[_-]?key)\w*['\"]?\s*[=:]\s*)(['\"]?)[^'\"\s,)}\]]+\2"
-)
-
-
-class SecretRedactor:
-    """A structlog processor removing secrets from an event dict (see the module docstring)."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []  # longest first, so a secret containing another is replaced whole
-        self._secret_keys: dict[str, bool] = {}  # a program logs a few dozen key names: each judged once
-        for value in secrets:
-            self.add(value)
-
-    def add(self, value: str) -> None:
-        """Redact every occurrence of `value` from now on (empty values are ignored)."""
-        if value and value not in self._secrets:
-            self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
-
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        return {key: self._clean(key, value) for key, value in event_dict.items()}
-
-    def _clean(self, key: str, value: Any) -> Any:
-        secret_key = self._secret_keys.get(key)
-        if secret_key is None:
-            secret_key = self._secret_keys[key] = bool(_SECRET_KEY.search(key))
-        if secret_key and value not in (None, ""):
-            return REDACTED
-        if type(value) is str:  # nearly every value: checked first, before the slower ABC checks below
-            return self.scrub(value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {k: self._clean(str(k), v) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self._clean(key, v) for v in value]
-        return self.scrub(value if isinstance(value, str) else str(value))
-
-    def scrub(self, text: str) -> str:
-        """`text` with registered secrets, PEM private keys and URL passwords replaced."""
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        # Each pattern only where it could match (every log line passes here, most values are short
-        # words): a PEM block has its dashes, a URL password its '@', an inline secret its '=' or ':'.
-        if "-----" in text:
-            text = _PEM_PRIVATE_KEY.sub("[REDACTED PRIVATE KEY]", text)
-        if "@" in text:
-            text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
-        if "=" in text or ":" in text:
-            text = _INLINE_SECRET.sub(rf"\1\2{REDACTED}\2", text)
-        return text
 
 
 class _Renderer:
@@ -112,7 +50,6 @@ class _Renderer:
         return f"<{priority}>{line}" if self._journal else line
 
 
-_redactor = SecretRedactor()
 _CHATTY_LIBRARIES = ("httpx", "httpcore", "asyncio")
 _HANDLER_MARK = "_locksmith_handler"
 
@@ -151,9 +88,9 @@ def configure_logging(
     stream = stream if stream is not None else sys.stderr
     journal = stream_is_journal(stream) if journal is None else journal
     for value in secrets:
-        _redactor.add(value)
+        SECRETS.add(value)
 
-    before_render: list[structlog.types.Processor] = [structlog.processors.format_exc_info, _redactor]
+    before_render: list[structlog.types.Processor] = [structlog.processors.format_exc_info, SECRETS]
     if not journal:  # journald stamps entries itself; ours holds no secret, so it is added after the redactor
         before_render.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -216,38 +153,9 @@ def _skip_record_fields_we_never_print(skip: bool) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = not skip
 
 
-def add_secret(value: str) -> None:
-    """Never print `value` (e.g. a password read from the config) from now on, in any log line."""
-    _redactor.add(value)
-
-
 def debug_enabled() -> bool:
     """True when the process logs at debug level (then an unexpected error shows its traceback)."""
     return logging.getLogger().isEnabledFor(logging.DEBUG)
-
-
-def scrub(text: str) -> str:
-    """`text` without the registered secrets, PEM private keys and URL passwords: for what a program
-    prints itself (an error line on stderr) rather than logs."""
-    return _redactor.scrub(text)
-
-
-# How much of a text from outside (a D-Bus body, a config line, a stored value) a log line or an error
-# message carries: enough to recognise it, never enough to flood the journal or forge lines.
-OUTSIDE_TEXT_LIMIT = 200
-
-
-def outside_text(value: object, limit: int = OUTSIDE_TEXT_LIMIT) -> str:
-    """`value` as text safe to put in a log line or a one-line message: every character that is not
-    printable (newlines, escape sequences, line separators, lone surrogates) is shown escaped, and
-    anything past `limit` characters is cut, saying how much was dropped."""
-    text = value if isinstance(value, str) else str(value)
-    # Escape only what we keep: a 5 MB body is cut before any work on all of it.
-    head = text[:limit]
-    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in head)
-    if len(text) > limit:
-        shown += f"...({len(text) - limit} more characters)"
-    return shown
 
 
 def get_logger(name: str) -> Any:

@@ -10,10 +10,10 @@ from datetime import datetime
 import structlog
 
 from locksmith.kv.base import Entry, KVError, KVStore
-from locksmith.logging import outside_text
 from locksmith.protocol import pacing
 from locksmith.protocol.pacing import Pacing
 from locksmith.protocol.semaphore import SemaphoreContention
+from locksmith.safe_text import outside_text
 
 log = structlog.get_logger(__name__)
 

@@ -22,7 +22,6 @@ import structlog
 from locksmith.kv.base import Entry, InLine, KVError, NoTransactions, Place, Transactions
 from locksmith.leases import Freed
 from locksmith.lockstore import LockStore, Snapshot
-from locksmith.logging import outside_text
 from locksmith.protocol.semaphore import SemaphoreError
 from locksmith.protocol.waiting_line import (
     LINE_TTL_SECONDS,
@@ -35,6 +34,7 @@ from locksmith.protocol.waiting_line import (
     may_try,
     still_waiting,
 )
+from locksmith.safe_text import outside_text
 from locksmith.strategy import StrategyContext
 
 log = structlog.get_logger(__name__)

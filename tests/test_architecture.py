@@ -12,7 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 400
 
 # Utilities any product component may use (but the pure protocol layer).
-_UTILITIES = {"locksmith", "locksmith.logging", "locksmith.machineid", "locksmith.cli", "locksmith.deadline"}
+_UTILITIES = {
+    "locksmith",
+    "locksmith.logging",
+    "locksmith.safe_text",
+    "locksmith.machineid",
+    "locksmith.cli",
+    "locksmith.deadline",
+}
 
 # component -> the components it may import (besides itself). A component is a sub-package of
 # locksmith (locksmith.agent) or a top-level module (locksmith.ctl); strategies/ is one component.
@@ -80,8 +87,9 @@ ALLOWED: dict[str, set[str]] = {
         "locksmith.settings",
     }
     | _UTILITIES,
-    "locksmith.logging": set(),
-    "locksmith.cli": {"locksmith.logging"},
+    "locksmith.safe_text": set(),
+    "locksmith.logging": {"locksmith.safe_text"},
+    "locksmith.cli": {"locksmith.safe_text"},
     "locksmith.machineid": set(),
     "locksmith.deadline": set(),
     "locksmith.ctl_hosts": {"locksmith.protocol"},

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from locksmith.cli import fail
-from locksmith.logging import configure_logging, scrub
+from locksmith.logging import configure_logging
 from locksmith.protocol import omaha
 from locksmith.protocol import release as release_format
+from locksmith.safe_text import scrub
 
 PROG = "locksmith-update-server"
 UPDATE_PATH = "/v1/update/"

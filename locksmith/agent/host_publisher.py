@@ -26,8 +26,8 @@ from locksmith.agent.ports import (
 )
 from locksmith.agent.states import State
 from locksmith.kv.base import KVError, KVStore
-from locksmith.logging import outside_text
 from locksmith.protocol.hostrecord import REFRESH_SECONDS, HostRecord, record_key
+from locksmith.safe_text import outside_text
 
 log = structlog.get_logger(__name__)
 

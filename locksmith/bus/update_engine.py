@@ -47,9 +47,9 @@ from locksmith.bus.system import (
     own_name,
     serve_methods,
 )
-from locksmith.logging import outside_text
 from locksmith.protocol import update1
 from locksmith.protocol.update1 import MalformedStatus, Status
+from locksmith.safe_text import outside_text
 
 # The rule CoreOS's locksmith used; we add it verbatim and filter by sender ourselves, because a
 # match rule with sender=<the well-known name> would be resolved by the daemon only at AddMatch time.

@@ -7,9 +7,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import tenacity
-
 from locksmith.cloudconfig.userdata import MAX_USER_DATA
 
 URL_TIMEOUT = 10.0
@@ -81,6 +78,10 @@ def from_configdrive(root: Path) -> Source:
 def from_url(url: str) -> Source:
     if not url.startswith(("http://", "https://")):
         raise DatasourceError(f"{url}: not an http(s) URL")
+    # Imported here: every boot reads a config drive or a file, and httpx with tenacity would be a third
+    # of coreos-cloudinit's start on the boot's critical path (seconds on a slow VM) for a URL few use.
+    import httpx
+    import tenacity
 
     @tenacity.retry(
         stop=tenacity.stop_after_attempt(URL_ATTEMPTS),

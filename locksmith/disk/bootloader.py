@@ -30,7 +30,6 @@ from locksmith.disk.slots import (
     read_slots,
     write_boot_record,
 )
-from locksmith.logging import configure_logging
 
 
 def format_slot(slot: Slot, booted: bool = False) -> str:
@@ -93,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(level="debug" if args.debug else "warning")
+    # Nothing here logs: results are printed, errors end in one scrubbed line (run_main). No log set-up,
+    # then: structlog and asyncio would be half of this tool's start, and it runs twice on every boot.
     return run_main(
         "locksmith-bootloader",
         lambda: _run(args),

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from locksmith.logging import OUTSIDE_TEXT_LIMIT, outside_text
+from locksmith.safe_text import OUTSIDE_TEXT_LIMIT, outside_text
 from locksmith.settings.schema import PREFIX, PROGRAMS, WARN_PREFIXES, Program, known_keys, settings_of
 from locksmith.settings.sources import ConfigError, FlagValue, RawValues, Source, shown
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from locksmith.logging import OUTSIDE_TEXT_LIMIT, outside_text
+from locksmith.safe_text import OUTSIDE_TEXT_LIMIT, outside_text
 from locksmith.settings.envfile import EnvFileError, load_env_file
 
 

@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from locksmith.logging import (
-    REDACTED,
-    SecretRedactor,
-    add_secret,
-    configure_logging,
-    reset_logging,
-    stream_is_journal,
-)
+from locksmith.logging import configure_logging, reset_logging, stream_is_journal
+from locksmith.safe_text import REDACTED, SecretRedactor, add_secret
 
 PASSWORD = "s3cr3t-Pa55"
 

@@ -1,6 +1,6 @@
 """Class 4 of issue 9: text from outside reaches a log line or an error only bounded and escaped.
 
-One helper does it (`locksmith.logging.outside_text`); these tests check it directly (property
+One helper does it (`locksmith.safe_text.outside_text`); these tests check it directly (property
 tests) and at the places the issue found unbounded: a D-Bus status body, a config line."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from locksmith.bus.update_engine import UpdateEngineWatcher
-from locksmith.logging import OUTSIDE_TEXT_LIMIT, outside_text
 from locksmith.protocol import update1
 from locksmith.protocol.update1 import STATUS_SIGNAL, STATUS_SIGNATURE, Operation
+from locksmith.safe_text import OUTSIDE_TEXT_LIMIT, outside_text
 from locksmith.settings.config import ConfigError, load_config
 from locksmith.settings.sources import shown
 

@@ -21,7 +21,8 @@ import pytest
 import structlog
 
 from harness.devtools.dbus import PrivateBus
-from locksmith.logging import REDACTED, reset_logging
+from locksmith.logging import reset_logging
+from locksmith.safe_text import REDACTED
 from locksmith.settings.config import load_config
 
 from .ue_support import MACHINE_ID, make_world
