@@ -153,8 +153,10 @@ async def _rollout(
         observer,
     )
     print(f"every VM at its login prompt after {time.time() - started:.0f} s")
-    for host in observer.hosts:
-        host.machine_id = (await _ssh(guests[host.name], "cat /etc/machine-id")).strip()
+    # Every host at once, here and below: under TCG one login takes tens of seconds.
+    ids = await asyncio.gather(*(_ssh(guests[host.name], "cat /etc/machine-id") for host in observer.hosts))
+    for host, machine_id in zip(observer.hosts, ids, strict=True):
+        host.machine_id = machine_id.strip()
     store = LockStore(open_store(kv), opts.group)
     end = time.monotonic() + UP_SECONDS
     while True:
@@ -175,8 +177,10 @@ async def _rollout(
     published = time.time()
     print(f"published V2 {built.v2_version}; asking each host's update engine to check")
     # Right after a boot under TCG the engine may not be on the bus yet: a check asked of nobody is lost.
-    on_bus = "sudo timeout 600 sh -c 'until update_engine_client -status >/dev/null 2>&1; do sleep 2; done'"
-    # All at once, as an admin's parallel ssh would: under TCG one login takes tens of seconds.
+    # Its unit is Type=dbus, active once the name is taken; asked of systemctl, not of a Python client
+    # started every two seconds (seconds of a TCG guest's CPU each).
+    on_bus = "sudo timeout 600 sh -c 'until systemctl is-active -q update-engine.service; do sleep 2; done'"
+    # All at once, as an admin's parallel ssh would.
     await asyncio.gather(
         *(_ssh(guest, f"{on_bus} && sudo update_engine_client -check_for_update", 660) for guest in guests.values())
     )
@@ -207,9 +211,8 @@ async def _rollout(
         )
         await _show_status(guests, observer)
     finished = time.time()
-    slots = {}
-    for host in observer.hosts:
-        slots[host.name] = (await _ssh(guests[host.name], "sudo locksmith-bootloader status")).strip()
+    tables = await asyncio.gather(*(_ssh(guests[h.name], "sudo locksmith-bootloader status") for h in observer.hosts))
+    slots = {host.name: table.strip() for host, table in zip(observer.hosts, tables, strict=True)}
     await observer.watch.stop()
     summary = _summary(opts, observer, slots, (started, published, finished), built.v2_version)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
