@@ -17,12 +17,15 @@ from locksmith.image.project import install_project, install_units
 from locksmith.protocol.omaha import COREOS_APPID
 
 # Enabled by Debian's postinst scripts but not wanted at boot: docker starts on its socket (as on CoreOS),
-# etcd is configured by the operator (cloud-config), lxc-net needs dnsmasq, apt timers make no sense here.
+# etcd is configured by the operator (cloud-config), lxc-net is a bridge with a DHCP server (dnsmasq) on
+# every host, and lxc.service (autostart of containers marked so) wants it, so it goes too; apt timers
+# make no sense here. Each is a unit an admin may start or enable from cloud-config.
 _DISABLE = (
     "multi-user.target.wants/docker.service",
     "multi-user.target.wants/containerd.service",
     "multi-user.target.wants/etcd.service",
     "multi-user.target.wants/lxc-net.service",
+    "multi-user.target.wants/lxc.service",
     "timers.target.wants/apt-daily.timer",
     "timers.target.wants/apt-daily-upgrade.timer",
 )
