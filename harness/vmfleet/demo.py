@@ -136,6 +136,13 @@ async def _ssh(guest: GuestSsh, command: str, seconds: float = 300) -> str:
     return done.stdout
 
 
+async def _ssh_everywhere(guests: dict[str, GuestSsh], command: str, seconds: float = 300) -> dict[str, str]:
+    """Each host's output of `command`, run on all of them at once, as an admin's parallel ssh would
+    (under TCG one login takes tens of seconds)."""
+    outputs = await asyncio.gather(*(_ssh(guest, command, seconds) for guest in guests.values()))
+    return dict(zip(guests, outputs, strict=True))
+
+
 async def _rollout(
     opts: VmDemoOptions,
     observer: Observer,
@@ -153,10 +160,9 @@ async def _rollout(
         observer,
     )
     print(f"every VM at its login prompt after {time.time() - started:.0f} s")
-    # Every host at once, here and below: under TCG one login takes tens of seconds.
-    ids = await asyncio.gather(*(_ssh(guests[host.name], "cat /etc/machine-id") for host in observer.hosts))
-    for host, machine_id in zip(observer.hosts, ids, strict=True):
-        host.machine_id = machine_id.strip()
+    ids = await _ssh_everywhere(guests, "cat /etc/machine-id")
+    for host in observer.hosts:
+        host.machine_id = ids[host.name].strip()
     store = LockStore(open_store(kv), opts.group)
     end = time.monotonic() + UP_SECONDS
     while True:
@@ -180,10 +186,7 @@ async def _rollout(
     # Its unit is Type=dbus, active once the name is taken; asked of systemctl, not of a Python client
     # started every two seconds (seconds of a TCG guest's CPU each).
     on_bus = "sudo timeout 600 sh -c 'until systemctl is-active -q update-engine.service; do sleep 2; done'"
-    # All at once, as an admin's parallel ssh would.
-    await asyncio.gather(
-        *(_ssh(guest, f"{on_bus} && sudo update_engine_client -check_for_update", 660) for guest in guests.values())
-    )
+    await _ssh_everywhere(guests, f"{on_bus} && sudo update_engine_client -check_for_update", 660)
 
     shown: dict[str, str] = {}
 
@@ -211,8 +214,8 @@ async def _rollout(
         )
         await _show_status(guests, observer)
     finished = time.time()
-    tables = await asyncio.gather(*(_ssh(guests[h.name], "sudo locksmith-bootloader status") for h in observer.hosts))
-    slots = {host.name: table.strip() for host, table in zip(observer.hosts, tables, strict=True)}
+    tables = await _ssh_everywhere(guests, "sudo locksmith-bootloader status")
+    slots = {name: table.strip() for name, table in tables.items()}
     await observer.watch.stop()
     summary = _summary(opts, observer, slots, (started, published, finished), built.v2_version)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
