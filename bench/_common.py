@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from locksmith.kv import Change, Committed, Entry, ExpiringKeys, KVStore, Transactions
+from locksmith.kv import Change, Committed, Entry, ExpiringKeys, Heads, KVStore, Transactions
 
 T = TypeVar("T")
 
@@ -150,6 +150,8 @@ class InstrumentedKV:
             self.stay_in_line = inner.stay_in_line
             self.follow = inner.follow
             self.place_in_line = inner.place_in_line
+            self.heads = inner.heads
+            self.commit_or_queue = self._commit_or_queue
 
     async def _commit(
         self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
@@ -161,6 +163,24 @@ class InstrumentedKV:
         for key in list(expect)[:1] or list(put)[:1]:
             self._wrote(key, None if committed.revision is None else Entry(key, b"", committed.revision))
         return committed
+
+    async def _commit_or_queue(
+        self,
+        expect: Mapping[str, int],
+        put: Mapping[str, bytes],
+        delete: Sequence[str],
+        *,
+        otherwise_put: Mapping[str, bytes],
+        counts: Mapping[str, int],
+        read: Sequence[str],
+    ) -> int | Heads:
+        assert isinstance(self.inner, Transactions)
+        answer = await self.inner.commit_or_queue(
+            expect, put, delete, otherwise_put=otherwise_put, counts=counts, read=read
+        )
+        for key in list(expect)[:1]:
+            self._wrote(key, Entry(key, b"", answer) if isinstance(answer, int) else None)
+        return answer
 
     async def list_prefix(self, prefix: str, limit: int) -> list[Entry]:
         return await self.inner.list_prefix(prefix, limit)

@@ -123,11 +123,22 @@ class Place:
 
 
 @dataclass(frozen=True, slots=True)
+class Heads:
+    """The first keys under each prefix asked for, oldest first by creation (each with its mod revision,
+    value not read), and the keys asked for alongside, all read at one store revision."""
+
+    first: Mapping[str, tuple[Entry, ...]]
+    entries: Mapping[str, Entry | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class InLine:
-    """A key in a line: its create revision (its place) and the store lease that keeps it."""
+    """A key in a line: its create revision (its place), the store lease that keeps it, and the revision
+    that last wrote it (a write that acts on it compares this)."""
 
     created: int
     lease: int
+    revision: int
 
 
 class NoTransactions(KVError):
@@ -168,6 +179,25 @@ class Transactions(Protocol):
     async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
         """Where the key created at revision `created` stands among the keys under `prefix` (up to `ahead`
         of the keys before it), and the keys of `read` at the same revision."""
+        ...
+
+    async def heads(self, counts: Mapping[str, int], read: Sequence[str] = ()) -> Heads:
+        """The first keys by creation under each prefix of `counts` (as many as it says), and the keys of
+        `read`, at one revision."""
+        ...
+
+    async def commit_or_queue(
+        self,
+        expect: Mapping[str, int],
+        put: Mapping[str, bytes],
+        delete: Sequence[str],
+        *,
+        otherwise_put: Mapping[str, bytes],
+        counts: Mapping[str, int],
+        read: Sequence[str],
+    ) -> int | Heads:
+        """`commit`, in one round trip with its fallback: the revision it wrote at when every expectation
+        held; otherwise write `otherwise_put` instead and answer `heads(counts, read)` as they are then."""
         ...
 
 

@@ -29,6 +29,7 @@ from locksmith.kv.base import (
     Committed,
     Entry,
     ExpiringKeys,
+    Heads,
     InLine,
     KVError,
     KVOptions,
@@ -161,6 +162,22 @@ class ApiChoosingStore:
 
     async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
         return await (await self._transactions()).place_in_line(prefix, created, read, ahead)
+
+    async def heads(self, counts: Mapping[str, int], read: Sequence[str] = ()) -> Heads:
+        return await (await self._transactions()).heads(counts, read)
+
+    async def commit_or_queue(
+        self,
+        expect: Mapping[str, int],
+        put: Mapping[str, bytes],
+        delete: Sequence[str],
+        *,
+        otherwise_put: Mapping[str, bytes],
+        counts: Mapping[str, int],
+        read: Sequence[str],
+    ) -> int | Heads:
+        store = await self._transactions()
+        return await store.commit_or_queue(expect, put, delete, otherwise_put=otherwise_put, counts=counts, read=read)
 
     async def ping(self) -> None:
         await (await self._store()).ping()

@@ -19,6 +19,7 @@ from locksmith.kv.base import (
     Change,
     Committed,
     Entry,
+    Heads,
     InLine,
     KVAuthError,
     KVError,
@@ -28,11 +29,14 @@ from locksmith.kv.base import (
     Place,
 )
 from locksmith.kv.etcd3_wire import (
-    Rows,
     TxnResult,
     _obj,
     b64,
+    compares,
+    entries_of,
+    head_reads,
     parse_error,
+    parse_heads,
     parse_keepalive,
     parse_lease_grant,
     parse_range,
@@ -216,17 +220,12 @@ class Etcd3Store:
     async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
         reads = [{"request_range": {"key": b64(k)}} for k in keys]
         result = await self._txn(keys[0], "reading", [], reads)
-        return _entries(keys, result.ranges)
+        return entries_of(keys, result.ranges)
 
     async def commit(
         self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
     ) -> Committed:
-        compare = [
-            {"key": b64(k), "result": "EQUAL", "target": "VERSION", "version": "0"}
-            if revision == 0
-            else {"key": b64(k), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}
-            for k, revision in expect.items()
-        ]
+        compare = compares(expect)
         writes = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in put.items()]
         writes += [{"request_delete_range": {"key": b64(k)}} for k in delete]
         reads = [{"request_range": {"key": b64(k)}} for k in expect]
@@ -234,7 +233,7 @@ class Etcd3Store:
         result = await self._txn(first, "updating", compare, writes, reads)
         if result.succeeded:
             return Committed(result.revision)
-        return Committed(None, _entries(list(expect), result.ranges))
+        return Committed(None, entries_of(list(expect), result.ranges))
 
     async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
         lease_id = await self._lease(key, ttl_seconds)
@@ -243,7 +242,7 @@ class Etcd3Store:
         rows = result.ranges[0].rows if result.ranges else ()
         if not rows:
             raise KVProtocolError(f"{API}: {key} was not there right after writing it")
-        return InLine(rows[0].created, lease_id)
+        return InLine(rows[0].created, lease_id, rows[0].modified)
 
     async def stay_in_line(self, lease: int) -> bool:
         body = await self._post("/v3/lease/keepalive", "renewing a lease", {"ID": str(lease)})
@@ -265,7 +264,32 @@ class Etcd3Store:
         if not result.ranges or result.revision <= 0:
             raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")
         keys = tuple(row.key.decode("utf-8", errors="replace") for row in result.ranges[0].rows)
-        return Place(keys, result.revision, _entries(read, result.ranges[1:]))
+        return Place(keys, result.revision, entries_of(read, result.ranges[1:]))
+
+    async def heads(self, counts: Mapping[str, int], read: Sequence[str] = ()) -> Heads:
+        reads = head_reads(counts, read)
+        result = await self._txn(next(iter(counts), ""), "reading the heads of", [], reads)
+        return parse_heads(counts, read, result.ranges)
+
+    async def commit_or_queue(
+        self,
+        expect: Mapping[str, int],
+        put: Mapping[str, bytes],
+        delete: Sequence[str],
+        *,
+        otherwise_put: Mapping[str, bytes],
+        counts: Mapping[str, int],
+        read: Sequence[str],
+    ) -> int | Heads:
+        compare = compares(expect)
+        writes = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in put.items()]
+        writes += [{"request_delete_range": {"key": b64(k)}} for k in delete]
+        otherwise = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in otherwise_put.items()]
+        otherwise += head_reads(counts, read)
+        result = await self._txn(next(iter(expect), ""), "updating", compare, writes, otherwise)
+        if result.succeeded:
+            return result.revision
+        return parse_heads(counts, read, result.ranges)
 
     async def ping(self) -> None:
         await self._range("locksmith/ping")
@@ -341,14 +365,3 @@ class Etcd3Store:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def _entries(keys: Sequence[str], ranges: Sequence[Rows]) -> dict[str, Entry | None]:
-    """The answers of a txn's per-key ranges, by key (a range that matched nothing: absent)."""
-    if len(ranges) != len(keys):
-        raise KVProtocolError(f"{API} reply: {len(ranges)} range answers for {len(keys)} keys")
-    entries: dict[str, Entry | None] = {}
-    for key, rows in zip(keys, ranges, strict=True):
-        row = next((r for r in rows.rows if r.key == key.encode()), None)
-        entries[key] = None if row is None else Entry(key, row.value, row.modified)
-    return entries

@@ -7,11 +7,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from locksmith.kv.base import Entry, KVProtocolError
+from locksmith.kv.base import Entry, Heads, KVProtocolError
 
 
 def b64(data: str | bytes) -> str:
@@ -247,3 +247,54 @@ def parse_watch_line(line: str | bytes) -> WatchMessage:
         revision=_header_revision(result),
         events=tuple(events),
     )
+
+
+# --- transactions: compares, per-key reads and the heads of key prefixes ---------------------------
+
+
+def compares(expect: Mapping[str, int]) -> list[dict[str, Any]]:
+    """A txn's compares: each key at its mod revision, or absent (0)."""
+    return [
+        {"key": b64(k), "result": "EQUAL", "target": "VERSION", "version": "0"}
+        if revision == 0
+        else {"key": b64(k), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}
+        for k, revision in expect.items()
+    ]
+
+
+def entries_of(keys: Sequence[str], ranges: Sequence[Rows]) -> dict[str, Entry | None]:
+    """The answers of a txn's per-key ranges, by key (a range that matched nothing: absent)."""
+    if len(ranges) != len(keys):
+        raise KVProtocolError(f"etcd v3 reply: {len(ranges)} range answers for {len(keys)} keys")
+    entries: dict[str, Entry | None] = {}
+    for key, rows in zip(keys, ranges, strict=True):
+        row = next((r for r in rows.rows if r.key == key.encode()), None)
+        entries[key] = None if row is None else Entry(key, row.value, row.modified)
+    return entries
+
+
+def head_reads(counts: Mapping[str, int], read: Sequence[str]) -> list[dict[str, Any]]:
+    """A txn's reads of the oldest keys (by creation, keys only) under each prefix, then of `read`."""
+    oldest = [
+        {
+            "key": b64(prefix),
+            "range_end": b64(prefix_end(prefix.encode())),
+            "sort_order": "ASCEND",
+            "sort_target": "CREATE",
+            "limit": str(max(1, count)),
+            "keys_only": True,
+        }
+        for prefix, count in counts.items()
+    ]
+    return [{"request_range": r} for r in oldest] + [{"request_range": {"key": b64(k)}} for k in read]
+
+
+def parse_heads(counts: Mapping[str, int], read: Sequence[str], ranges: Sequence[Rows]) -> Heads:
+    """The answers of `head_reads`."""
+    if len(ranges) != len(counts) + len(read):
+        raise KVProtocolError(f"etcd v3 reply: a read of {len(counts) + len(read)} ranges answered {len(ranges)}")
+    first = {
+        prefix: tuple(Entry(r.key.decode("utf-8", errors="replace"), b"", r.modified) for r in rows.rows)
+        for prefix, rows in zip(counts, ranges, strict=False)
+    }
+    return Heads(first, entries_of(read, ranges[len(counts) :]))

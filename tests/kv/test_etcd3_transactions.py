@@ -10,7 +10,7 @@ from contextlib import aclosing
 import pytest
 
 from harness.devtools.etcd import EtcdCluster
-from locksmith.kv import KVOptions, Transactions, open_store, parse_endpoints
+from locksmith.kv import Entry, Heads, KVOptions, Transactions, open_store, parse_endpoints
 from locksmith.kv.etcd3 import Etcd3Store
 
 
@@ -76,3 +76,39 @@ async def test_follow_starts_with_an_absent_key_as_absent(store: Etcd3Store, pre
     async with aclosing(store.follow(prefix + "never")) as changes:
         first = await asyncio.wait_for(anext(changes), 10)
     assert first.value is None and first.revision == 0
+
+
+async def test_heads_reads_the_oldest_keys_of_each_prefix_with_other_keys_at_one_revision(
+    store: Etcd3Store, prefix: str
+) -> None:
+    line, leaving = prefix + "line/", prefix + "leaving/"
+    joined = [await store.join_line(line + name, b"t", 20) for name in ("z", "a", "m")]
+    asked = await store.create(leaving + "q", b"t")
+    assert asked is not None
+    heads = await store.heads({line: 2, leaving: 5}, read=[prefix + "other", line + "m"])
+    assert [(e.key, e.revision) for e in heads.first[line]] == [
+        (line + "z", joined[0].revision),
+        (line + "a", joined[1].revision),
+    ]
+    assert [e.key for e in heads.first[leaving]] == [leaving + "q"]
+    assert heads.entries[prefix + "other"] is None
+    assert heads.entries[line + "m"] is not None and heads.entries[line + "m"].revision == joined[2].revision
+
+
+async def test_commit_or_queue_writes_its_fallback_and_answers_the_heads_when_a_compare_fails(
+    store: Etcd3Store, prefix: str
+) -> None:
+    key, leaving = prefix + "sem", prefix + "leaving/"
+    first = await store.create(key, b"1")
+    assert first is not None
+    done = await store.commit_or_queue(
+        {key: first.revision}, {key: b"2"}, [], otherwise_put={leaving + "me": b"t"}, counts={leaving: 4}, read=[key]
+    )
+    assert isinstance(done, int) and (await store.get(key)) == Entry(key, b"2", done)
+    assert await store.get(leaving + "me") is None  # the fallback is only for a failed compare
+    refused = await store.commit_or_queue(
+        {key: first.revision}, {key: b"3"}, [], otherwise_put={leaving + "me": b"t"}, counts={leaving: 4}, read=[key]
+    )
+    assert isinstance(refused, Heads)
+    assert refused.entries[key] == Entry(key, b"2", done)  # nothing of the success branch was written
+    assert [e.key for e in refused.first[leaving]] == [leaving + "me"]  # the fallback was, and is read back
