@@ -6,6 +6,7 @@ Go tool never reads; an age is shown only while it is provably still true. That 
 missing or unreadable one only means "age unknown" and never blocks a lock or an unlock. Where the store
 has transactions (etcd v3) it is written in the same one as the semaphore, so it costs no round trip and
 no retry of its own (and a waiter's line key is deleted in it too); elsewhere it is a second write after.
+Giving slots back several at a time, and handing them to the hosts in line, is in handover.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from locksmith.handover import HandOver, Planned
 from locksmith.kv.base import Entry, KVError, KVStore, NoTransactions, Transactions
 from locksmith.pacing_record import PacingRecord
 from locksmith.protocol import holder_ages
@@ -37,6 +39,7 @@ from locksmith.protocol.semaphore import (
     holders_key,
     semaphore_key,
 )
+from locksmith.protocol.waiting_line import LINE_CONFLICT_BACKOFF_MAX, LINE_CONFLICT_JITTER, leaving_key
 from locksmith.safe_text import outside_text
 
 log = structlog.get_logger(__name__)
@@ -48,11 +51,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAX_ATTEMPTS = 100
 CONFLICT_JITTER = 0.02
 CONFLICT_BACKOFF_MAX = 0.5
-# With a waiting line (etcd v3) the writers are the one waiter whose turn it is and hosts giving a slot
-# back, not a crowd: a long back-off only idles the key (measured: an acquirer lost 2 s behind ten
-# releasers each waiting up to 0.5 s), so the window stays a few milliseconds.
-LINE_CONFLICT_JITTER = 0.001
-LINE_CONFLICT_BACKOFF_MAX = 0.02
 _AGES_MAX_ATTEMPTS = 10
 # The fleet view reads at most this many host records (a fleet far larger than any semaphore's max).
 MAX_HOSTS = 10_000
@@ -98,7 +96,7 @@ class Status:
         return self.snapshot.semaphore
 
 
-class LockStore(PacingRecord):
+class LockStore(PacingRecord, HandOver):
     """The semaphore of one lock group on one KV store (and its pacing record: pacing_record.py)."""
 
     def __init__(
@@ -190,6 +188,12 @@ class LockStore(PacingRecord):
         op = lambda sem: sem.lock(holder)  # noqa: E731
         return (await self._mutate(op, added=holder, leave_line=leave_line, seen=seen))[1]
 
+    def _stale_keys(self, holder: str | None, leave_line: str | None) -> tuple[str, ...]:
+        """What a lock by `holder` deletes beside the semaphore write: its line key, and any request of its
+        own to leave left from an earlier hold, so that it never releases this one."""
+        asking = leaving_key(self.key, holder) if holder else None
+        return tuple(k for k in (leave_line, asking) if k)
+
     async def unlock(self, holder: str, *, seen: Mapping[str, Entry | None] | None = None) -> Snapshot:
         """Give back `holder`'s slot. NotHeld when it holds none. `seen`: as for `lock`."""
         return (await self._mutate(lambda sem: sem.unlock(holder), seen=seen))[1]
@@ -274,27 +278,40 @@ class LockStore(PacingRecord):
         seen: Mapping[str, Entry | None] | None,
     ) -> tuple[Snapshot, Snapshot]:
         """One read (or the values the last conflict answered with) and one transaction writing the
-        semaphore, the ages record and, for a lock, deleting the waiter's line key."""
+        semaphore, the ages record and, for a lock, deleting the waiter's line key and leaving key."""
+
+        def plan(sem: Semaphore, _current: Mapping[str, Entry | None]) -> Planned:
+            adds = frozenset({added}) if added else frozenset()
+            return Planned(op(sem), adds, {}, self._stale_keys(added, leave_line))
+
+        return await self._commit_planned(txn, plan, seen)
+
+    async def _commit_planned(
+        self,
+        txn: Transactions,
+        plan: Callable[[Semaphore, Mapping[str, Entry | None]], Planned],
+        seen: Mapping[str, Entry | None] | None,
+    ) -> tuple[Snapshot, Snapshot]:
         current = seen if seen is not None else await txn.read_together([self.key, self.ages_key])
         entry, ages_entry = current.get(self.key), current.get(self.ages_key)
         before = self.snapshot_of(entry)
-        new = op(before.semaphore)
-        if new == before.semaphore:
-            if leave_line:  # already holding: only the line key goes
-                await txn.commit({}, {}, delete=(leave_line,))
+        planned = plan(before.semaphore, current)
+        if planned.semaphore == before.semaphore:
+            if planned.delete:  # already holding: only the line key goes
+                await txn.commit({}, {}, delete=planned.delete)
             return before, before
-        expect = {self.key: before.revision}
-        put = {self.key: encode(new)}
-        ages = self._ages_after(ages_entry, before.revision, new, added)
+        expect = {self.key: before.revision, **planned.expect}
+        put = {self.key: encode(planned.semaphore)}
+        ages = self._ages_after(ages_entry, before.revision, planned.semaphore, planned.added)
         if ages is not None:
             expect[self.ages_key] = ages_entry.revision if ages_entry is not None else 0
             put[self.ages_key] = ages
-        committed = await txn.commit(expect, put, delete=(leave_line,) if leave_line else ())
+        committed = await txn.commit(expect, put, delete=planned.delete)
         if committed.revision is None:
             raise _Conflict(dict(committed.current))
-        return before, Snapshot(new, committed.revision)
+        return before, Snapshot(planned.semaphore, committed.revision)
 
-    def _ages_after(self, entry: Entry | None, before: int, new: Semaphore, added: str | None) -> bytes | None:
+    def _ages_after(self, entry: Entry | None, before: int, new: Semaphore, added: frozenset[str]) -> bytes | None:
         """The ages record to write with the semaphore (None: leave it, we cannot read it)."""
         old = self._stored_ages(entry)
         if old is None:

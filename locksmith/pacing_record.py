@@ -41,6 +41,15 @@ class PacingRecord:
             return Pacing(), f"{self.spacing_key!r} is not a pacing record; ignored (set it again with set-spacing)"
         return parsed, None
 
+    def paced(self, seen: Mapping[str, Entry | None]) -> bool:
+        """Whether the spacing may hold a host back, by the record in `seen`: one with a spacing, or one we
+        cannot read. A release then hands no slot over; each waiter paces itself."""
+        entry = seen.get(self.spacing_key)
+        if entry is None:
+            return False
+        parsed, problem = self.pacing_of(entry)
+        return problem is not None or parsed.spacing_seconds > 0
+
     async def set_spacing(self, seconds: float) -> float:
         """Set the minimum gap between a release and the next lock (0: none); returns the old one."""
         for _ in range(self._max_attempts):

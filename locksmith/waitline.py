@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -24,6 +26,7 @@ from locksmith.leases import Freed
 from locksmith.lockstore import LockStore, Snapshot
 from locksmith.protocol.semaphore import SemaphoreError
 from locksmith.protocol.waiting_line import (
+    LINE_JUMP_GRACE_SECONDS,
     LINE_TTL_SECONDS,
     WINDOW,
     holder_of,
@@ -40,6 +43,14 @@ from locksmith.strategy import StrategyContext
 log = structlog.get_logger(__name__)
 
 Seen = Mapping[str, Entry | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """Our id is among the holders while we are in line: a releasing host handed us its slot
+    (protocol/waiting_line.py's `settle`), or we held one before we queued. `WaitingLine.confirm` takes it."""
+
+    snapshot: Snapshot
 
 
 async def follow_semaphore(locks: LockStore) -> AsyncIterator[Snapshot]:
@@ -64,6 +75,8 @@ class WaitingLine:
         self.ttl_seconds = ttl_seconds
         self._joined: InLine | None = None
         self._renewing: asyncio.Task[None] | None = None
+        self._unconfirmed: dict[str, float] = {}  # line keys ahead of hosts handed a slot, since when seen so
+        self._held_at_first_look: bool | None = None
 
     def _store(self) -> Transactions | None:
         return self.locks.transactions() if self.key is not None else None
@@ -93,13 +106,16 @@ class WaitingLine:
 
     async def wait_for_turn(
         self, ctx: StrategyContext, judge: Callable[[], Awaitable[Freed]], recheck_seconds: float
-    ) -> Seen:
+    ) -> Seen | Handed:
         """Wait until the line's rules let us try the semaphore; return the semaphore, its ages record and
-        the spacing as read then (`LockStore.turn_keys`, for `lock(seen=…)`). Each wait is bounded by
-        `recheck_seconds`; `judge` frees holders whose lease lapsed, asked by the first in line only."""
+        the spacing as read then (`LockStore.turn_keys`, for `lock(seen=…)`), or Handed when a releasing
+        host gave us its slot meanwhile. Each wait is bounded by `recheck_seconds`; `judge` frees holders
+        whose lease lapsed, asked by the first in line only."""
         said = False
         while True:
             look = await self._look()
+            if look.snap.semaphore.holds(self.holder):
+                return Handed(look.snap)
             if not said and not look.may_try:
                 said = True
                 ctx.log.info(
@@ -113,7 +129,12 @@ class WaitingLine:
                 return look.place.entries
             else:
                 bound = recheck_seconds
-                if not look.ahead:  # first in line and the semaphore is full: has a holder's lease lapsed?
+                if look.unconfirmed and not look.waiting:  # next after hosts handed a slot they have not taken
+                    grace_left = await self._take_back_stalled(ctx, look.unconfirmed)
+                    if grace_left is None:
+                        continue
+                    bound = min(bound, grace_left)
+                elif not look.ahead:  # first in line and the semaphore is full: has a holder's lease lapsed?
                     freed = await judge()
                     if freed.holders:
                         continue
@@ -123,10 +144,54 @@ class WaitingLine:
                 if seen is not None:
                     return seen
 
+    async def _take_back_stalled(self, ctx: StrategyContext, unconfirmed: Sequence[str]) -> float | None:
+        """Hosts ahead were handed a slot and still have not taken it (their line keys, `unconfirmed`): once
+        one has left it so for a grace period, take its slot back (None: done, look again); else the time
+        left until the first grace period ends. A live host takes its slot within milliseconds."""
+        now = time.monotonic()
+        self._unconfirmed = {k: self._unconfirmed.get(k, now) for k in unconfirmed}
+        first = min(self._unconfirmed.values())
+        if now - first < LINE_JUMP_GRACE_SECONDS:
+            return LINE_JUMP_GRACE_SECONDS - (now - first)
+        store = self._store()
+        assert store is not None
+        stalled = [k for k, since in self._unconfirmed.items() if now - since >= LINE_JUMP_GRACE_SECONDS]
+        seen = await store.read_together([*self.locks.turn_keys, *stalled])
+        keys = {holder_of(k): e for k in stalled if (e := seen.get(k)) is not None}
+        if keys:
+            snap = await self.locks.take_back(keys, seen=seen)
+            ctx.log.warning(
+                "lock.line.taken-back",
+                key=self.locks.key,
+                hosts=sorted(keys),
+                holders=list(snap.semaphore.holders),
+                detail=f"handed a slot, they left it untaken for {LINE_JUMP_GRACE_SECONDS:g} s",
+            )
+        for k in stalled:
+            self._unconfirmed.pop(k, None)
+        return None
+
+    async def confirm(self) -> bool:
+        """Take the slot a releasing host handed us (or one we held before we queued): delete our line key
+        while it is unchanged, which is what makes a handed slot ours (`LockStore.take_back` compares the
+        same key). False when it was taken back first; we are then in line again, at the back."""
+        store = self._store()
+        assert store is not None and self._joined is not None and self.key is not None, "join() first"
+        done = await store.commit({self.key: self._joined.revision}, {}, delete=(self.key,))
+        if done.revision is not None:
+            return True
+        if (await self.locks.get()).semaphore.holds(self.holder):
+            return True  # our key lapsed, not taken: without it nobody can take the slot back
+        await self.join()
+        return False
+
     async def _look(self) -> _Look:
         """Read our place (far enough ahead to tell whether we are near the front) and the turn keys."""
         place = await self.place(read=self.locks.turn_keys, ahead=WINDOW + 1)
-        return _Look(self.holder, place, self.locks.snapshot_of(place.entries.get(self.locks.key)))
+        look = _Look(self.holder, place, self.locks.snapshot_of(place.entries.get(self.locks.key)))
+        if self._held_at_first_look is None:
+            self._held_at_first_look = look.snap.semaphore.holds(self.holder)
+        return look
 
     async def _until_gone(self, ctx: StrategyContext, key: str, bound: float) -> None:
         """Until `key` (a waiter ahead) leaves the line, or `bound` seconds."""
@@ -141,10 +206,11 @@ class WaitingLine:
         except TimeoutError:
             ctx.woke("recheck", after_seconds=bound)
 
-    async def _follow_slots(self, ctx: StrategyContext, look: _Look, bound: float, why: str) -> Seen | None:
+    async def _follow_slots(self, ctx: StrategyContext, look: _Look, bound: float, why: str) -> Seen | Handed | None:
         """Near the front: follow the semaphore until a slot is free and every host ahead has taken its
-        own, or a free slot stays untaken (they are stalled). The turn keys as they stand then, or None
-        to look at the line again (our place changed, or `bound` passed)."""
+        own, or a free slot stays untaken (they are stalled), or a releasing host hands us its slot. The
+        turn keys as they stand then (or Handed), or None to look at the line again (our place changed,
+        or `bound` passed)."""
         ctx.log.debug("lock.line.wait", key=self.locks.key, ahead=len(look.ahead))
         try:
             async with asyncio.timeout(bound), aclosing(follow_semaphore(self.locks)) as states:
@@ -152,6 +218,8 @@ class WaitingLine:
                     # Written between our read and the watch: a host ahead may have taken a slot and given
                     # it back unseen. Read again; from now on the watch misses nothing.
                     look = await self._look()
+                    if look.snap.semaphore.holds(self.holder):
+                        return Handed(look.snap)
                     if look.may_try:
                         return look.place.entries
                     if look.far_behind is not None:
@@ -159,10 +227,16 @@ class WaitingLine:
                 snap, waiting = look.snap, look.waiting
                 while not may_try(self.holder, len(waiting), snap.semaphore):
                     grace = jump_after(len(waiting), snap.semaphore)
+                    # Hosts ahead handed a slot since our look: if one never takes it, look again to take it back.
+                    handed_ahead = any(snap.semaphore.holds(h) for h in look.ahead)
                     try:
-                        async with asyncio.timeout(grace):
+                        async with asyncio.timeout(
+                            LINE_JUMP_GRACE_SECONDS if grace is None and handed_ahead else grace
+                        ):
                             changed = await anext(states)
                     except TimeoutError:
+                        if grace is None:
+                            return None
                         ctx.log.warning(
                             "lock.line.jump",
                             key=self.locks.key,
@@ -173,6 +247,8 @@ class WaitingLine:
                     if changed.revision > snap.revision:
                         snap, waiting = changed, still_waiting(waiting, changed.semaphore)
                 ctx.woke("watch", revision=snap.revision, holders=list(snap.semaphore.holders))
+                if snap.semaphore.holds(self.holder):
+                    return Handed(snap)  # we did not hold at our look and wrote nothing since
         except TimeoutError:
             ctx.woke(why, after_seconds=bound)
             return None
@@ -180,18 +256,22 @@ class WaitingLine:
         assert store is not None
         return await store.read_together(self.locks.turn_keys)
 
-    async def leave(self) -> None:
-        """Stop renewing, and delete our key unless the lock's transaction already did (best effort: it
-        lapses by itself within the TTL)."""
+    async def leave(self) -> bool:
+        """Stop renewing, and delete our key unless taking a slot already did (best effort: it lapses by
+        itself within the TTL). True when we may hold a slot we did not take: we left while in line, and
+        did not hold one when we first looked (a releasing host may have handed us one; once our key is
+        gone no host can hand us another). The caller looks, and gives it back."""
         task, self._renewing = self._renewing, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._joined is not None and self.key is not None:
-            self._joined = None
-            with contextlib.suppress(KVError):
-                await self.locks.kv.delete(self.key)
+        if self._joined is None or self.key is None:
+            return False
+        self._joined = None
+        with contextlib.suppress(KVError):
+            await self.locks.kv.delete(self.key)
+        return not self._held_at_first_look
 
     def left_by_lock(self) -> None:
         """Our key went in the transaction that took the slot: only the renewal is left to stop."""
@@ -228,3 +308,5 @@ class _Look:
         self.ahead = [holder_of(k) for k in place.ahead]
         self.waiting = still_waiting(self.ahead, snap.semaphore)
         self.may_try = self.far_behind is None and may_try(holder, len(self.waiting), snap.semaphore)
+        # Hosts ahead that hold a slot yet are still in line: handed one, not taken yet (or stalled).
+        self.unconfirmed = [k for k in place.ahead if snap.semaphore.holds(holder_of(k))]

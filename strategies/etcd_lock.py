@@ -41,10 +41,11 @@ from locksmith.protocol.semaphore import (
     SemaphoreFull,
     semaphore_key,
 )
+from locksmith.safe_text import outside_text
 from locksmith.settings.schema import Setting
 from locksmith.settings.values import parse_lock_ttl
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
-from locksmith.waitline import WaitingLine, follow_semaphore
+from locksmith.waitline import Handed, WaitingLine, follow_semaphore
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
@@ -193,17 +194,49 @@ class EtcdLockStrategy(Strategy):
         line = WaitingLine(locks, ctx.machine_id)
         try:
             await self._acquire_in_line(ctx, locks, line)
-        finally:
-            await line.leave()
+        except BaseException:
+            if await line.leave():
+                await self._give_back_unwanted(ctx, locks)
+            raise
+        await line.leave()
+
+    @staticmethod
+    async def _give_back_unwanted(ctx: StrategyContext, locks: LockStore) -> None:
+        """We left the line without taking a slot, after a releasing host may have handed us one. We
+        stopped wanting it, so give it back."""
+        try:
+            if (await locks.get()).semaphore.holds(ctx.machine_id):
+                snap = await locks.unlock(ctx.machine_id)
+                ctx.log.info(
+                    "lock.released",
+                    key=locks.key,
+                    holders=list(snap.semaphore.holders),
+                    detail="handed over while leaving the line",
+                )
+        except (KVError, SemaphoreError) as exc:
+            ctx.log.warning(
+                "lock.release.deferred",
+                key=locks.key,
+                reason=outside_text(exc),
+                detail="a slot handed to us as we stopped waiting stays taken until this host releases it",
+            )
 
     async def _acquire_in_line(self, ctx: StrategyContext, locks: LockStore, line: WaitingLine) -> None:
         in_line = await line.join()  # already holding: the lock below is a no-op that takes us out again
         while True:
             seen = None
             if in_line:
-                seen = await line.wait_for_turn(
+                turn = await line.wait_for_turn(
                     ctx, lambda: self.leases(ctx).free_expired(ctx.on_expired_holder), self._safety_recheck
                 )
+                if isinstance(turn, Handed):
+                    if await line.confirm():
+                        line.left_by_lock()
+                        ctx.log.info("lock.acquired", **locks.log_fields(turn.snapshot), handed_over=True)
+                        return
+                    ctx.log.warning("lock.handed.taken-back", key=locks.key, detail="we took too long; back in line")
+                    continue
+                seen = turn
             if await self._paced(locks, ctx, seen):
                 seen = None  # we slept: read afresh
             try:
@@ -284,16 +317,29 @@ class EtcdLockStrategy(Strategy):
     async def release(self, ctx: StrategyContext) -> None:
         locks = self.lockstore(ctx)
         with _translated():
-            seen = await locks.read_with(self.leases(ctx).own_keys(ctx.machine_id))
+            own_keys = self.leases(ctx).own_keys(ctx.machine_id)
+            state = await locks.read_for_release(own_keys)
+            seen = dict(state.entries) if state is not None else None
+            handed: tuple[str, ...] = ()
             try:
-                snap = await locks.unlock(ctx.machine_id, seen=seen)
+                if state is not None and seen is not None:
+                    hand_over = not locks.paced(seen)
+                    snap, handed = await locks.give_back(ctx.machine_id, state=state, hand_over=hand_over)
+                else:
+                    snap = await locks.unlock(ctx.machine_id)
             except NotHeld:
                 ctx.log.info("lock.release.not-held", key=locks.key)
                 await self._end_lease(ctx, seen)
                 return
             await locks.note_release(seen)
             await self._end_lease(ctx, seen)
-        ctx.log.info("lock.released", key=locks.key, holders=list(snap.semaphore.holders), revision=snap.revision)
+        ctx.log.info(
+            "lock.released",
+            key=locks.key,
+            holders=list(snap.semaphore.holders),
+            revision=snap.revision,
+            **({"handed_to": list(handed)} if handed else {}),
+        )
 
     async def _end_lease(self, ctx: StrategyContext, seen: Mapping[str, Entry | None] | None) -> None:
         """Only once out of the semaphore: stop renewing and remove both keys (any left over from a TTL era).

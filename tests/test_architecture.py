@@ -28,7 +28,9 @@ ALLOWED: dict[str, set[str]] = {
     # settings asks strategy for the installed strategies' own settings, lazily (strategy imports settings).
     "locksmith.settings": {"locksmith.protocol", "locksmith.kv.base", "locksmith.strategy"} | _UTILITIES,
     "locksmith.kv": {"locksmith.protocol"} | _UTILITIES,
-    "locksmith.lockstore": {"locksmith.kv", "locksmith.protocol", "locksmith.pacing_record"} | _UTILITIES,
+    "locksmith.lockstore": {"locksmith.kv", "locksmith.protocol", "locksmith.pacing_record", "locksmith.handover"}
+    | _UTILITIES,
+    "locksmith.handover": {"locksmith.kv", "locksmith.protocol", "locksmith.lockstore"} | _UTILITIES,
     "locksmith.pacing_record": {"locksmith.kv", "locksmith.protocol"} | _UTILITIES,
     "locksmith.leases": {"locksmith.kv", "locksmith.lockstore", "locksmith.protocol"} | _UTILITIES,
     "locksmith.waitline": {

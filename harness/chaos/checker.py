@@ -5,8 +5,12 @@ What it proves about a run (etcd's revisions give one total order for everything
 1. Every value the semaphore ever had is valid CoreOS semaphore JSON, self-consistent
    (semaphore == max - len(holders), holders unique), with the run's max and only the run's hosts.
    The key is never deleted.
-2. No holder lost or duplicated: each write changes the holder set by at most one host (a lock
-   adds the locker, an unlock removes the unlocker; any bigger jump is a lost update).
+2. No holder lost or duplicated: each write changes the holder set by at most one host that the keys
+   beside the semaphore do not account for (a lock adds the locker, an unlock removes the unlocker;
+   protocol/waiting_line.py's writes also remove hosts whose request to leave, or whose untaken line
+   key, they delete, and add hosts that are in line). Any other jump is a lost update. A write that
+   removes its writer and adds a host in line is what a lost update by that host would look like too:
+   rules 3 and 4 are what prove that one safe.
 3. Each host's reboot happens while it holds a slot: at the store revision read right after its
    reboot command ran, it is a holder — and it stays a holder, at every revision, until the
    revision read when it booted again ("released after boot", never before).
@@ -33,6 +37,7 @@ from typing import Any
 
 from harness.chaos.history import History
 from locksmith.protocol.semaphore import SemaphoreCorrupt, decode
+from locksmith.protocol.waiting_line import leaving_key, line_key
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def check(history: History) -> Report:
     key = str(meta.get("key", "semaphore"))
     report = Report()
 
-    values = _check_values(history.of_kind("sem"), key, k, hosts, report)
+    values = _check_values(history.of_kind("sem"), history.of_kind("aux"), key, k, hosts, report)
     revs = [v.rev for v in values]
 
     def holders_at(rev: int) -> frozenset[str]:
@@ -96,7 +101,10 @@ def check(history: History) -> Report:
     return report
 
 
-def _check_values(sems: list[dict[str, Any]], key: str, k: int, hosts: set[str], report: Report) -> list[_Value]:
+def _check_values(
+    sems: list[dict[str, Any]], aux: list[dict[str, Any]], key: str, k: int, hosts: set[str], report: Report
+) -> list[_Value]:
+    beside = _Beside(aux)
     values: list[_Value] = []
     previous: frozenset[str] | None = None
     last_rev = 0
@@ -124,7 +132,7 @@ def _check_values(sems: list[dict[str, Any]], key: str, k: int, hosts: set[str],
             strangers = holders - hosts
             if strangers:
                 report.add("stranger", f"revision {rev}: holder(s) {sorted(strangers)} are not hosts of this run")
-        if previous is not None and len(previous ^ holders) > 1:
+        if previous is not None and beside.unexplained(key, rev, previous, holders) > 1:
             report.add(
                 "lost-update",
                 f"revision {rev}: holders jumped from {sorted(previous)} to {sorted(holders)} in one write",
@@ -134,6 +142,28 @@ def _check_values(sems: list[dict[str, Any]], key: str, k: int, hosts: set[str],
         values.append(_Value(rev, float(rec.get("t", 0.0)), holders))
     report.revisions = len(values)
     return values
+
+
+class _Beside:
+    """The keys beside the semaphore (``aux`` records), replayed in revision order as `unexplained` walks
+    the semaphore's revisions forward."""
+
+    def __init__(self, aux: list[dict[str, Any]]) -> None:
+        self._changes = sorted(((int(r["rev"]), str(r["key"]), bool(r["present"])) for r in aux), key=lambda c: c[0])
+        self._next = 0
+        self._present: set[str] = set()
+
+    def unexplained(self, key: str, rev: int, before: frozenset[str], after: frozenset[str]) -> int:
+        """How many of the holders a write at `rev` removed or added are not accounted for by the keys
+        it deleted (a request to leave, or an untaken line key) or by a line key standing before it."""
+        while self._next < len(self._changes) and self._changes[self._next][0] < rev:
+            _, changed, present = self._changes[self._next]
+            (self._present.add if present else self._present.discard)(changed)
+            self._next += 1
+        deleted = {c for r, c, present in self._changes[self._next :] if r == rev and not present}
+        left = [h for h in before - after if not {leaving_key(key, h), line_key(key, h)} & deleted]
+        came = [h for h in after - before if line_key(key, h) not in self._present]
+        return len(left) + len(came)
 
 
 def _check_reboots(

@@ -6,6 +6,8 @@ history the checker can read. Record kinds:
 - ``meta``   the run's parameters: key, max, hosts, liveness bound (first line).
 - ``sem``    one change of the semaphore key seen by the observer's etcd v3 watch:
              ``rev`` (etcd mod revision) and ``value`` (text, or null when deleted).
+- ``aux``    one change of a key beside it (`<key>-…`: line, requests to leave, holder ages): ``rev``,
+             ``key`` and ``present`` (false when deleted).
 - ``event``  a host's own event: ``rebooting`` (its reboot command ran) or ``booted`` (the
              supervisor started its next boot), each stamped with ``rev``: the etcd store
              revision read right after the event (null if etcd could not be read).

@@ -1,4 +1,6 @@
-"""The independent observer: every change of the semaphore key, with its etcd revision.
+"""The independent observer: every change of the semaphore key, with its etcd revision, and of the keys
+beside it (`<key>-…`: the waiting line, requests to leave, holder ages), which show why a write changed
+the holders as it did.
 
 It speaks etcd's v3 HTTP/JSON gateway itself (a few lines of httpx) rather than reusing
 `locksmith.kv`: the thing being checked must not also be the thing doing the checking. A watch
@@ -20,8 +22,8 @@ import httpx
 from harness.chaos.history import Recorder
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+def _b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ async def read_revision(
 
 
 class Observer:
-    """Watches one key on a cluster and records every change as a ``sem`` record."""
+    """Watches one key on a cluster and records every change as a ``sem`` record, and every change of
+    the keys beside it (`<key>-…`) as an ``aux`` record."""
 
     def __init__(
         self,
@@ -82,6 +85,8 @@ class Observer:
         self.key = key
         self.recorder = recorder
         self.last_rev = 0
+        # One transaction writes several keys at one revision; None: all of `last_rev` is recorded.
+        self._keys_at_last_rev: set[str] | None = None
         self.last_value: str | None = None
         self.reconnects = 0
         self._task: asyncio.Task[None] | None = None
@@ -89,7 +94,7 @@ class Observer:
 
     async def start(self, from_revision: int) -> None:
         """Record every change with a revision >= `from_revision`."""
-        self.last_rev = from_revision - 1
+        self.last_rev, self._keys_at_last_rev = from_revision - 1, None
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -125,7 +130,15 @@ class Observer:
                 await asyncio.sleep(0.05)
 
     async def _watch(self, client: httpx.AsyncClient, url: str) -> None:
-        body = {"create_request": {"key": _b64(self.key), "start_revision": self.last_rev + 1}}
+        # From the last revision seen, not the next: a stream cut between the keys one transaction wrote
+        # resumes with the rest of them (`_record` drops what it has).
+        body = {
+            "create_request": {
+                "key": _b64(self.key),
+                "range_end": _b64(_prefix_end(self.key)),
+                "start_revision": max(1, self.last_rev),
+            }
+        }
         async with client.stream("POST", f"{url}/v3/watch", json=body) as resp:
             if resp.status_code != 200:
                 return
@@ -175,12 +188,27 @@ class Observer:
         kv = ev.get("kv") or {}
         assert isinstance(kv, dict)
         rev = int(kv.get("mod_revision", 0))
-        if rev <= self.last_rev:
-            return  # a resumed watch may repeat what we already have
+        key = base64.b64decode(kv.get("key", "")).decode(errors="replace")
+        seen = self._keys_at_last_rev
+        if rev < self.last_rev or (rev == self.last_rev and (seen is None or key in seen)):
+            return  # a resumed watch repeats what we already have
+        if rev > self.last_rev or seen is None:
+            self.last_rev, seen = rev, set()
+        seen.add(key)
+        self._keys_at_last_rev = seen
         value = None if ev.get("type") == "DELETE" else base64.b64decode(kv.get("value", "")).decode()
+        if key != self.key:
+            self.recorder.add("aux", rev=rev, key=key, present=value is not None)
+            return
         self.recorder.add("sem", rev=rev, value=value)
-        self.last_rev = rev
         self.last_value = value
         self._changed.set()
         if self.on_value:
             self.on_value(value)
+
+
+def _prefix_end(key: str) -> bytes:
+    """The end of the range of every key that starts with `key` (etcd's range_end for a prefix)."""
+    end = bytearray(key.encode())
+    end[-1] += 1
+    return bytes(end)

@@ -39,6 +39,12 @@ class Builder:
         self.rev += 1
         self.records.append({"kind": "sem", "t": self.tick(), "rev": self.rev, "value": value})
 
+    def beside(self, key: str, present: bool, *, in_last_write: bool = False) -> None:
+        """A key beside the semaphore written (or deleted) on its own, or in the last semaphore write."""
+        if not in_last_write:
+            self.rev += 1
+        self.records.append({"kind": "aux", "t": self.tick(), "rev": self.rev, "key": key, "present": present})
+
     def sem(self) -> Semaphore:
         return Semaphore(self.k - len(self.holders), self.k, tuple(self.holders))
 
@@ -139,6 +145,40 @@ def test_lost_update_is_a_violation() -> None:
     b.lock("a")
     b.write(Semaphore(1, 2, ("b",)))  # a vanished and b appeared in one write: a lost update
     assert "lost-update" in rules(b.finish())
+
+
+def test_a_release_handing_its_slot_to_the_host_in_line_is_no_lost_update() -> None:
+    b = Builder(["a", "b"], k=1)
+    b.cycle("a")
+    b.lock("a")
+    b.event("a", "rebooting")
+    b.event("a", "booted")
+    b.beside("k-line/b", present=True)  # b queues
+    b.write(Semaphore(0, 1, ("b",)))  # a's release hands its slot to b
+    b.beside("k-line/b", present=False)  # b takes it
+    b.event("b", "rebooting")
+    b.event("b", "booted")
+    b.unlock("b")
+    report = check(b.finish())
+    assert report.ok, report.violations
+
+
+def test_releases_settled_together_need_each_host_s_request_to_leave() -> None:
+    def run(asked: bool) -> set[str]:
+        b = Builder(["a", "c"], k=2)
+        for h in "ac":
+            b.lock(h)
+            b.event(h, "rebooting")
+            b.event(h, "booted")
+        if asked:
+            b.beside("k-leaving/c", present=True)  # c's release lost its compare-and-swap and asked
+        b.write(Semaphore(2, 2, ()))  # a's release settles both
+        if asked:
+            b.beside("k-leaving/c", present=False, in_last_write=True)
+        return rules(b.finish())
+
+    assert "lost-update" not in run(asked=True)
+    assert "lost-update" in run(asked=False)
 
 
 def test_over_max_value_is_a_violation() -> None:

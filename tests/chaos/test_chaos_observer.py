@@ -40,6 +40,36 @@ async def test_every_change_is_recorded_in_revision_order(etcd: EtcdCluster, uni
     assert stamp is not None and stamp[0] > revs[-1]
 
 
+async def test_keys_beside_the_semaphore_are_recorded_with_the_revision_that_wrote_them(
+    etcd: EtcdCluster, unique_key: str, tmp_path: Path
+) -> None:
+    url, line, asked = etcd.endpoints[0], unique_key + "-line/w", unique_key + "-leaving/c"
+    rec = Recorder(tmp_path / "h.jsonl")
+    async with httpx.AsyncClient() as client:
+        start = await read_revision(client, [url], unique_key)
+        assert start is not None
+        obs = Observer([url], unique_key, rec)
+        await obs.start(start[0] + 1)
+        await client.post(f"{url}/v3/kv/put", json={"key": _b64(line), "value": _b64("t")})
+        together = {  # one transaction: the semaphore, a line key and a request to leave
+            "success": [
+                {"request_put": {"key": _b64(unique_key), "value": _b64("v")}},
+                {"request_put": {"key": _b64(asked), "value": _b64("t")}},
+                {"request_delete_range": {"key": _b64(line)}},
+            ]
+        }
+        r = await client.post(f"{url}/v3/kv/txn", json=together)
+        rev = int(r.json()["header"]["revision"])
+        assert await obs.wait_for(lambda v: v == "v", 5)
+        await obs.stop()
+    aux = [(a["rev"], a["key"], a["present"]) for a in rec.history().of_kind("aux")]
+    assert aux[0] == (rev - 1, line, True)
+    assert sorted(aux[1:]) == sorted(
+        [(rev, asked, True), (rev, line, False)]
+    )  # the order within one revision is etcd's
+    assert [s["rev"] for s in rec.history().of_kind("sem")] == [rev]
+
+
 async def test_an_unreachable_cluster_gives_no_stamp() -> None:
     async with httpx.AsyncClient() as client:
         assert await read_revision(client, ["http://127.0.0.1:9"], "k", budget=0.3) is None

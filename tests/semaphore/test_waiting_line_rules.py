@@ -1,5 +1,5 @@
-"""The waiting line's rules (protocol/waiting_line.py), without a store: who may try, and when a
-stalled waiter ahead is passed."""
+"""The waiting line's rules (protocol/waiting_line.py), without a store: who may try, when a stalled
+waiter ahead is passed, and who gets the slots a release settles."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from locksmith.protocol.waiting_line import (
     LINE_JUMP_GRACE_SECONDS,
     holder_of,
     jump_after,
+    leaving_key,
+    leaving_prefix,
     line_key,
     may_try,
+    settle,
     still_waiting,
 )
 
@@ -56,3 +59,51 @@ def test_never_a_try_without_a_free_slot_unless_holding(waiting: int, max_: int,
     grace = jump_after(waiting, sem)
     assert (grace is None) == (sem.available <= 0)
     assert grace is None or grace >= LINE_JUMP_GRACE_SECONDS
+
+
+def test_a_release_hands_the_freed_slot_to_the_first_in_line() -> None:
+    after, left, granted = settle(_sem(2, ("a", "b")), ["a"], ["w1", "w2"])
+    assert (left, granted) == (("a",), ("w1",))
+    assert after.holders == tuple(sorted(("b", "w1"))) and after.available == 0
+
+
+def test_releases_settled_together_free_their_slots_for_the_line_in_order() -> None:
+    after, left, granted = settle(_sem(3, ("a", "b", "c")), ["a", "c", "x", "a"], ["w1", "w2", "w3"])
+    assert left == ("a", "c")  # x holds nothing: its request changes nothing
+    assert granted == ("w1", "w2")
+    assert set(after.holders) == {"b", "w1", "w2"}
+
+
+def test_a_waiter_that_holds_already_or_is_leaving_gets_no_second_slot() -> None:
+    after, _left, granted = settle(_sem(3, ("a", "w1")), ["a"], ["w1", "a", "w2"])
+    assert granted == ("w2",)
+    assert set(after.holders) == {"w1", "w2"}
+
+
+def test_leaving_keys_name_their_host_and_refuse_ids_that_are_not_one_segment() -> None:
+    sem_key = "coreos.com/updateengine/rebootlock/semaphore"
+    assert leaving_key(sem_key, "0123abcd") == leaving_prefix(sem_key) + "0123abcd"
+    assert leaving_key(sem_key, "a/b") is None
+
+
+_IDS = st.text("abcdefgh", min_size=1, max_size=2)
+
+
+@given(
+    st.integers(1, 8), st.lists(_IDS, max_size=8, unique=True), st.lists(_IDS, max_size=8), st.lists(_IDS, max_size=8)
+)
+def test_settling_never_exceeds_max_and_grants_only_in_line_order(
+    max_: int, holders: list[str], leaving: list[str], line: list[str]
+) -> None:
+    sem = _sem(max_, tuple(holders[:max_]))
+    after, left, granted = settle(sem, leaving, line)
+    assert len(after.holders) <= after.max
+    assert set(left) == set(leaving) & set(sem.holders)
+    assert set(after.holders) == (set(sem.holders) - set(left)) | set(granted)
+    order = [h for h in dict.fromkeys(line) if h in granted]
+    assert list(granted) == order  # nobody passes a host ahead of it
+    skipped = [h for h in dict.fromkeys(line) if h not in granted and h not in left and not sem.holds(h)]
+    if skipped:  # a waiter went without only because the slots ran out before it
+        first_skipped = line.index(skipped[0])
+        assert all(line.index(g) < first_skipped for g in granted)
+        assert after.available == 0

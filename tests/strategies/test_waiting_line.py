@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import structlog
+from strategy_helpers import ids, present, until
 
 from locksmith import waitline
 from locksmith.kv import KVStore, Transactions, open_store
@@ -19,23 +19,12 @@ from strategies.etcd_lock import EtcdLockStrategy
 HOLDER = "0" * 32
 
 
-def _ids(n: int) -> list[str]:
-    return [f"{i + 1:032x}" for i in range(n)]
-
-
-async def _until(condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_waiters_get_the_slot_in_the_order_they_came(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
     first_ctx = etcd_ctx(HOLDER)
     kv = open_store(first_ctx.kv)
     locks = LockStore(kv, first_ctx.group)
     holder = EtcdLockStrategy()
-    waiters = {i: EtcdLockStrategy() for i in _ids(4)}
+    waiters = {i: EtcdLockStrategy() for i in ids(4)}
     tasks: dict[str, asyncio.Task[None]] = {}
     try:
         await holder.acquire(first_ctx)
@@ -43,7 +32,7 @@ async def test_waiters_get_the_slot_in_the_order_they_came(etcd_ctx) -> None:  #
             tasks[machine] = asyncio.create_task(strategy.acquire(etcd_ctx(machine)))
             key = line_key(locks.key, machine)
             assert key is not None
-            await _until(lambda key=key: _present(kv, key), 10, f"{machine} in line")
+            await until(lambda key=key: present(kv, key), 10, f"{machine} in line")
         order, previous = [], (holder, first_ctx)
         for _ in waiters:
             await previous[0].release(previous[1])
@@ -67,7 +56,7 @@ async def test_waiters_get_the_slot_in_the_order_they_came(etcd_ctx) -> None:  #
 async def test_slots_freed_together_go_to_the_first_in_line_and_only_the_front_follows_the_semaphore(
     etcd_ctx, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    holders, queued = _ids(2), [f"{0xA0 + i:032x}" for i in range(7)]
+    holders, queued = ids(2), [f"{0xA0 + i:032x}" for i in range(7)]
     ctx = etcd_ctx(holders[0])
     kv = open_store(ctx.kv)
     locks = LockStore(kv, ctx.group)
@@ -95,7 +84,7 @@ async def test_slots_freed_together_go_to_the_first_in_line_and_only_the_front_f
             tasks[machine] = asyncio.create_task(strategies[machine].acquire(etcd_ctx(machine)))
             key = line_key(locks.key, machine)
             assert key is not None
-            await _until(lambda key=key: _present(kv, key), 10, f"{machine} in line")
+            await until(lambda key=key: present(kv, key), 10, f"{machine} in line")
         await asyncio.gather(*(strategies[m].release(etcd_ctx(m)) for m in holders))
         await asyncio.wait_for(asyncio.gather(tasks[queued[0]], tasks[queued[1]]), 10)
         assert set((await locks.get()).semaphore.holders) == set(queued[:2])
@@ -110,12 +99,8 @@ async def test_slots_freed_together_go_to_the_first_in_line_and_only_the_front_f
             await closable.aclose()
 
 
-async def _present(kv: KVStore, key: str) -> bool:
-    return await kv.get(key) is not None
-
-
 async def test_a_stalled_first_in_line_is_passed_once_it_leaves_a_free_slot_unused(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
-    stalled, alive = _ids(2)
+    stalled, alive = ids(2)
     ctx = etcd_ctx(alive)
     kv = open_store(ctx.kv)
     locks = LockStore(kv, ctx.group)
@@ -161,7 +146,7 @@ class _GoStyleHost:
 
 
 async def test_go_hosts_that_ignore_the_line_share_the_semaphore_safely(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
-    queued, go_hosts = _ids(6), [f"{0xF0 + i:032x}" for i in range(3)]
+    queued, go_hosts = ids(6), [f"{0xF0 + i:032x}" for i in range(3)]
     ctx = etcd_ctx(HOLDER)
     kv = open_store(ctx.kv)
     locks = LockStore(kv, ctx.group)
