@@ -3,6 +3,7 @@ errors) and the service side the fakes and send-need-reboot share."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -60,7 +61,20 @@ async def test_own_name_never_queues_behind_an_owner(system_bus: MessageBus, oth
     with pytest.raises(NameTakenError) as err:
         await own_name(system_bus, NAME)
     assert err.value.owner == other_peer.unique_name and "\n" not in str(err.value)
+    # Our side of the socket closing is not the daemon having dropped the peer's names (under load the
+    # owner was still the peer): wait for the daemon's NameOwnerChanged, with a deadline.
+    dropped = asyncio.Event()
+
+    def on_signal(msg: Message) -> None:
+        if msg.member == "NameOwnerChanged" and msg.body[0] == NAME and msg.body[2] == "":
+            dropped.set()
+
+    system_bus.add_message_handler(on_signal)
+    rule = f"type='signal',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"
+    await call(
+        system_bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s", [rule]
+    )
     other_peer.disconnect()
-    await other_peer.wait_for_disconnect()
+    await asyncio.wait_for(dropped.wait(), 10)
     # Had we queued, the name would now be ours; DO_NOT_QUEUE leaves it free.
     assert await get_name_owner(system_bus, NAME) is None
