@@ -124,7 +124,7 @@ class WaitingLine:
                     waiting_ahead=len(look.waiting) if look.far_behind is None else f"over {len(look.ahead) - 1}",
                 )
             if look.far_behind is not None:
-                await self._until_gone(ctx, look.far_behind, recheck_seconds)
+                await self._until_gone(ctx, look.far_behind, look.place.revision, recheck_seconds)
             elif look.may_try:
                 return look.place.entries
             else:
@@ -193,13 +193,13 @@ class WaitingLine:
             self._held_at_first_look = look.snap.semaphore.holds(self.holder)
         return look
 
-    async def _until_gone(self, ctx: StrategyContext, key: str, bound: float) -> None:
-        """Until `key` (a waiter ahead) leaves the line, or `bound` seconds."""
-        store = self._store()
-        assert store is not None
+    async def _until_gone(self, ctx: StrategyContext, key: str, after: int, bound: float) -> None:
+        """Until `key` (a waiter ahead, there at revision `after`) leaves the line, or `bound` seconds. The
+        watch starts from `after`, so it needs no read of its own; etcd may deliver a change made before it
+        was in place up to 100 ms late (its catch-up loop), which a waiter this far back can afford."""
         ctx.log.debug("lock.line.wait", key=self.locks.key, behind=holder_of(key))
         try:
-            async with asyncio.timeout(bound), aclosing(store.follow(key)) as changes:
+            async with asyncio.timeout(bound), aclosing(self.locks.kv.watch(key, after)) as changes:
                 async for change in changes:
                     if change.value is None:
                         return
