@@ -147,9 +147,9 @@ class HandOver:
 
     async def take_back(self, unconfirmed: Mapping[str, Entry], *, seen: Mapping[str, Entry | None]) -> Snapshot:
         """Take back the slots handed to hosts that never took them: `unconfirmed` maps each host to its line
-        key as read twice a grace period apart, unchanged. One transaction frees their slots and deletes
-        their keys while those keys are still unchanged, so a host that takes its slot meanwhile (deleting
-        its key) keeps it; a host taken back finds its key gone and queues again."""
+        key as read once it had stood a grace period after the hand-over. One transaction frees their
+        slots and deletes their keys while those keys are still unchanged, so a host that takes its slot
+        meanwhile (deleting its key) keeps it; a host taken back finds its key gone and queues again."""
         txn = self.transactions()
         assert txn is not None, "only a store with a line hands slots over"
 

@@ -188,7 +188,7 @@ class WaitingLine:
     async def _look(self) -> _Look:
         """Read our place (far enough ahead to tell whether we are near the front) and the turn keys."""
         place = await self.place(read=self.locks.turn_keys, ahead=WINDOW + 1)
-        look = _Look(self.holder, place, self.locks.snapshot_of(place.entries.get(self.locks.key)))
+        look = _Look(self.holder, place, self.locks.snapshot_of(place.entries.get(self.locks.key)), self.locks.key)
         if self._held_at_first_look is None:
             self._held_at_first_look = look.snap.semaphore.holds(self.holder)
         return look
@@ -301,12 +301,15 @@ class WaitingLine:
 class _Look:
     """One reading of the line and the semaphore, and what the rules make of it for `holder`."""
 
-    def __init__(self, holder: str, place: Place, snap: Snapshot) -> None:
+    def __init__(self, holder: str, place: Place, snap: Snapshot, semaphore_key: str) -> None:
         self.place, self.snap = place, snap
         # Further back than the window: watch the key WINDOW places ahead (each leaver wakes one waiter).
         self.far_behind = place.ahead[WINDOW - 1] if len(place.ahead) > WINDOW else None
         self.ahead = [holder_of(k) for k in place.ahead]
         self.waiting = still_waiting(self.ahead, snap.semaphore)
         self.may_try = self.far_behind is None and may_try(holder, len(self.waiting), snap.semaphore)
-        # Hosts ahead that hold a slot yet are still in line: handed one, not taken yet (or stalled).
-        self.unconfirmed = [k for k in place.ahead if snap.semaphore.holds(holder_of(k))]
+        # Hosts ahead that hold a slot yet are still in line: handed one, not taken yet (or stalled). Only
+        # keys that are exactly a host's line key: the store's contents are not trusted.
+        self.unconfirmed = [
+            k for k in place.ahead if snap.semaphore.holds(h := holder_of(k)) and line_key(semaphore_key, h) == k
+        ]

@@ -15,7 +15,7 @@ from strategy_helpers import ids, present, until
 from locksmith.kv import KVStore, open_store
 from locksmith.lockstore import LockStore
 from locksmith.protocol.semaphore import decode
-from locksmith.protocol.waiting_line import leaving_key, line_key
+from locksmith.protocol.waiting_line import LINE_JUMP_GRACE_SECONDS, leaving_key, line_key
 from locksmith.waitline import WaitingLine
 from strategies.etcd_lock import EtcdLockStrategy
 
@@ -180,3 +180,20 @@ async def test_a_paced_fleet_hands_nothing_over_each_waiter_paces_itself(fleet: 
     writes = await _writes_to(fleet, before, waiter)
     assert writes == [(), (W,)]  # the release freed the slot; W took it itself once the spacing allowed
     await fleet.release(W)
+
+
+async def test_a_key_in_the_line_that_is_not_a_host_s_own_never_frees_a_holder(fleet: _Fleet) -> None:
+    await fleet.locks.set_max(1)
+    await fleet.acquire(B)  # B holds its slot: it may be rebooting
+    odd = f"{fleet.locks.key}-line/x/{B}"  # names B in its last segment, but is not B's line key
+    await fleet.kv.create(odd, b"garbage")
+    waiter = fleet.waiting(W)
+    try:
+        await fleet.in_line(W)
+        done, _ = await asyncio.wait({waiter}, timeout=LINE_JUMP_GRACE_SECONDS + 2)  # past the take-back grace
+        assert not done and await fleet.holders() == (B,)
+    finally:
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        await fleet.kv.delete(odd)
+    await fleet.release(B)
