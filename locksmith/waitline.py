@@ -2,9 +2,10 @@
 
 `WaitingLine.join` writes our key on a short store lease and keeps the lease alive while we wait (a
 keep-alive writes nothing, so nobody watching our key is woken by it), so a host that dies while waiting
-leaves the line by itself. `wait_for_turn` returns when the rules say we may try the semaphore: far back
-in the line it watches one key ahead, near the front it follows the semaphore. The slot itself is then
-taken by compare-and-swap as before, and the same transaction deletes our key.
+leaves the line by itself. `wait_for_turn` returns when the rules say we may try the semaphore (far back
+in the line it watches one key ahead, near the front it follows the semaphore), or when a releasing host
+handed us its slot: `confirm` then takes it by deleting our key, and a slot handed to a host ahead that
+never takes it is taken back. A free slot is taken by compare-and-swap, whose transaction deletes our key.
 Stores without creation-ordered keys (the embedded store, etcd v2) have no line: `join` says so and
 waiters race for the compare-and-swap as they always did.
 """

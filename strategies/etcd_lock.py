@@ -6,8 +6,10 @@ revision we read, and retry the moment any holder gives a slot back (the Go agen
 5 min between attempts). A long safety re-check covers a watch that silently stops delivering.
 
 On etcd v3 waiters also stand in a line (locksmith/waitline.py), in the order they came: only the front
-few follow the semaphore and they try one after another, while those further back each watch one key
-ahead of them; a crowd no longer spends its time in compare-and-swap conflicts.
+few follow the semaphore, while those further back each watch one key ahead of them. A release hands its
+slot to the first in line in its own write and settles releases that collided with it
+(locksmith/handover.py), so the semaphore is written about once per acquisition and a crowd no longer
+spends its time in compare-and-swap conflicts.
 """
 
 from __future__ import annotations
