@@ -86,6 +86,19 @@ class HandOver:
             seen: Mapping[str, Entry | None] | None,
         ) -> tuple[Snapshot, Snapshot]: ...
 
+    def _writes(
+        self, before: Snapshot, ages_entry: Entry | None, planned: Planned
+    ) -> tuple[dict[str, int], dict[str, bytes]]:
+        """What a transaction carrying `planned` compares and puts: the semaphore at the revision read,
+        the keys `planned` needs unchanged, and the ages record with it (unless it cannot be read)."""
+        expect = {self.key: before.revision, **planned.expect}
+        put = {self.key: encode(planned.semaphore)}
+        ages = self._ages_after(ages_entry, before.revision, planned.semaphore, planned.added)
+        if ages is not None:
+            expect[self.ages_key] = ages_entry.revision if ages_entry is not None else 0
+            put[self.ages_key] = ages
+        return expect, put
+
     async def read_for_release(self, keys: Sequence[str]) -> Heads | None:
         """The turn keys and `keys`, the first hosts of the waiting line and the holders asking to leave, at
         one revision, for `give_back`; None where the store has no transactions (release with `unlock`)."""
@@ -116,21 +129,17 @@ class HandOver:
             leaving = self._keys_of(state, leaving_prefix(self.key), leaving_key)
             waiting = self._keys_of(state, line_prefix(self.key), line_key) if hand_over else {}
             after, _left, granted = waiting_line.settle(before.semaphore, [holder, *leaving], list(waiting))
-            expect = {self.key: before.revision, **{e.key: e.revision for e in leaving.values()}}
-            expect |= {waiting[h].key: waiting[h].revision for h in granted}
-            put = {self.key: encode(after)}
-            ages_entry = state.entries.get(self.ages_key)
-            ages = self._ages_after(ages_entry, before.revision, after, frozenset(granted))
-            if ages is not None:
-                expect[self.ages_key] = ages_entry.revision if ages_entry is not None else 0
-                put[self.ages_key] = ages
+            unchanged_keys = {e.key: e.revision for e in leaving.values()}
+            unchanged_keys |= {waiting[h].key: waiting[h].revision for h in granted}
             # A granted host's line key stays: it deletes the key itself to take the slot (see `take_back`).
             delete = [e.key for e in leaving.values()]
             delete += [k for h in (holder, *granted) if (k := leaving_key(self.key, h)) and k not in delete]
+            planned = Planned(after, frozenset(granted), unchanged_keys, tuple(delete))
+            expect, put = self._writes(before, state.entries.get(self.ages_key), planned)
             answer = await txn.commit_or_queue(
                 expect,
                 put,
-                delete,
+                planned.delete,
                 # Once our request is stored, writing it again would change it under every other releaser's compare.
                 otherwise_put={asking: stamp} if asking and holder not in leaving else {},
                 counts=self._release_counts,

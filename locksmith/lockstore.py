@@ -297,15 +297,10 @@ class LockStore(PacingRecord, HandOver):
         before = self.snapshot_of(entry)
         planned = plan(before.semaphore, current)
         if planned.semaphore == before.semaphore:
-            if planned.delete:  # already holding: only the line key goes
+            if planned.delete:  # already holding: only its line and leaving keys go
                 await txn.commit({}, {}, delete=planned.delete)
             return before, before
-        expect = {self.key: before.revision, **planned.expect}
-        put = {self.key: encode(planned.semaphore)}
-        ages = self._ages_after(ages_entry, before.revision, planned.semaphore, planned.added)
-        if ages is not None:
-            expect[self.ages_key] = ages_entry.revision if ages_entry is not None else 0
-            put[self.ages_key] = ages
+        expect, put = self._writes(before, ages_entry, planned)
         committed = await txn.commit(expect, put, delete=planned.delete)
         if committed.revision is None:
             raise _Conflict(dict(committed.current))
@@ -381,7 +376,7 @@ class LockStore(PacingRecord, HandOver):
         old = self._stored_ages(entry)
         if old is None:
             return True
-        new = old.after_write(before, after, holders, added, self._clock())
+        new = old.after_write(before, after, holders, frozenset({added}) if added else frozenset(), self._clock())
         value = holder_ages.encode(new)
         if entry is None:
             return await self.kv.create(self.ages_key, value) is not None

@@ -50,17 +50,17 @@ class AgesRecord:
     writes: tuple[tuple[int, int], ...] = ()
 
     def after_write(
-        self, before: int, after: int, holders_now: frozenset[str], added: str | frozenset[str] | None, now: datetime
+        self, before: int, after: int, holders_now: frozenset[str], added: frozenset[str], now: datetime
     ) -> AgesRecord:
         """The record once our write (`before` → `after`, or THIS_WRITE when the record is written in
-        it) is noted: ages only for ids holding now, and `added` (the holders our write added, if any)
+        it) is noted: ages only for ids holding now, and `added` (the holders our write added)
         held since `now` from revision `after`."""
         writes = {a: b for b, a in self.writes}  # by the revision each write made
         writes[after] = before
         kept = sorted(writes.items(), key=lambda pair: (pair[0] == THIS_WRITE, pair[0]))[-MAX_WRITES:]
         ages = {h: age for h, age in self.holders.items() if h in holders_now}
         since = now.astimezone(UTC).replace(microsecond=0)
-        for holder in (added,) if isinstance(added, str) else added or ():
+        for holder in added:
             if holder in holders_now:
                 ages[holder] = Age(since, after)
         return AgesRecord(ages, tuple((b, a) for a, b in kept))
