@@ -5,7 +5,10 @@ client, as on a real host) running the agent's code: acquire() — lock, and whe
 is full, wait on the KV watch and retry when woken — then hold the slot for a random
 --hold-min..--hold-max (default 50-100 ms), release(), --rounds times (default once). The
 agents are spread over --processes worker processes (default 2, one per core of this box); all
-start together on a "go" from this process, which owns the private etcd 3.4.
+start together on a "go" from this process, which owns the private etcd 3.4. Before the go each agent
+starts as locksmithd does — the strategy's start-up, then the after-boot question whether it holds a
+slot (which also settles which etcd API the store speaks) — since in a fleet that happens at boot, long
+before an update arrives; the timed window is the update's.
 
 Instrumented without changing product code: each agent's LockStore.kv (a public attribute) is
 wrapped in bench._common.InstrumentedKV, which counts every create/compare-and-swap that answered

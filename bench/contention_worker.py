@@ -9,6 +9,7 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench._common import (
@@ -50,11 +51,22 @@ async def until_done(op: Callable[[], Awaitable[None]], retry_on: type[Exception
             backoff = min(backoff * 2, UNAVAILABLE_BACKOFF_MAX)
 
 
-async def _agent(
-    index: int, endpoint: str, group: str, args: dict[str, Any], go: asyncio.Event, rng: random.Random
-) -> dict[str, Any]:
+@dataclass
+class _Agent:
+    index: int
+    strategy: Any
+    ctx: Any
+    key: str
+    ages_key: str
+    counters: KVCounters
+
+
+async def _start_agent(index: int, endpoint: str, group: str) -> _Agent:
+    """What locksmithd does on start, long before an update arrives: the strategy's start-up, then the
+    after-boot question whether this host holds a slot (which also settles the store's API). Outside
+    the timed window, as in a fleet."""
     from locksmith.settings.config import load_config
-    from locksmith.strategy import StrategyContext, StrategyError, StrategyUnavailable
+    from locksmith.strategy import StrategyContext, StrategyUnavailable
     from strategies.etcd_lock import EtcdLockStrategy
 
     env = {"LOCKSMITHD_ENDPOINT": endpoint, "LOCKSMITHD_GROUP": group, "REBOOT_STRATEGY": "etcd-lock"}
@@ -64,11 +76,23 @@ async def _agent(
     locks = strategy.lockstore(ctx)
     counters = KVCounters()
     locks.kv = InstrumentedKV(locks.kv, counters)
-    key = locks.key
+    await strategy.started(ctx)
+
+    async def held() -> None:
+        if await strategy.holds(ctx):
+            raise RuntimeError(f"agent {index} holds a slot before the run: the group is not fresh")
+
+    await until_done(held, StrategyUnavailable)
+    return _Agent(index, strategy, ctx, locks.key, locks.ages_key, counters)
+
+
+async def _run_agent(agent: _Agent, args: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    from locksmith.strategy import StrategyError, StrategyUnavailable
+
+    strategy, ctx, key, counters = agent.strategy, agent.ctx, agent.key, agent.counters
     waits: list[float] = []
     holds: list[float] = []
     acquire_conflicts = release_conflicts = acquire_unavailable = release_unavailable = 0
-    await go.wait()
     try:
         for _ in range(args["rounds"]):
             started = now_ns()
@@ -89,13 +113,13 @@ async def _agent(
     finally:
         await strategy.aclose()
     return {
-        "agent": index,
+        "agent": agent.index,
         "waits": waits,
         "holds": holds,
         "finished_ns": finished,
         "acquire_conflicts": acquire_conflicts,
         "release_conflicts": release_conflicts,
-        "ages_conflicts": counters.conflicts.get(locks.ages_key, 0),
+        "ages_conflicts": counters.conflicts.get(agent.ages_key, 0),
         "acquire_unavailable": acquire_unavailable,
         "release_unavailable": release_unavailable,
     }
@@ -104,17 +128,17 @@ async def _agent(
 async def _worker(endpoint: str, group: str, first: int, last: int, args: dict[str, Any]) -> int:
     logs: Counter[str] = Counter()
     _count_logs(logs)
-    go = asyncio.Event()
     rng = random.Random(f"{args['seed']}-{first}")
-    tasks = [asyncio.create_task(_agent(i, endpoint, group, args, go, rng)) for i in range(first, last)]
-    await asyncio.sleep(0)  # let every agent build its store before we say ready
-    print("ready", flush=True)
-    if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
-        for t in tasks:
-            t.cancel()
+    started = await asyncio.gather(
+        *(_start_agent(i, endpoint, group) for i in range(first, last)), return_exceptions=True
+    )
+    up = [a for a in started if isinstance(a, _Agent)]
+    failed = next((f"{type(e).__name__}: {e}" for e in started if isinstance(e, BaseException)), None)
+    print("ready" if failed is None else f"an agent did not start: {failed}", flush=True)
+    if failed is not None or (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
+        await asyncio.gather(*(a.strategy.aclose() for a in up), return_exceptions=True)
         return 1
-    go.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*(_run_agent(a, args, rng) for a in up), return_exceptions=True)
     agents = [r for r in results if isinstance(r, dict)]
     errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
     import resource
