@@ -7,7 +7,7 @@ in the line it watches one key ahead, near the front it follows the semaphore), 
 handed us its slot: `confirm` then takes it by deleting our key, and a slot handed to a host ahead that
 never takes it is taken back. A free slot is taken by compare-and-swap, whose transaction deletes our key.
 Stores without creation-ordered keys (the embedded store, etcd v2) have no line: `join` says so and
-waiters race for the compare-and-swap as they always did.
+waiters race for the compare-and-swap as they always did, each woken by `wait_for_a_free_slot`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from locksmith.kv.base import Entry, InLine, KVError, NoTransactions, Place, Transactions
+from locksmith.kv.base import Entry, InLine, KVError, LineLook, NoTransactions, Place, Transactions
 from locksmith.leases import Freed
 from locksmith.lockstore import LockStore, Snapshot
 from locksmith.protocol.semaphore import SemaphoreError
@@ -67,6 +67,28 @@ async def follow_semaphore(locks: LockStore) -> AsyncIterator[Snapshot]:
     raise SemaphoreError(f"the watch on {locks.key!r} ended unexpectedly")
 
 
+async def wait_for_a_free_slot(locks: LockStore, seen: Snapshot, me: str) -> Snapshot:
+    """Follow the key until a change shows a free slot (or us holding one). A change that leaves
+    it full — another waiter winning the slot just freed — is no reason to try: every waiter
+    trying then only makes compare-and-swap conflicts for the writers that matter. Where the store
+    can, the watch starts from now with the current state first: etcd serves a watch from a past
+    revision only on its 100 ms catch-up loop, which would delay every hand-over by that much."""
+
+    def free(snap: Snapshot) -> bool:
+        return not snap.exists or snap.semaphore.available > 0 or snap.semaphore.holds(me)
+
+    if locks.transactions() is not None:
+        with contextlib.suppress(NoTransactions):
+            async with aclosing(follow_semaphore(locks)) as states:
+                async for snap in states:
+                    if free(snap):
+                        return snap
+    while True:
+        seen = await locks.wait_for_change(seen.revision)
+        if free(seen):
+            return seen
+
+
 class WaitingLine:
     def __init__(self, locks: LockStore, holder: str, ttl_seconds: int = LINE_TTL_SECONDS) -> None:
         self.locks = locks
@@ -78,19 +100,23 @@ class WaitingLine:
         self._renewing: asyncio.Task[None] | None = None
         self._unconfirmed: dict[str, float] = {}  # line keys ahead of hosts handed a slot, since when seen so
         self._held_at_first_look: bool | None = None
+        self._fresh: Place | None = None  # the look that came with our (re)join, not acted on yet
 
     def _store(self) -> Transactions | None:
         return self.locks.transactions() if self.key is not None else None
 
     async def join(self) -> bool:
-        """Take our place (kept if our key is still there from before); False when the store has no line."""
+        """Take our place (kept if our key is still there from before), and look at the line in the same
+        round trip (the first `_look` uses it); False when the store has no line."""
         store = self._store()
         if store is None or self.key is None:
             return False
+        look = LineLook(self.prefix, self.locks.turn_keys, WINDOW + 1)
         try:
-            self._joined = await store.join_line(self.key, joined_value(datetime.now(UTC)), self.ttl_seconds)
+            self._joined = await store.join_line(self.key, joined_value(datetime.now(UTC)), self.ttl_seconds, look)
         except NoTransactions:
             return False
+        self._fresh = self._joined.place
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.create_task(self._renew_forever(store), name="locksmith-line-renew")
         return True
@@ -103,6 +129,7 @@ class WaitingLine:
         if self._renewing is None or self._renewing.done():
             await self.join()
             assert self._joined is not None
+            self._fresh = None
         return await store.place_in_line(self.prefix, self._joined.created, read, ahead)
 
     async def wait_for_turn(
@@ -187,8 +214,11 @@ class WaitingLine:
         return False
 
     async def _look(self) -> _Look:
-        """Read our place (far enough ahead to tell whether we are near the front) and the turn keys."""
-        place = await self.place(read=self.locks.turn_keys, ahead=WINDOW + 1)
+        """Read our place (far enough ahead to tell whether we are near the front) and the turn keys; right
+        after a (re)join, as the join saw them."""
+        place, self._fresh = self._fresh, None
+        if place is None:
+            place = await self.place(read=self.locks.turn_keys, ahead=WINDOW + 1)
         look = _Look(self.holder, place, self.locks.snapshot_of(place.entries.get(self.locks.key)), self.locks.key)
         if self._held_at_first_look is None:
             self._held_at_first_look = look.snap.semaphore.holds(self.holder)

@@ -132,13 +132,24 @@ class Heads:
 
 
 @dataclass(frozen=True, slots=True)
+class LineLook:
+    """What `join_line` reads as it writes: up to `ahead` keys before ours under `prefix`, and `read`."""
+
+    prefix: str
+    read: tuple[str, ...] = ()
+    ahead: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class InLine:
     """A key in a line: its create revision (its place), the store lease that keeps it, and the revision
-    that last wrote it (a write that acts on it compares this)."""
+    that last wrote it (a write that acts on it compares this); `place`: where it stood as it was written,
+    when the join was asked to look (None: look with `place_in_line`)."""
 
     created: int
     lease: int
     revision: int
+    place: Place | None = None
 
 
 class NoTransactions(KVError):
@@ -162,9 +173,10 @@ class Transactions(Protocol):
         (0: absent)."""
         ...
 
-    async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
+    async def join_line(self, key: str, value: bytes, ttl_seconds: int, look: LineLook | None = None) -> InLine:
         """Write `key` on a fresh lease of `ttl_seconds`; its create revision is kept from before when
-        the key is already there, so a rejoin keeps its place."""
+        the key is already there, so a rejoin keeps its place. With `look`, the answer also says where the
+        key stands, as `place_in_line` would right after — in the same round trip."""
         ...
 
     async def stay_in_line(self, lease: int) -> bool:

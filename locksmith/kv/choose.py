@@ -35,6 +35,7 @@ from locksmith.kv.base import (
     KVOptions,
     KVProtocolError,
     KVStore,
+    LineLook,
     NoTransactions,
     Place,
     Transactions,
@@ -149,8 +150,8 @@ class ApiChoosingStore:
     ) -> Committed:
         return await (await self._transactions()).commit(expect, put, delete)
 
-    async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
-        return await (await self._transactions()).join_line(key, value, ttl_seconds)
+    async def join_line(self, key: str, value: bytes, ttl_seconds: int, look: LineLook | None = None) -> InLine:
+        return await (await self._transactions()).join_line(key, value, ttl_seconds, look)
 
     async def follow(self, key: str) -> AsyncIterator[Change]:
         async with aclosing((await self._transactions()).follow(key)) as changes:

@@ -26,15 +26,18 @@ from locksmith.kv.base import (
     KVOptions,
     KVProtocolError,
     KVUnavailable,
+    LineLook,
     Place,
 )
 from locksmith.kv.etcd3_wire import (
     TxnResult,
     _obj,
+    ahead_of,
     b64,
     compares,
     entries_of,
     head_reads,
+    line_range,
     parse_error,
     parse_heads,
     parse_keepalive,
@@ -235,31 +238,31 @@ class Etcd3Store:
             return Committed(result.revision)
         return Committed(None, entries_of(list(expect), result.ranges))
 
-    async def join_line(self, key: str, value: bytes, ttl_seconds: int) -> InLine:
+    async def join_line(self, key: str, value: bytes, ttl_seconds: int, look: LineLook | None = None) -> InLine:
         lease_id = await self._lease(key, ttl_seconds)
         put = {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease_id)}}
-        result = await self._txn(key, "queueing", [], [put, {"request_range": {"key": b64(key)}}])
+        # Read in the same transaction, after the write: our key, the newest keys of the line (ours first,
+        # unless it was there from before and newer keys came since), and the keys to read alongside.
+        reads = [{"request_range": {"key": b64(key)}}]
+        if look is not None:
+            reads += [line_range(look.prefix, look.ahead + 1), *({"request_range": {"key": b64(k)}} for k in look.read)]
+        result = await self._txn(key, "queueing", [], [put, *reads])
         rows = result.ranges[0].rows if result.ranges else ()
         if not rows:
             raise KVProtocolError(f"{API}: {key} was not there right after writing it")
-        return InLine(rows[0].created, lease_id, rows[0].modified)
+        place = None
+        if look is not None and len(result.ranges) == 2 + len(look.read) and result.revision > 0:
+            ahead = ahead_of(result.ranges[1], rows[0].created, look.ahead)
+            if ahead is not None:
+                place = Place(ahead, result.revision, entries_of(look.read, result.ranges[2:]))
+        return InLine(rows[0].created, lease_id, rows[0].modified, place)
 
     async def stay_in_line(self, lease: int) -> bool:
         body = await self._post("/v3/lease/keepalive", "renewing a lease", {"ID": str(lease)})
         return parse_keepalive(body) > 0
 
     async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
-        before_ours = {
-            "key": b64(prefix),
-            "range_end": b64(prefix_end(prefix.encode())),
-            "max_create_revision": str(created - 1),
-            "sort_order": "DESCEND",
-            "sort_target": "CREATE",
-            # etcd applies a create-revision filter after reading the range: few rows, but every key read.
-            "limit": str(max(1, ahead)),
-            "keys_only": True,
-        }
-        reads = [{"request_range": before_ours}] + [{"request_range": {"key": b64(k)}} for k in read]
+        reads = [line_range(prefix, ahead, created_before=created)] + [{"request_range": {"key": b64(k)}} for k in read]
         result = await self._txn(prefix, "reading the line", [], reads)
         if not result.ranges or result.revision <= 0:
             raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")

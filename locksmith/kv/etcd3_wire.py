@@ -298,3 +298,29 @@ def parse_heads(counts: Mapping[str, int], read: Sequence[str], ranges: Sequence
         for prefix, rows in zip(counts, ranges, strict=False)
     }
     return Heads(first, entries_of(read, ranges[len(counts) :]))
+
+
+def line_range(prefix: str, limit: int, created_before: int | None = None) -> dict[str, Any]:
+    """A range over a line's keys, newest first by creation (keys only), at most `limit` of them, only
+    those created before revision `created_before` when given."""
+    before = {"max_create_revision": str(created_before - 1)} if created_before is not None else {}
+    return {
+        "request_range": {
+            "key": b64(prefix),
+            "range_end": b64(prefix_end(prefix.encode())),
+            **before,
+            "sort_order": "DESCEND",
+            "sort_target": "CREATE",
+            # etcd applies a create-revision filter after reading the range: few rows, but every key read.
+            "limit": str(max(1, limit)),
+            "keys_only": True,
+        }
+    }
+
+
+def ahead_of(rows: Rows, created: int, ahead: int) -> tuple[str, ...] | None:
+    """The keys created before `created`, nearest first, from a `line_range` read without a bound and
+    holding `ahead` + 1 rows at most; None when a key newer than ours took a row (the read was short)."""
+    if not rows.rows or rows.rows[0].created != created:
+        return None
+    return tuple(row.key.decode("utf-8", errors="replace") for row in rows.rows[1 : ahead + 1])

@@ -11,6 +11,7 @@ import pytest
 
 from harness.devtools.etcd import EtcdCluster
 from locksmith.kv import Entry, Heads, KVOptions, Transactions, open_store, parse_endpoints
+from locksmith.kv.base import LineLook
 from locksmith.kv.etcd3 import Etcd3Store
 
 
@@ -58,6 +59,29 @@ async def test_the_line_is_ordered_by_arrival_and_a_rejoin_keeps_its_place(store
     assert await store.stay_in_line(again.lease)
     await store.delete(line + "z")
     assert (await store.place_in_line(line, joined[1].created)).predecessor is None
+
+
+async def test_a_join_that_looks_sees_what_a_read_right_after_would(store: Etcd3Store, prefix: str) -> None:
+    line, other = prefix + "line/", prefix + "other"
+    await store.create(other, b"o")
+    look = LineLook(line, read=(other,), ahead=2)
+    joined = [await store.join_line(line + name, b"t", 20, look) for name in ("z", "a", "m", "b")]
+    for j in joined:
+        assert j.place is not None and j.place.revision == j.revision  # read in the write's own transaction
+        assert j.place.ahead == (await store.place_in_line(line, j.created, ahead=2)).ahead
+        assert j.place.entries[other] is not None and j.place.entries[other].value == b"o"
+    assert [j.place.ahead for j in joined if j.place] == [
+        (),
+        (line + "z",),
+        (line + "a", line + "z"),
+        (line + "m", line + "a"),
+    ]
+    # A rejoin keeps its place; with newer keys in the line the join cannot see it, and says so.
+    again = await store.join_line(line + "a", b"t", 20, look)
+    assert again.created == joined[1].created and again.place is None
+    newest = await store.join_line(line + "b", b"t", 20, look)
+    assert newest.created == joined[3].created
+    assert newest.place is not None and newest.place.ahead == (line + "m", line + "a")
 
 
 async def test_a_line_key_whose_lease_is_not_kept_alive_goes_by_itself(store: Etcd3Store, prefix: str) -> None:
