@@ -15,10 +15,8 @@ spends its time in compare-and-swap conflicts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
-from contextlib import aclosing
 from typing import Any
 
 from locksmith.kv import (
@@ -29,11 +27,10 @@ from locksmith.kv import (
     KVOptions,
     KVStore,
     KVUnavailable,
-    NoTransactions,
     open_store,
 )
 from locksmith.leases import HolderLeases, LeaseKeeper, judge_while_idle
-from locksmith.lockstore import LockStore, SemaphoreContention, Snapshot
+from locksmith.lockstore import LockStore, SemaphoreContention
 from locksmith.protocol.holder_lease import Lease
 from locksmith.protocol.pacing import wait_before_acquire
 from locksmith.protocol.semaphore import (
@@ -47,7 +44,7 @@ from locksmith.safe_text import outside_text
 from locksmith.settings.schema import Setting
 from locksmith.settings.values import parse_lock_ttl
 from locksmith.strategy import Strategy, StrategyContext, StrategyError, StrategyUnavailable
-from locksmith.waitline import Handed, WaitingLine, follow_semaphore
+from locksmith.waitline import Handed, WaitingLine, wait_for_a_free_slot
 
 # Re-read the semaphore at least this often while waiting, even without a watch event.
 SAFETY_RECHECK_SECONDS = 300.0
@@ -75,6 +72,8 @@ class EtcdLockStrategy(Strategy):
         self._keeper: LeaseKeeper | None = None
         self._resuming: asyncio.Task[None] | None = None
         self._judging: asyncio.Task[None] | None = None
+        self._tidying: asyncio.Task[None] | None = None
+        self._tidied = False  # no declaration of ours is left from a time with a TTL (nothing here writes one)
         self._safety_recheck = safety_recheck
 
     @classmethod
@@ -105,9 +104,13 @@ class EtcdLockStrategy(Strategy):
 
     async def started(self, ctx: StrategyContext) -> None:
         """Back from a reboot (or a restart) holding a slot: keep its lease alive again, at once. When the
-        store cannot be asked yet, keep asking in the background until the lease would have lapsed anyway."""
+        store cannot be asked yet, keep asking in the background until the lease would have lapsed anyway.
+        Without a TTL: tidy away a declaration left from a time with one, in the background, so that neither
+        this start nor a later wait for a slot spends a request on it."""
         self.lockstore(ctx)
         if self._keeper is None:
+            if self._tidying is None:
+                self._tidying = asyncio.create_task(self._tidy_quietly(ctx), name="locksmith-lease-tidy")
             return
         if self._judging is None:
             self._judging = asyncio.create_task(
@@ -180,17 +183,33 @@ class EtcdLockStrategy(Strategy):
     async def _prepare_lease(self, ctx: StrategyContext) -> None:
         """With a TTL: declare it and start renewing before taking a slot (protocol/holder_lease.py's order).
         Without: make sure no declaration of ours is left from a time with one, or we could be judged."""
-        leases, keeper, locks = self.leases(ctx), self._keeper, self.lockstore(ctx)
+        keeper = self._keeper
         if keeper is None:
-            seen = await locks.read_with(leases.own_keys(ctx.machine_id))
-            snap = locks.snapshot_of(seen[locks.key]) if seen is not None else await locks.get()
-            if not snap.semaphore.holds(ctx.machine_id):
-                await leases.withdraw(ctx.machine_id, seen)
+            if self._tidying is not None and not self._tidying.done():
+                await asyncio.shield(self._tidying)
+            if not self._tidied:
+                await self._tidy(ctx)
             return
         if keeper.holding:
             return  # already holding (a lock taken before a cancelled reboot): the keeper runs
-        await leases.declare(ctx.machine_id, keeper.lease)
+        await self.leases(ctx).declare(ctx.machine_id, keeper.lease)
         keeper.start()
+
+    async def _tidy(self, ctx: StrategyContext) -> None:
+        """Withdraw a declaration of ours left from a time with a TTL, unless we hold a slot (its release
+        withdraws it). Once per process: without a TTL nothing of ours writes one."""
+        leases, locks = self.leases(ctx), self.lockstore(ctx)
+        seen = await locks.read_with(leases.own_keys(ctx.machine_id))
+        snap = locks.snapshot_of(seen[locks.key]) if seen is not None else await locks.get()
+        if not snap.semaphore.holds(ctx.machine_id):
+            await leases.withdraw(ctx.machine_id, seen)
+        self._tidied = True
+
+    async def _tidy_quietly(self, ctx: StrategyContext) -> None:
+        try:
+            await self._tidy(ctx)
+        except (KVError, SemaphoreError) as exc:  # the first wait for a slot tidies instead
+            ctx.log.debug("lock.lease.tidy-deferred", reason=outside_text(exc))
 
     async def _acquire(self, ctx: StrategyContext, locks: LockStore) -> None:
         line = WaitingLine(locks, ctx.machine_id)
@@ -266,7 +285,7 @@ class EtcdLockStrategy(Strategy):
         bound = min(self._safety_recheck, freed.recheck_seconds or self._safety_recheck)
         try:
             async with asyncio.timeout(bound):
-                changed = await self._wait_for_a_free_slot(locks, current, ctx.machine_id)
+                changed = await wait_for_a_free_slot(locks, current, ctx.machine_id)
         except TimeoutError:
             ctx.woke("lease-check" if bound < self._safety_recheck else "recheck", after_seconds=bound)
             return
@@ -293,28 +312,6 @@ class EtcdLockStrategy(Strategy):
             await asyncio.sleep(wait)
             return True
         return False
-
-    @staticmethod
-    async def _wait_for_a_free_slot(locks: LockStore, seen: Snapshot, me: str) -> Snapshot:
-        """Follow the key until a change shows a free slot (or us holding one). A change that leaves
-        it full — another waiter winning the slot just freed — is no reason to try: every waiter
-        trying then only makes compare-and-swap conflicts for the writers that matter. Where the store
-        can, the watch starts from now with the current state first: etcd serves a watch from a past
-        revision only on its 100 ms catch-up loop, which would delay every hand-over by that much."""
-
-        def free(snap: Snapshot) -> bool:
-            return not snap.exists or snap.semaphore.available > 0 or snap.semaphore.holds(me)
-
-        if locks.transactions() is not None:
-            with contextlib.suppress(NoTransactions):
-                async with aclosing(follow_semaphore(locks)) as states:
-                    async for snap in states:
-                        if free(snap):
-                            return snap
-        while True:
-            seen = await locks.wait_for_change(seen.revision)
-            if free(seen):
-                return seen
 
     async def release(self, ctx: StrategyContext) -> None:
         locks = self.lockstore(ctx)
@@ -358,7 +355,7 @@ class EtcdLockStrategy(Strategy):
             return (await locks.get()).semaphore.holds(ctx.machine_id)
 
     async def aclose(self) -> None:
-        for task in (self._resuming, self._judging):
+        for task in (self._resuming, self._judging, self._tidying):
             if task is not None:
                 task.cancel()
         if self._keeper is not None:
