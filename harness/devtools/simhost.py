@@ -197,8 +197,8 @@ class SimHost:
         await asyncio.to_thread(bus.start)
         self._bus = bus
         self._server = await asyncio.start_unix_server(self._on_reboot_request, path=str(self.socket_path))
-        await self.engine.start(self, self.boot)
         await self._start_agent()
+        await self.engine.start(self, self.boot)
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def stop(self) -> None:
@@ -318,9 +318,9 @@ class SimHost:
             await self._event("booted")
             if self._stopping or self.dead:
                 return
+            # As systemd starts them (locksmithd.service is not ordered after the engine): side by side.
+            await self._start_agent()
             await self.engine.start(self, self.boot)
-            if not self.dead:
-                await self._start_agent()
         finally:
             self.rebooting = False
 

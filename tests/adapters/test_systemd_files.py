@@ -63,7 +63,9 @@ def test_locksmithd_unit_contract() -> None:
     assert d["Type"] == ["notify"]
     assert d["ExecStart"] == ["/usr/bin/locksmithd"]
     assert d["EnvironmentFile"] == ["-/usr/share/coreos/update.conf", "-/etc/coreos/update.conf"]
-    assert "update-engine.service" in d["After"][0].split()
+    # Not ordered after the engine (Type=dbus): the release after a reboot must not wait for it to start.
+    assert "update-engine.service" not in " ".join(d["After"] + d.get("Requires", [])).split()
+    assert "dbus.service" in d["After"][0].split()
     assert d["Restart"] == ["on-failure"]
     assert d["WatchdogSec"] and d["ProtectSystem"] == ["strict"]
     assert set(d["ReadWritePaths"][0].split()) == {"/run/update-engine", "/var/lib/locksmith"}
