@@ -313,28 +313,54 @@ def _workdir(keep: Path | None) -> Path:
     return keep
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+async def run_until_signalled(s: Settings) -> Totals | None:
+    """`run`, stopped by SIGTERM (a timeout, pkill) or SIGINT as by Ctrl-C: None then. The first signal
+    cancels the run, so everything started is stopped at an await, where asyncio stops a process it was
+    still starting too (a KeyboardInterrupt raised at any byte code could leave one running). A later
+    signal must not cut that clean-up short, or the hosts' agents, each in a session of its own, live on."""
+    loop = asyncio.get_running_loop()
+    this = asyncio.current_task()
+    assert this is not None
+    signalled: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if signalled:
+            print("locksmith-chaos: stopping everything started; this takes a few seconds", file=sys.stderr, flush=True)
+            return
+        signalled.append(signum)
+        this.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await run(s)
+    except asyncio.CancelledError:
+        if signalled:
+            return None
+        raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     s = parse_args(argv, __doc__)
     configure_logging(level="warning")  # the run's own report is printed; libraries only warn
-    # SIGTERM (timeout, pkill) as Ctrl-C: the hosts' agents run in their own sessions and would be orphaned.
-    signal.signal(signal.SIGTERM, _interrupt)
     s.workdir = _workdir(s.keep_history)
     print(f"locksmith-chaos: seed {s.seed}, agent {s.agent}, work dir {s.workdir}", flush=True)
     started = time.monotonic()
     try:
-        totals = asyncio.run(run(s))
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        return 130
+        totals = asyncio.run(run_until_signalled(s))
+    except KeyboardInterrupt:  # before the run could take the signals over: nothing was started yet
+        totals = None
     except RuntimeError as exc:
         return fail("locksmith-chaos", str(exc), 1)
     finally:
         if s.keep_history is None:
             shutil.rmtree(s.workdir, ignore_errors=True)  # failing runs were copied out already
+    if totals is None:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
     print(summary(s, totals, time.monotonic() - started), flush=True)
     return 1 if totals.violations or totals.harness_errors or totals.runs < s.iterations else 0
 
