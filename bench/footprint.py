@@ -12,6 +12,8 @@ start → READY   spawn of the process → READY=1 received; also → STATUS=idl
                 the engine's status and, for etcd-lock, checked for a lock from before the boot;
                 STATUS= is sent once a burst of states settles, up to 20 ms later: agent/settle.py).
                 Sampled at every agent start below.
+floors          this interpreter idle after importing nothing, asyncio, and asyncio with the libraries
+                the agent is built on (IMPORT_FLOORS): the memory under any agent built like ours.
 idle            one agent per store (default REBOOT_STRATEGY=etcd-lock): on a private etcd 3.4
                 (bus + etcd connected, issue 14's figure) and on the embedded store (the
                 single-host set-up), each started, idle, settled 2 s, then sampled for
@@ -63,9 +65,17 @@ from bench._common import (
 )
 from bench._footprint_io import Fifo, NotifySocket, stamping_logind
 from bench._issue14 import IDLE_ANON, IDLE_RSS, SIGNAL_TO_REBOOT, reference
-from bench.procstats import memory, sample
+from bench.procstats import import_floor, memory, sample
 
 RESULTS = RESULTS_DIR / "footprint.json"
+
+# What any agent built like ours pays before its own code runs: the same interpreter idle after importing
+# only these. The agent also loads anyio (httpcore's asyncio backend) at its first request.
+IMPORT_FLOORS = {
+    "interpreter": "",
+    "asyncio": "asyncio",
+    "asyncio + httpx + structlog + dbus-fast": "asyncio, httpx, anyio._backends._asyncio, structlog, dbus_fast.aio",
+}
 
 
 # --- agents ----------------------------------------------------------------------------------
@@ -235,7 +245,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         paths = "logind (login check off, then on) and command"
         print(f"  signal → reboot: {args.trials} trials each of {paths} …", flush=True)
         reboots = await measure_reboots(bench, engine, logind, fifo, args.trials)
+        floors = {name: await asyncio.to_thread(import_floor, modules) for name, modules in IMPORT_FLOORS.items()}
         return {
+            "import_floors": floors,
             "coordinator_file_system": "tmpfs" if coordinator_dir != work else "the work directory's (disk)",
             "idle": idle,
             "start_to_ready": {s: summary_ms(r for r, _ in v) for s, v in bench.starts.items()},
@@ -309,6 +321,13 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
             (f"NEED_REBOOT signal → {label}", f"median {s['median_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms (n={s['n']})")
         )
     rows.append(("SIGTERM → exit", f"median {r['sigterm_to_exit']['median_ms']:.0f} ms"))
+    for name, floor in r["import_floors"].items():
+        rows.append(
+            (
+                f"floor: {name} only, RSS / anon",
+                f"{floor['rss_kib'] / 1024:.1f} / {floor['anonymous_kib'] / 1024:.1f} MiB",
+            )
+        )
     for label, value in rows:
         print(f"{label:<44}{value}")
     print("\nissue 14's goals")

@@ -1,10 +1,13 @@
 """What a benchmark reads of a process from /proc: CPU seconds, RSS, context switches of all its
-threads, and its memory (RSS, PSS, USS from smaps_rollup)."""
+threads, and its memory (RSS, PSS, USS from smaps_rollup); and the memory of an interpreter that only
+imported some modules, the floor under a program built on them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,3 +73,21 @@ def memory(pid: int) -> dict[str, int]:
         "uss_kib": kib(rollup, "Private_Clean") + kib(rollup, "Private_Dirty"),
         "anonymous_kib": kib(rollup, "Anonymous"),
     }
+
+
+def import_floor(modules: str, settle: float = 1.0) -> dict[str, int]:
+    """`memory` of this interpreter idle after `import <modules>` ("" for nothing at all), sampled
+    `settle` seconds after it said it had imported them."""
+    code = f"import {modules}\n" if modules else ""
+    code += "import sys, time\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the child exits (EOF) if an import fails
+        if line.strip() != b"ready":
+            raise RuntimeError(f"python -c 'import {modules}' did not start")
+        time.sleep(settle)
+        return memory(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
