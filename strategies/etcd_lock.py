@@ -197,13 +197,14 @@ class EtcdLockStrategy(Strategy):
 
     async def _tidy(self, ctx: StrategyContext) -> None:
         """Withdraw a declaration of ours left from a time with a TTL, unless we hold a slot (its release
-        withdraws it). Once per process: without a TTL nothing of ours writes one."""
+        withdraws it; a slot given back otherwise leaves it to the next wait for a slot). Once done, never
+        again in this process: without a TTL nothing of ours writes one."""
         leases, locks = self.leases(ctx), self.lockstore(ctx)
         seen = await locks.read_with(leases.own_keys(ctx.machine_id))
         snap = locks.snapshot_of(seen[locks.key]) if seen is not None else await locks.get()
         if not snap.semaphore.holds(ctx.machine_id):
             await leases.withdraw(ctx.machine_id, seen)
-        self._tidied = True
+            self._tidied = True
 
     async def _tidy_quietly(self, ctx: StrategyContext) -> None:
         try:

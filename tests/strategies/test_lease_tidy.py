@@ -74,3 +74,24 @@ async def test_a_holder_keeps_it_until_its_release(etcd_ctx) -> None:  # type: i
         assert not await _declared(locks)
     finally:
         await after_reboot.aclose()
+
+
+async def test_a_slot_given_back_another_way_leaves_it_to_the_next_wait(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx, before_reboot = etcd_ctx(A), EtcdLockStrategy()
+    locks = await _leave_a_declaration(before_reboot, ctx)
+    await locks.lock(A)
+    await before_reboot.aclose()
+    after_reboot = EtcdLockStrategy()
+    locks = after_reboot.lockstore(ctx)
+    try:
+        await after_reboot.started(ctx)
+        assert after_reboot._tidying is not None
+        await after_reboot._tidying  # saw us holding: nothing withdrawn yet
+        await locks.unlock(A)  # e.g. `locksmithctl unlock`: the release's own clean-up never ran
+        assert await _declared(locks)
+        await after_reboot.acquire(ctx)
+        assert await after_reboot.holds(ctx)
+        assert not await _declared(locks)
+    finally:
+        await after_reboot.release(ctx)
+        await after_reboot.aclose()
