@@ -87,9 +87,11 @@ class _Walker:
         self.report(node, "error", f"incorrect type for {where} (want {_WANT[kind]})")
         return None
 
-    def struct(self, node: yaml.MappingNode, fields: dict[str, Field], where: str) -> dict[str, Any]:
+    def struct(self, node: yaml.MappingNode, fields: dict[str, Field], where: str) -> dict[str, Any] | None:
+        """The typed struct, or None (after reporting why) when a required key is missing or null."""
         out: dict[str, Any] = {}
         seen: set[str] = set()
+        nulls: set[str] = set()  # set to null: as good as missing
         prefix = f"{where}." if where else ""
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -111,11 +113,13 @@ class _Walker:
             value = self.value(value_node, spec, prefix + key)
             if value is not None:
                 out[key] = value
+            elif isinstance(value_node, yaml.ScalarNode) and value_node.tag == _NULL:
+                nulls.add(key)
         for key, spec in fields.items():
-            if spec.required and key not in out and key not in seen:
+            if spec.required and key not in out and (key not in seen or key in nulls):
                 self.report(node, "error", f"missing required key {prefix}{key}")
         if any(spec.required and key not in out for key, spec in fields.items()):
-            return {}  # an entry without its required key is not applied; the error above says why
+            return None  # an entry without its required key is not applied; the error above says why
         self._owned(node, fields, out, where)
         if fields is schema.WRITE_FILE and "content" in out:
             self._decodes(node, out, where)
@@ -188,5 +192,5 @@ def validate_text(text: str) -> tuple[dict[str, Any] | None, list[Finding]]:
     if not isinstance(root, yaml.MappingNode):
         walker.report(root, "error", "incorrect type for the document (want struct)")
         return None, walker.findings
-    document = walker.struct(root, schema.TOP, "")
+    document = walker.struct(root, schema.TOP, "") or {}  # the top level requires no key
     return document, sorted(walker.findings)

@@ -84,6 +84,18 @@ def test_missing_required_keys_and_duplicates() -> None:
     ]
 
 
+def test_a_required_key_set_to_null_is_missing_and_its_entry_is_not_applied() -> None:
+    # Found by the property test: `name: null` passed validation as an empty user, and applying it broke.
+    document, found = validate_text(
+        "#cloud-config\nusers:\n  - name:\n  - name: core\ncoreos:\n  units:\n    - name: ~\n"
+    )
+    assert [str(f) for f in found] == [
+        "line 3: error: missing required key users[0].name",
+        "line 7: error: missing required key coreos.units[0].name",
+    ]
+    assert document == {"users": [{"name": "core"}], "coreos": {"units": []}}
+
+
 def test_known_but_unsupported_sections_are_info() -> None:
     assert findings("#cloud-config\ncoreos:\n  fleet:\n    metadata: a=b\n") == [
         "line 3: info: coreos.fleet is ignored: this image has no such service"
