@@ -58,6 +58,13 @@ def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0 and not ours, result.stdout + result.stderr
 
 
+def test_marking_the_slot_runs_only_where_boot_sync_does() -> None:
+    # Not on a PXE/ISO boot (no USR slot): it would fail there and leave the system degraded.
+    mark = directives(SYSTEMD / "locksmith-mark-successful.service")
+    sync = directives(SYSTEMD / "locksmith-boot-sync.service")
+    assert mark["ConditionPathExists"] == sync["ConditionPathExists"] == ["/boot/EFI/locksmith/grubenv"]
+
+
 def test_locksmithd_unit_contract() -> None:
     d = directives(SYSTEMD / "locksmithd.service")
     assert d["Type"] == ["notify"]
