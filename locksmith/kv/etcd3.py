@@ -37,6 +37,7 @@ from locksmith.kv.etcd3_wire import (
     compares,
     entries_of,
     head_reads,
+    key_reads,
     line_range,
     parse_error,
     parse_heads,
@@ -47,6 +48,7 @@ from locksmith.kv.etcd3_wire import (
     parse_txn,
     parse_watch_line,
     prefix_end,
+    writes_of,
 )
 from locksmith.kv.http import TRANSPORT_ERRORS, EndpointUnhealthy, HTTPEndpoints, json_body
 from locksmith.kv.watch import WATCH_IDLE_SECONDS, Reconnect, resync
@@ -176,28 +178,20 @@ class Etcd3Store:
         return parse_txn(await self._post("/v3/kv/txn", f"{what} {key}", body))
 
     async def create(self, key: str, value: bytes) -> Entry | None:
-        compare = [{"key": b64(key), "result": "EQUAL", "target": "VERSION", "version": "0"}]
-        put = [{"request_put": {"key": b64(key), "value": b64(value)}}]
-        result = await self._txn(key, "creating", compare, put)
+        result = await self._txn(key, "creating", compares({key: 0}), writes_of({key: value}))
         return Entry(key, bytes(value), result.revision) if result.succeeded else None
 
     async def compare_and_swap(self, key: str, value: bytes, revision: int) -> Entry | None:
         if revision <= 0:
             return None  # no stored key has this revision; a MOD==0 compare would match an absent key
-        compare = [{"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}]
-        put = [{"request_put": {"key": b64(key), "value": b64(value)}}]
-        result = await self._txn(key, "updating", compare, put)
+        result = await self._txn(key, "updating", compares({key: revision}), writes_of({key: value}))
         return Entry(key, bytes(value), result.revision) if result.succeeded else None
 
     async def delete(self, key: str, revision: int | None = None) -> bool:
         if revision is not None and revision <= 0:
             return False
-        compare = (
-            [{"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}]
-            if revision is not None
-            else []
-        )
-        result = await self._txn(key, "deleting", compare, [{"request_delete_range": {"key": b64(key)}}])
+        compare = compares({key: revision}) if revision is not None else []
+        result = await self._txn(key, "deleting", compare, writes_of({}, [key]))
         return result.succeeded and result.deleted > 0
 
     async def put_expiring(self, key: str, value: bytes, ttl_seconds: int, *, only_if_present: bool = False) -> bool:
@@ -221,19 +215,14 @@ class Etcd3Store:
     # --- Transactions ---
 
     async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
-        reads = [{"request_range": {"key": b64(k)}} for k in keys]
-        result = await self._txn(keys[0], "reading", [], reads)
+        result = await self._txn(keys[0], "reading", [], key_reads(keys))
         return entries_of(keys, result.ranges)
 
     async def commit(
         self, expect: Mapping[str, int], put: Mapping[str, bytes], delete: Sequence[str] = ()
     ) -> Committed:
-        compare = compares(expect)
-        writes = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in put.items()]
-        writes += [{"request_delete_range": {"key": b64(k)}} for k in delete]
-        reads = [{"request_range": {"key": b64(k)}} for k in expect]
         first = next(iter(expect), next(iter(put), ""))
-        result = await self._txn(first, "updating", compare, writes, reads)
+        result = await self._txn(first, "updating", compares(expect), writes_of(put, delete), key_reads(expect))
         if result.succeeded:
             return Committed(result.revision)
         return Committed(None, entries_of(list(expect), result.ranges))
@@ -243,9 +232,9 @@ class Etcd3Store:
         put = {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease_id)}}
         # Read in the same transaction, after the write: our key, the newest keys of the line (ours first,
         # unless it was there from before and newer keys came since), and the keys to read alongside.
-        reads = [{"request_range": {"key": b64(key)}}]
+        reads = key_reads([key])
         if look is not None:
-            reads += [line_range(look.prefix, look.ahead + 1), *({"request_range": {"key": b64(k)}} for k in look.read)]
+            reads += [line_range(look.prefix, look.ahead + 1), *key_reads(look.read)]
         result = await self._txn(key, "queueing", [], [put, *reads])
         rows = result.ranges[0].rows if result.ranges else ()
         if not rows:
@@ -262,7 +251,7 @@ class Etcd3Store:
         return parse_keepalive(body) > 0
 
     async def place_in_line(self, prefix: str, created: int, read: Sequence[str] = (), ahead: int = 1) -> Place:
-        reads = [line_range(prefix, ahead, created_before=created)] + [{"request_range": {"key": b64(k)}} for k in read]
+        reads = [line_range(prefix, ahead, created_before=created), *key_reads(read)]
         result = await self._txn(prefix, "reading the line", [], reads)
         if not result.ranges or result.revision <= 0:
             raise KVProtocolError(f"{API} reply: reading the line {prefix} gave no answer")
@@ -284,12 +273,10 @@ class Etcd3Store:
         counts: Mapping[str, int],
         read: Sequence[str],
     ) -> int | Heads:
-        compare = compares(expect)
-        writes = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in put.items()]
-        writes += [{"request_delete_range": {"key": b64(k)}} for k in delete]
-        otherwise = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in otherwise_put.items()]
-        otherwise += head_reads(counts, read)
-        result = await self._txn(next(iter(expect), ""), "updating", compare, writes, otherwise)
+        otherwise = writes_of(otherwise_put) + head_reads(counts, read)
+        result = await self._txn(
+            next(iter(expect), ""), "updating", compares(expect), writes_of(put, delete), otherwise
+        )
         if result.succeeded:
             return result.revision
         return parse_heads(counts, read, result.ranges)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,20 +273,39 @@ def entries_of(keys: Sequence[str], ranges: Sequence[Rows]) -> dict[str, Entry |
     return entries
 
 
-def head_reads(counts: Mapping[str, int], read: Sequence[str]) -> list[dict[str, Any]]:
-    """A txn's reads of the oldest keys (by creation, keys only) under each prefix, then of `read`."""
-    oldest = [
-        {
+def writes_of(put: Mapping[str, bytes], delete: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """A txn's puts, then its deletes of single keys."""
+    writes = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in put.items()]
+    return writes + [{"request_delete_range": {"key": b64(k)}} for k in delete]
+
+
+def key_reads(keys: Iterable[str]) -> list[dict[str, Any]]:
+    """A txn's reads of single keys, answered by `entries_of` in the same order."""
+    return [{"request_range": {"key": b64(k)}} for k in keys]
+
+
+def by_creation(prefix: str, limit: int, order: str, created_before: int | None = None) -> dict[str, Any]:
+    """A txn's read of the keys under `prefix` sorted by create revision (`order`: ASCEND for the oldest
+    first, DESCEND for the newest), keys only, at most `limit`; only those created before revision
+    `created_before` when given. etcd applies the sort and the create-revision filter after reading the
+    whole range: few rows come back, but every key under the prefix is read."""
+    before = {"max_create_revision": str(created_before - 1)} if created_before is not None else {}
+    return {
+        "request_range": {
             "key": b64(prefix),
             "range_end": b64(prefix_end(prefix.encode())),
-            "sort_order": "ASCEND",
+            **before,
+            "sort_order": order,
             "sort_target": "CREATE",
-            "limit": str(max(1, count)),
+            "limit": str(max(1, limit)),
             "keys_only": True,
         }
-        for prefix, count in counts.items()
-    ]
-    return [{"request_range": r} for r in oldest] + [{"request_range": {"key": b64(k)}} for k in read]
+    }
+
+
+def head_reads(counts: Mapping[str, int], read: Sequence[str]) -> list[dict[str, Any]]:
+    """A txn's reads of the oldest keys (by creation, keys only) under each prefix, then of `read`."""
+    return [by_creation(prefix, count, "ASCEND") for prefix, count in counts.items()] + key_reads(read)
 
 
 def parse_heads(counts: Mapping[str, int], read: Sequence[str], ranges: Sequence[Rows]) -> Heads:
@@ -301,21 +320,8 @@ def parse_heads(counts: Mapping[str, int], read: Sequence[str], ranges: Sequence
 
 
 def line_range(prefix: str, limit: int, created_before: int | None = None) -> dict[str, Any]:
-    """A range over a line's keys, newest first by creation (keys only), at most `limit` of them, only
-    those created before revision `created_before` when given."""
-    before = {"max_create_revision": str(created_before - 1)} if created_before is not None else {}
-    return {
-        "request_range": {
-            "key": b64(prefix),
-            "range_end": b64(prefix_end(prefix.encode())),
-            **before,
-            "sort_order": "DESCEND",
-            "sort_target": "CREATE",
-            # etcd applies a create-revision filter after reading the range: few rows, but every key read.
-            "limit": str(max(1, limit)),
-            "keys_only": True,
-        }
-    }
+    """A read of a line's keys, newest first (`by_creation`)."""
+    return by_creation(prefix, limit, "DESCEND", created_before)
 
 
 def ahead_of(rows: Rows, created: int, ahead: int) -> tuple[str, ...] | None:
