@@ -57,17 +57,27 @@ async def test_without_start_the_first_wait_for_a_slot_withdraws_it(etcd_ctx) ->
         await strategy.aclose()
 
 
-async def test_a_holder_keeps_it_until_its_release(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
-    ctx, before_reboot = etcd_ctx(A), EtcdLockStrategy()
-    locks = await _leave_a_declaration(before_reboot, ctx)
-    await locks.lock(A)
+async def _back_from_a_reboot_holding(ctx) -> EtcdLockStrategy:  # type: ignore[no-untyped-def]
+    """A host that rebooted holding a slot, a declaration left beside it, started again: its tidy is done."""
+    before_reboot = EtcdLockStrategy()
+    await (await _leave_a_declaration(before_reboot, ctx)).lock(A)
     await before_reboot.aclose()
     after_reboot = EtcdLockStrategy()
-    locks = after_reboot.lockstore(ctx)
     try:
         await after_reboot.started(ctx)
         assert after_reboot._tidying is not None
         await after_reboot._tidying  # no outward sign when it leaves the keys: wait for the task itself
+    except BaseException:
+        await after_reboot.aclose()
+        raise
+    return after_reboot
+
+
+async def test_a_holder_keeps_it_until_its_release(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx = etcd_ctx(A)
+    after_reboot = await _back_from_a_reboot_holding(ctx)
+    locks = after_reboot.lockstore(ctx)
+    try:
         assert await _declared(locks)
         await after_reboot.release(ctx)
         assert not await after_reboot.holds(ctx)
@@ -77,16 +87,10 @@ async def test_a_holder_keeps_it_until_its_release(etcd_ctx) -> None:  # type: i
 
 
 async def test_a_slot_given_back_another_way_leaves_it_to_the_next_wait(etcd_ctx) -> None:  # type: ignore[no-untyped-def]
-    ctx, before_reboot = etcd_ctx(A), EtcdLockStrategy()
-    locks = await _leave_a_declaration(before_reboot, ctx)
-    await locks.lock(A)
-    await before_reboot.aclose()
-    after_reboot = EtcdLockStrategy()
+    ctx = etcd_ctx(A)
+    after_reboot = await _back_from_a_reboot_holding(ctx)
     locks = after_reboot.lockstore(ctx)
     try:
-        await after_reboot.started(ctx)
-        assert after_reboot._tidying is not None
-        await after_reboot._tidying  # saw us holding: nothing withdrawn yet
         await locks.unlock(A)  # e.g. `locksmithctl unlock`: the release's own clean-up never ran
         assert await _declared(locks)
         await after_reboot.acquire(ctx)
