@@ -21,7 +21,8 @@ host died or stalled while waiting) is taken back by the next host in line, in o
 it and deletes that line key while it is still unchanged; the two deletes race on one key, so exactly
 one of them wins. When the semaphore changed before a release, the same transaction instead writes
 the host's key under `<semaphore key>-leaving/` (no lease: a host that dies after asking still
-leaves), and whichever release writes next settles it too. A host's own lock deletes its leaving key,
+leaves), and whichever release writes next settles it too: while other hosts hold slots, the host
+follows the semaphore a moment for that before it tries again. A host's own lock deletes its leaving key,
 so a stale one never releases a later hold. Every key a write acts on is compared unchanged in it.
 
     <semaphore key>-leaving/<id>   a holder asking to give its slot back; the value is when it asked
