@@ -152,7 +152,13 @@ class WaitingLine:
                     waiting_ahead=len(look.waiting) if look.far_behind is None else f"over {len(look.ahead) - 1}",
                 )
             if look.far_behind is not None:
-                await self._until_gone(ctx, look.far_behind, look.place.revision, recheck_seconds)
+                if await self._until_gone(ctx, look.far_behind, look.place.revision, recheck_seconds):
+                    # Near the front now, if the line moved in order: follow the semaphore without a read,
+                    # behind the waiters between us and the one that left.
+                    nearer = look.place.ahead[: WINDOW - 1]
+                    seen = await self._follow_slots(ctx, None, recheck_seconds, "recheck", after_hop=nearer)
+                    if seen is not None:
+                        return seen
             elif look.may_try:
                 return look.place.entries
             else:
@@ -224,28 +230,41 @@ class WaitingLine:
             self._held_at_first_look = look.snap.semaphore.holds(self.holder)
         return look
 
-    async def _until_gone(self, ctx: StrategyContext, key: str, after: int, bound: float) -> None:
-        """Until `key` (a waiter ahead, there at revision `after`) leaves the line, or `bound` seconds. The
-        watch starts from `after`, so it needs no read of its own; etcd may deliver a change made before it
-        was in place up to 100 ms late (its catch-up loop), which a waiter this far back can afford."""
+    async def _until_gone(self, ctx: StrategyContext, key: str, after: int, bound: float) -> bool:
+        """Until `key` (a waiter ahead, there at revision `after`) leaves the line (True), or `bound` seconds
+        (False). The watch starts from `after`, so it needs no read of its own; etcd may deliver a change
+        made before it was in place up to 100 ms late (its catch-up loop), which a waiter this far back can
+        afford."""
         ctx.log.debug("lock.line.wait", key=self.locks.key, behind=holder_of(key))
         try:
             async with asyncio.timeout(bound), aclosing(self.locks.kv.watch(key, after)) as changes:
                 async for change in changes:
                     if change.value is None:
-                        return
+                        return True
         except TimeoutError:
             ctx.woke("recheck", after_seconds=bound)
+        return False
 
-    async def _follow_slots(self, ctx: StrategyContext, look: _Look, bound: float, why: str) -> Seen | Handed | None:
+    async def _follow_slots(
+        self, ctx: StrategyContext, look: _Look | None, bound: float, why: str, *, after_hop: Sequence[str] = ()
+    ) -> Seen | Handed | None:
         """Near the front: follow the semaphore until a slot is free and every host ahead has taken its
         own, or a free slot stays untaken (they are stalled), or a releasing host hands us its slot. The
         turn keys as they stand then (or Handed), or None to look at the line again (our place changed,
-        or `bound` passed)."""
-        ctx.log.debug("lock.line.wait", key=self.locks.key, ahead=len(look.ahead))
+        or `bound` passed). `look` None: right after the waiter we watched left, knowing only the keys
+        `after_hop` ahead of us (the watch's first state is the semaphore; no read). The line moves in
+        order, so those are all that can still wait, unless a waiter further ahead died or gave up; such a
+        look only waits for a hand-over, and sends us to read the line before trying a slot or jumping."""
+        provisional = look is None
+        ctx.log.debug("lock.line.wait", key=self.locks.key, ahead=len(after_hop) if look is None else len(look.ahead))
         try:
             async with asyncio.timeout(bound), aclosing(follow_semaphore(self.locks)) as states:
-                if (await anext(states)).revision != look.snap.revision:
+                first = await anext(states)
+                if look is None:
+                    look = _Look(self.holder, Place(tuple(after_hop), first.revision), first, self.locks.key)
+                    if look.snap.semaphore.holds(self.holder):
+                        return Handed(look.snap)
+                elif first.revision != look.snap.revision:
                     # Written between our read and the watch: a host ahead may have taken a slot and given
                     # it back unseen. Read again; from now on the watch misses nothing.
                     look = await self._look()
@@ -266,7 +285,7 @@ class WaitingLine:
                         ):
                             changed = await anext(states)
                     except TimeoutError:
-                        if grace is None:
+                        if grace is None or provisional:
                             return None
                         ctx.log.warning(
                             "lock.line.jump",
@@ -280,6 +299,8 @@ class WaitingLine:
                 ctx.woke("watch", revision=snap.revision, holders=list(snap.semaphore.holders))
                 if snap.semaphore.holds(self.holder):
                     return Handed(snap)  # we did not hold at our look and wrote nothing since
+                if provisional:
+                    return None
         except TimeoutError:
             ctx.woke(why, after_seconds=bound)
             return None

@@ -1,0 +1,97 @@
+"""A waiter far back in the line on real etcd: it watches the waiter two places ahead, and once that one
+has left it follows the semaphore without reading the line again; the order holds also when the waiter
+it watched gave up instead of taking a slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from strategy_helpers import ids, present, until
+
+from locksmith import waitline
+from locksmith.kv import KVStore, open_store
+from locksmith.lockstore import LockStore
+from locksmith.protocol.waiting_line import line_key
+from strategies.etcd_lock import EtcdLockStrategy
+
+HOLDER = "0" * 32
+W1, W2, W3, W4 = ids(4)
+
+
+class _Line:
+    """A holder (max=1) and four waiters that joined one by one; W4 watches W2 (two places ahead)."""
+
+    def __init__(self, etcd_ctx, kv: KVStore, locks: LockStore) -> None:  # type: ignore[no-untyped-def]
+        self.ctx, self.kv, self.locks = etcd_ctx, kv, locks
+        self.hosts = {m: EtcdLockStrategy() for m in (HOLDER, W1, W2, W3, W4)}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def line_up(self) -> None:
+        await self.locks.set_max(1)
+        await self.hosts[HOLDER].acquire(self.ctx(HOLDER))
+        for machine in (W1, W2, W3, W4):
+            self.tasks[machine] = asyncio.create_task(self.hosts[machine].acquire(self.ctx(machine)))
+            key = line_key(self.locks.key, machine)
+            assert key is not None
+            await until(lambda key=key: present(self.kv, key), 10, f"{machine} in line")
+
+    async def release_until_all_served(self, waiting: list[str]) -> list[str]:
+        """Release the holder, then each waiter as it gets the slot; the order they got it in."""
+        order, current = [], HOLDER
+        while waiting:
+            await self.hosts[current].release(self.ctx(current))
+            done, _ = await asyncio.wait([self.tasks[m] for m in waiting], timeout=10, return_when="FIRST_COMPLETED")
+            assert len(done) == 1, "a release let exactly one waiter in"
+            current = next(m for m in waiting if self.tasks[m] in done)
+            self.tasks[current].result()
+            waiting.remove(current)
+            order.append(current)
+        await self.hosts[current].release(self.ctx(current))
+        return order
+
+
+@pytest.fixture
+async def line(etcd_ctx) -> AsyncIterator[_Line]:  # type: ignore[no-untyped-def]
+    kv = open_store(etcd_ctx(HOLDER).kv)
+    line = _Line(etcd_ctx, kv, LockStore(kv, etcd_ctx(HOLDER).group))
+    yield line
+    for task in line.tasks.values():
+        task.cancel()
+    await asyncio.gather(*line.tasks.values(), return_exceptions=True)
+    for strategy in line.hosts.values():
+        await strategy.aclose()
+    await kv.aclose()
+
+
+@pytest.fixture
+def line_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every read of a waiter's place after its join (the join looks in its own round trip)."""
+    reads: list[str] = []
+    real = waitline.WaitingLine.place
+
+    async def counted(self: waitline.WaitingLine, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(self.holder)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(waitline.WaitingLine, "place", counted)
+    return reads
+
+
+async def test_a_waiter_far_back_moves_up_without_reading_the_line_again(line: _Line, line_reads: list[str]) -> None:
+    await line.line_up()
+    assert await line.release_until_all_served([W1, W2, W3, W4]) == [W1, W2, W3, W4]
+    assert line_reads == [], "each waiter's place came with its join; W4's hop past W2 needed no read"
+
+
+async def test_when_the_waiter_watched_gives_up_the_line_keeps_its_order(line: _Line) -> None:
+    await line.line_up()
+    line.tasks.pop(W2).cancel()  # W4 watched W2: W4 moves up while W1 and W3 still wait ahead of it
+    w2_key = line_key(line.locks.key, W2) or ""
+    await until(lambda: _absent(line.kv, w2_key), 10, "W2 out of the line")
+    assert await line.release_until_all_served([W1, W3, W4]) == [W1, W3, W4]
+
+
+async def _absent(kv: KVStore, key: str) -> bool:
+    return not await present(kv, key)
