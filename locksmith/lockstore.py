@@ -114,6 +114,8 @@ class LockStore(PacingRecord, HandOver):
         self._max_attempts = max_attempts
         self._clock = clock
         self._single_key_only = False  # a plain-URL store settled on etcd v2
+        self._transactions_for: object = None
+        self._has_transactions = False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -171,8 +173,14 @@ class LockStore(PacingRecord, HandOver):
     # --- changing --------------------------------------------------------------------------
 
     def transactions(self) -> Transactions | None:
-        """The store's multi-key transactions, when it has them (looked up per call: `kv` is public)."""
-        return None if self._single_key_only or not isinstance(self.kv, Transactions) else self.kv
+        """The store's multi-key transactions, when it has them (`kv` is public: a swapped store is looked
+        at again; a runtime protocol check on every call was a measurable share of a waiter's CPU)."""
+        if self._single_key_only:
+            return None
+        if self._transactions_for is not self.kv:
+            self._transactions_for = self.kv
+            self._has_transactions = isinstance(self.kv, Transactions)
+        return self.kv if self._has_transactions else None  # type: ignore[return-value]
 
     @property
     def turn_keys(self) -> tuple[str, str, str]:

@@ -55,12 +55,18 @@ class ApiChoosingStore:
         self._options = options
         self._key = decisive_key
         self._chosen: KVStore | None = None
+        self._transactions_of_chosen: Transactions | None = None
         self._choosing = asyncio.Lock()
 
     async def _store(self) -> KVStore:
+        if self._chosen is not None:  # every request asks: no lock once settled
+            return self._chosen
         async with self._choosing:
             if self._chosen is None:
-                self._chosen = await self._choose()
+                chosen = await self._choose()
+                # A runtime protocol check costs microseconds on each of many calls: once is enough.
+                self._transactions_of_chosen = chosen if isinstance(chosen, Transactions) else None
+                self._chosen = chosen
             return self._chosen
 
     async def _choose(self) -> KVStore:
@@ -137,10 +143,10 @@ class ApiChoosingStore:
         return await store.put_expiring(key, value, ttl_seconds, only_if_present=only_if_present)
 
     async def _transactions(self) -> Transactions:
-        store = await self._store()
-        if not isinstance(store, Transactions):
+        await self._store()
+        if self._transactions_of_chosen is None:
             raise NoTransactions(f"the etcd v2 API holds {self._key!r}: no multi-key transactions")
-        return store
+        return self._transactions_of_chosen
 
     async def read_together(self, keys: Sequence[str]) -> dict[str, Entry | None]:
         return await (await self._transactions()).read_together(keys)

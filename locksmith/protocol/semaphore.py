@@ -269,7 +269,14 @@ _GO_ESCAPES = {
 }
 
 
+# Printable ASCII that Go writes as it is: every holder id an agent writes (encoding 50 holders per
+# write was a visible share of an agent's CPU under contention, character by character).
+_GO_PLAIN = re.compile(r"[\x20\x21\x23-\x25\x27-\x3b\x3d\x3f-\x5b\x5d-\x7e]*")
+
+
 def _go_string(s: str) -> str:
+    if _GO_PLAIN.fullmatch(s):
+        return f'"{s}"'
     out = []
     for ch in s:
         if ch in _GO_ESCAPES:
