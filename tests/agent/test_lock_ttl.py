@@ -27,7 +27,8 @@ MARGIN = 6.0
 
 
 class SemaphoreSampler:
-    """Reads the raw semaphore every 20 ms in its own thread and keeps every distinct value seen."""
+    """Reads the raw semaphore every 20 ms in its own thread and keeps every distinct value seen; the
+    last read starts after the test left the `with` block, so the last value is the one current then."""
 
     def __init__(self, endpoints: list[str], key: str) -> None:
         self.endpoints, self.key = endpoints, key
@@ -38,10 +39,13 @@ class SemaphoreSampler:
     async def _run(self) -> None:
         kv = open_store(KVOptions(parse_endpoints(self.endpoints)))
         try:
-            while not self._stop.is_set():
+            while True:
+                stopping = self._stop.is_set()
                 entry = await kv.get(self.key)
                 if entry is not None and (not self.values or self.values[-1] != entry.value):
                     self.values.append(entry.value)
+                if stopping:
+                    break
                 await asyncio.sleep(0.02)
         finally:
             await kv.aclose()
