@@ -328,8 +328,9 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
                 f"{floor['rss_kib'] / 1024:.1f} / {floor['anonymous_kib'] / 1024:.1f} MiB",
             )
         )
+    width = max(44, *(len(label) + 2 for label, _ in rows))
     for label, value in rows:
-        print(f"{label:<44}{value}")
+        print(f"{label:<{width}}{value}")
     print("\nissue 14's goals")
     for goal in (IDLE_RSS, IDLE_ANON, SIGNAL_TO_REBOOT):
         print(goal.row(r["goals"][goal.key]["measured"]))
