@@ -254,7 +254,8 @@ class WaitingLine:
         or `bound` passed). `look` None: right after the waiter we watched left, knowing only the keys
         `after_hop` ahead of us (the watch's first state is the semaphore; no read). The line moves in
         order, so those are all that can still wait, unless a waiter further ahead died or gave up; such a
-        look only waits for a hand-over, and sends us to read the line before trying a slot or jumping."""
+        look only waits for a hand-over, and sends us to read the line before trying a slot or jumping, or
+        when no hand-over came within LINE_JUMP_GRACE_SECONDS (the first in line has holders to judge)."""
         provisional = look is None
         ctx.log.debug("lock.line.wait", key=self.locks.key, ahead=len(after_hop) if look is None else len(look.ahead))
         try:
@@ -278,10 +279,12 @@ class WaitingLine:
                 while not may_try(self.holder, len(waiting), snap.semaphore):
                     grace = jump_after(len(waiting), snap.semaphore)
                     # Hosts ahead handed a slot since our look: if one never takes it, look again to take it back.
+                    # After a hop, also look before long if no hand-over comes: if we are first, the first in
+                    # line judges holders whose lease lapsed, and that needs a look at the line.
                     handed_ahead = any(snap.semaphore.holds(h) for h in look.ahead)
                     try:
                         async with asyncio.timeout(
-                            LINE_JUMP_GRACE_SECONDS if grace is None and handed_ahead else grace
+                            LINE_JUMP_GRACE_SECONDS if grace is None and (handed_ahead or provisional) else grace
                         ):
                             changed = await anext(states)
                     except TimeoutError:

@@ -5,6 +5,7 @@ it watched gave up instead of taking a slot."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,8 +13,9 @@ from strategy_helpers import ids, present, until
 
 from locksmith import waitline
 from locksmith.kv import KVStore, open_store
+from locksmith.leases import HolderLeases
 from locksmith.lockstore import LockStore
-from locksmith.protocol.waiting_line import line_key
+from locksmith.protocol.waiting_line import LINE_JUMP_GRACE_SECONDS, line_key
 from strategies.etcd_lock import EtcdLockStrategy
 
 HOLDER = "0" * 32
@@ -95,3 +97,33 @@ async def test_when_the_waiter_watched_gives_up_the_line_keeps_its_order(line: _
 
 async def _absent(kv: KVStore, key: str) -> bool:
     return not await present(kv, key)
+
+
+async def test_a_waiter_that_hopped_to_the_front_judges_lapsed_holders_without_a_hand_over(
+    line: _Line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W4 hops when W2 leaves, behind W3; W1 and W3 leave too, so W4 is first and nothing will hand it a
+    slot. The first in line judges holders whose lease lapsed: W4 must get to that within the grace."""
+    judged: list[float] = []
+    real = HolderLeases.free_expired
+    w4 = line.hosts[W4].leases(line.ctx(W4))
+
+    async def counted(self: HolderLeases, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self is w4:
+            judged.append(time.monotonic())
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HolderLeases, "free_expired", counted)
+    await line.line_up()
+    assert not judged  # three ahead of it: not its job
+    for machine in (W2, W1, W3):  # W2 first: W4 watched it, and moves up behind W3
+        line.tasks.pop(machine).cancel()
+    for machine in (W1, W2, W3):
+        key = line_key(line.locks.key, machine) or ""
+        await until(lambda key=key: _absent(line.kv, key), 10, f"{machine} out of the line")
+    await until(lambda: _true(bool(judged)), LINE_JUMP_GRACE_SECONDS + 5, "W4, first in line, judging the holders")
+    assert not line.tasks[W4].done() and (await line.locks.get()).semaphore.holders == (HOLDER,)
+
+
+async def _true(value: bool) -> bool:
+    return value
