@@ -16,12 +16,22 @@ from pathlib import Path
 
 
 def discover() -> list[str]:
+    """The benchmarks: the modules here with a `main` (their helpers, such as contention_worker, have
+    none), found without importing them all."""
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(here)])
+        if not m.name.startswith("_") and "\ndef main(" in (here / f"{m.name}.py").read_text()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(__doc__.strip())
+        print(f"\nbenchmarks: {', '.join(discover())}")
+        return 0
     full = "--full" in args
     names = [a for a in args if a != "--full"] or discover()
     unknown = sorted(set(names) - set(discover()))
