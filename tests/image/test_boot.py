@@ -161,7 +161,24 @@ def shell(
     forwards = ((GUEST_SERVER, update_server.server.port),)
     with booted(disk, work, LOGIN_SECONDS, forwards, access.user_data, access.ssh.port) as (sh, why):
         print(f"boot test under {why}")
+        _time_each_command(sh, work / "commands.log")
         yield sh, disk
+
+
+def _time_each_command(sh: Shell, log: Path) -> None:
+    """Write how long each guest command took beside the serial log: under TCG a step can take minutes,
+    and the serial log has no host-side times."""
+    run = sh.run
+
+    def timed(command: str, seconds: float) -> tuple[int, str]:
+        started = time.monotonic()
+        try:
+            return run(command, seconds)
+        finally:
+            with log.open("a") as out:
+                out.write(f"{time.strftime('%H:%M:%S')} {time.monotonic() - started:7.1f} s  {command[:160]}\n")
+
+    sh.run = timed  # type: ignore[method-assign]
 
 
 def test_reaches_multi_user_with_no_failed_unit(shell: tuple[Shell, Path]) -> None:
