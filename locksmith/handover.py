@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -77,7 +77,7 @@ class HandOver:
         def turn_keys(self) -> tuple[str, str, str]: ...
         def transactions(self) -> Transactions | None: ...
         def snapshot_of(self, entry: Entry | None) -> Snapshot: ...
-        def snapshot_at(self, value: bytes | None, revision: int) -> Snapshot: ...
+        def follow(self) -> AsyncIterator[Snapshot]: ...
         def _ages_after(
             self, entry: Entry | None, before: int, new: Semaphore, added: frozenset[str]
         ) -> bytes | None: ...
@@ -159,7 +159,7 @@ class HandOver:
             state = answer
             now = self.snapshot_of(state.entries.get(self.key))
             if asking and now.semaphore.holds(holder) and len(now.semaphore.holders) > 1:
-                if (settled := await self._settled_by_another(txn, holder)) is not None:
+                if (settled := await self._settled_by_another(holder)) is not None:
                     return settled, ()
                 state = await txn.heads(self._release_counts, [self.key, self.ages_key])
                 continue
@@ -169,13 +169,13 @@ class HandOver:
             " our request to leave stays for the next release to settle"
         )
 
-    async def _settled_by_another(self, txn: Transactions, holder: str) -> Snapshot | None:
+    async def _settled_by_another(self, holder: str) -> Snapshot | None:
         """Follow the semaphore for up to SETTLED_BY_ANOTHER_WITHIN: the first state without `holder` (a
         release by another host settled our stored request to leave), or None (look and try again)."""
         try:
-            async with asyncio.timeout(SETTLED_BY_ANOTHER_WITHIN), aclosing(txn.follow(self.key)) as changes:
-                async for change in changes:
-                    if not (snap := self.snapshot_at(change.value, change.revision)).semaphore.holds(holder):
+            async with asyncio.timeout(SETTLED_BY_ANOTHER_WITHIN), aclosing(self.follow()) as states:
+                async for snap in states:
+                    if not snap.semaphore.holds(holder):
                         return snap
         except (TimeoutError, KVError):  # the read that follows fails the same way if the store is gone
             return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,6 +152,18 @@ class LockStore(PacingRecord, HandOver):
         """The fleet view's stored records, by machine id (raw: protocol/hostrecord.py decodes them)."""
         prefix = hosts_prefix(self.key)
         return {e.key[len(prefix) :]: e.value for e in await self.kv.list_prefix(prefix, limit)}
+
+    async def follow(self) -> AsyncIterator[Snapshot]:
+        """The semaphore from now on, where the store has transactions: its state once the watch is in place,
+        then every change. Unlike `wait_for_change` it never starts from a past revision, which etcd serves
+        only on its 100 ms catch-up loop (a delay on every hand-over). NoTransactions elsewhere."""
+        txn = self.transactions()
+        if txn is None:
+            raise NoTransactions(f"{self.key!r}: this store cannot watch from now; use wait_for_change")
+        async with aclosing(txn.follow(self.key)) as changes:
+            async for change in changes:
+                yield self.snapshot_at(change.value, change.revision)
+        raise SemaphoreError(f"the watch on {self.key!r} ended unexpectedly")
 
     async def wait_for_change(self, after_revision: int) -> Snapshot:
         """Block until the key changes after `after_revision` (no polling: the store's watch), and
