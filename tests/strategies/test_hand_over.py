@@ -10,57 +10,23 @@ from collections.abc import AsyncIterator
 
 import pytest
 import structlog
-from strategy_helpers import ids, present, until
+from strategy_helpers import Fleet, ids, present
 
-from locksmith.kv import KVStore, open_store
-from locksmith.lockstore import LockStore
 from locksmith.protocol.semaphore import decode
 from locksmith.protocol.waiting_line import LINE_JUMP_GRACE_SECONDS, leaving_key, line_key
 from locksmith.waitline import WaitingLine
-from strategies.etcd_lock import EtcdLockStrategy
 
 A, B, W = ids(3)
 
 
-class _Fleet:
-    """Strategies by machine id on one group, and a store to look at the semaphore with."""
-
-    def __init__(self, etcd_ctx, kv: KVStore, locks: LockStore) -> None:  # type: ignore[no-untyped-def]
-        self.ctx, self.kv, self.locks = etcd_ctx, kv, locks
-        self.hosts: dict[str, EtcdLockStrategy] = {}
-
-    def host(self, machine: str) -> EtcdLockStrategy:
-        return self.hosts.setdefault(machine, EtcdLockStrategy())
-
-    async def acquire(self, machine: str) -> None:
-        await self.host(machine).acquire(self.ctx(machine))
-
-    async def release(self, machine: str) -> None:
-        await self.host(machine).release(self.ctx(machine))
-
-    def waiting(self, machine: str) -> asyncio.Task[None]:
-        return asyncio.create_task(self.acquire(machine))
-
-    async def in_line(self, machine: str) -> None:
-        key = line_key(self.locks.key, machine)
-        assert key is not None
-        await until(lambda: present(self.kv, key), 10, f"{machine} in line")
-
-    async def holders(self) -> tuple[str, ...]:
-        return (await self.locks.get()).semaphore.holders
-
-
 @pytest.fixture
-async def fleet(etcd_ctx) -> AsyncIterator[_Fleet]:  # type: ignore[no-untyped-def]
-    kv = open_store(etcd_ctx(A).kv)
-    fleet = _Fleet(etcd_ctx, kv, LockStore(kv, etcd_ctx(A).group))
+async def fleet(etcd_ctx) -> AsyncIterator[Fleet]:  # type: ignore[no-untyped-def]
+    fleet = Fleet(etcd_ctx)
     yield fleet
-    for strategy in fleet.hosts.values():
-        await strategy.aclose()
-    await kv.aclose()
+    await fleet.aclose()
 
 
-async def _writes_to(fleet: _Fleet, after: int, until_done: asyncio.Task[None]) -> list[tuple[str, ...]]:
+async def _writes_to(fleet: Fleet, after: int, until_done: asyncio.Task[None]) -> list[tuple[str, ...]]:
     """The holders at each write of the semaphore after revision `after`, until `until_done` finished."""
     seen: list[tuple[str, ...]] = []
 
@@ -79,7 +45,7 @@ async def _writes_to(fleet: _Fleet, after: int, until_done: asyncio.Task[None]) 
     return seen
 
 
-async def test_a_release_hands_its_slot_to_the_first_in_line_in_one_write(fleet: _Fleet) -> None:
+async def test_a_release_hands_its_slot_to_the_first_in_line_in_one_write(fleet: Fleet) -> None:
     await fleet.locks.set_max(1)
     await fleet.acquire(A)
     waiter = fleet.waiting(W)
@@ -96,7 +62,7 @@ async def test_a_release_hands_its_slot_to_the_first_in_line_in_one_write(fleet:
     assert await fleet.holders() == ()
 
 
-async def test_a_request_to_leave_is_settled_by_the_next_release_and_its_key_removed(fleet: _Fleet) -> None:
+async def test_a_request_to_leave_is_settled_by_the_next_release_and_its_key_removed(fleet: Fleet) -> None:
     await fleet.locks.set_max(2)
     await fleet.acquire(A)
     await fleet.acquire(B)
@@ -111,7 +77,7 @@ async def test_a_request_to_leave_is_settled_by_the_next_release_and_its_key_rem
     assert [e["event"] for e in logs] == ["lock.release.not-held"]
 
 
-async def test_a_stale_request_to_leave_never_gives_back_a_later_hold(fleet: _Fleet) -> None:
+async def test_a_stale_request_to_leave_never_gives_back_a_later_hold(fleet: Fleet) -> None:
     await fleet.locks.set_max(2)
     asked = leaving_key(fleet.locks.key, B)
     assert asked is not None
@@ -124,7 +90,7 @@ async def test_a_stale_request_to_leave_never_gives_back_a_later_hold(fleet: _Fl
     await fleet.release(B)
 
 
-async def test_a_slot_handed_to_a_host_that_never_takes_it_is_taken_back_for_the_next(fleet: _Fleet) -> None:
+async def test_a_slot_handed_to_a_host_that_never_takes_it_is_taken_back_for_the_next(fleet: Fleet) -> None:
     await fleet.locks.set_max(1)
     await fleet.acquire(A)
     stalled = WaitingLine(fleet.locks, B)  # in line and renewing its lease, but it never looks again
@@ -147,7 +113,7 @@ async def test_a_slot_handed_to_a_host_that_never_takes_it_is_taken_back_for_the
     await fleet.release(W)
 
 
-async def test_a_host_handed_a_slot_that_stops_waiting_gives_it_back(fleet: _Fleet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_host_handed_a_slot_that_stops_waiting_gives_it_back(fleet: Fleet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     await fleet.locks.set_max(1)
     await fleet.acquire(A)
     handed = asyncio.Event()
@@ -169,7 +135,7 @@ async def test_a_host_handed_a_slot_that_stops_waiting_gives_it_back(fleet: _Fle
     assert await fleet.holders() == ()
 
 
-async def test_a_paced_fleet_hands_nothing_over_each_waiter_paces_itself(fleet: _Fleet) -> None:
+async def test_a_paced_fleet_hands_nothing_over_each_waiter_paces_itself(fleet: Fleet) -> None:
     await fleet.locks.set_max(1)
     await fleet.locks.set_spacing(0.5)
     await fleet.acquire(A)
@@ -182,7 +148,7 @@ async def test_a_paced_fleet_hands_nothing_over_each_waiter_paces_itself(fleet: 
     await fleet.release(W)
 
 
-async def test_a_key_in_the_line_that_is_not_a_host_s_own_never_frees_a_holder(fleet: _Fleet) -> None:
+async def test_a_key_in_the_line_that_is_not_a_host_s_own_never_frees_a_holder(fleet: Fleet) -> None:
     await fleet.locks.set_max(1)
     await fleet.acquire(B)  # B holds its slot: it may be rebooting
     odd = f"{fleet.locks.key}-line/x/{B}"  # names B in its last segment, but is not B's line key

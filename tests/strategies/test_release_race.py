@@ -9,36 +9,30 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from strategy_helpers import ids, present, until
+from strategy_helpers import Fleet, ids, present, until
 
-from locksmith.kv import KVStore, open_store
-from locksmith.lockstore import LockStore
 from locksmith.protocol.waiting_line import leaving_key
-from strategies.etcd_lock import EtcdLockStrategy
+from locksmith.strategy import StrategyContext
 
 A, B, C = ids(3)
 
 
-class _Race:
-    """Three hosts on one group. `lose_first_release(A, to=B)`: A's first release transaction goes to
-    the store only after B's whole release, so A's compare-and-swap loses; its calls are counted."""
+class _Race(Fleet):
+    """Hosts on one group. `lose_first_release(A, to=B)`: A's first release transaction goes to the store
+    only after B's whole release, so A's compare-and-swap loses; its calls are counted."""
 
-    def __init__(self, ctx: Callable[[str], Any], kv: KVStore, locks: LockStore) -> None:
-        self.ctx, self.kv, self.locks = ctx, kv, locks
-        self.hosts = {h: EtcdLockStrategy() for h in (A, B, C)}
+    def __init__(self, ctx: Callable[[str], StrategyContext]) -> None:
+        super().__init__(ctx)
         self.commits = 0
         self.follows = 0
 
     async def hold(self, *machines: str) -> None:
         await self.locks.set_max(len(machines))
         for m in machines:
-            await self.hosts[m].acquire(self.ctx(m))
-
-    async def release(self, machine: str) -> None:
-        await self.hosts[machine].release(self.ctx(machine))
+            await self.acquire(m)
 
     def lose_first_release(self, machine: str, to: str) -> None:
-        store = self.hosts[machine].lockstore(self.ctx(machine)).kv
+        store = self.host(machine).lockstore(self.ctx(machine)).kv
         commit_or_queue, follow = store.commit_or_queue, store.follow  # type: ignore[attr-defined]
 
         async def late_commit(*args: Any, **kwargs: Any) -> Any:
@@ -54,18 +48,12 @@ class _Race:
         store.commit_or_queue = late_commit  # type: ignore[attr-defined]
         store.follow = counted_follow  # type: ignore[attr-defined]
 
-    async def holders(self) -> tuple[str, ...]:
-        return (await self.locks.get()).semaphore.holders
-
 
 @pytest.fixture
 async def race(etcd_ctx) -> AsyncIterator[_Race]:  # type: ignore[no-untyped-def]
-    kv = open_store(etcd_ctx(A).kv)
-    race = _Race(etcd_ctx, kv, LockStore(kv, etcd_ctx(A).group))
+    race = _Race(etcd_ctx)
     yield race
-    for strategy in race.hosts.values():
-        await strategy.aclose()
-    await kv.aclose()
+    await race.aclose()
 
 
 async def test_a_release_that_lost_its_race_is_settled_by_the_next_release_without_retrying(race: _Race) -> None:

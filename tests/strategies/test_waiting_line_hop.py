@@ -6,65 +6,60 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from strategy_helpers import ids, present, until
+from strategy_helpers import Fleet, absent, ids, until
 
 from locksmith import waitline
-from locksmith.kv import KVStore, open_store
 from locksmith.leases import HolderLeases
-from locksmith.lockstore import LockStore
 from locksmith.protocol.waiting_line import LINE_JUMP_GRACE_SECONDS, line_key
-from strategies.etcd_lock import EtcdLockStrategy
+from locksmith.strategy import StrategyContext
 
 HOLDER = "0" * 32
 W1, W2, W3, W4 = ids(4)
 
 
-class _Line:
+class _Line(Fleet):
     """A holder (max=1) and four waiters that joined one by one; W4 watches W2 (two places ahead)."""
 
-    def __init__(self, etcd_ctx, kv: KVStore, locks: LockStore) -> None:  # type: ignore[no-untyped-def]
-        self.ctx, self.kv, self.locks = etcd_ctx, kv, locks
-        self.hosts = {m: EtcdLockStrategy() for m in (HOLDER, W1, W2, W3, W4)}
+    def __init__(self, ctx: Callable[[str], StrategyContext]) -> None:
+        super().__init__(ctx)
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     async def line_up(self) -> None:
         await self.locks.set_max(1)
-        await self.hosts[HOLDER].acquire(self.ctx(HOLDER))
+        await self.acquire(HOLDER)
         for machine in (W1, W2, W3, W4):
-            self.tasks[machine] = asyncio.create_task(self.hosts[machine].acquire(self.ctx(machine)))
-            key = line_key(self.locks.key, machine)
-            assert key is not None
-            await until(lambda key=key: present(self.kv, key), 10, f"{machine} in line")
+            self.tasks[machine] = self.waiting(machine)
+            await self.in_line(machine)
 
     async def release_until_all_served(self, waiting: list[str]) -> list[str]:
         """Release the holder, then each waiter as it gets the slot; the order they got it in."""
         order, current = [], HOLDER
         while waiting:
-            await self.hosts[current].release(self.ctx(current))
+            await self.release(current)
             done, _ = await asyncio.wait([self.tasks[m] for m in waiting], timeout=10, return_when="FIRST_COMPLETED")
             assert len(done) == 1, "a release let exactly one waiter in"
             current = next(m for m in waiting if self.tasks[m] in done)
             self.tasks[current].result()
             waiting.remove(current)
             order.append(current)
-        await self.hosts[current].release(self.ctx(current))
+        await self.release(current)
         return order
+
+    async def aclose(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await super().aclose()
 
 
 @pytest.fixture
 async def line(etcd_ctx) -> AsyncIterator[_Line]:  # type: ignore[no-untyped-def]
-    kv = open_store(etcd_ctx(HOLDER).kv)
-    line = _Line(etcd_ctx, kv, LockStore(kv, etcd_ctx(HOLDER).group))
+    line = _Line(etcd_ctx)
     yield line
-    for task in line.tasks.values():
-        task.cancel()
-    await asyncio.gather(*line.tasks.values(), return_exceptions=True)
-    for strategy in line.hosts.values():
-        await strategy.aclose()
-    await kv.aclose()
+    await line.aclose()
 
 
 @pytest.fixture
@@ -91,12 +86,8 @@ async def test_when_the_waiter_watched_gives_up_the_line_keeps_its_order(line: _
     await line.line_up()
     line.tasks.pop(W2).cancel()  # W4 watched W2: W4 moves up while W1 and W3 still wait ahead of it
     w2_key = line_key(line.locks.key, W2) or ""
-    await until(lambda: _absent(line.kv, w2_key), 10, "W2 out of the line")
+    await until(lambda: absent(line.kv, w2_key), 10, "W2 out of the line")
     assert await line.release_until_all_served([W1, W3, W4]) == [W1, W3, W4]
-
-
-async def _absent(kv: KVStore, key: str) -> bool:
-    return not await present(kv, key)
 
 
 async def test_a_waiter_that_hopped_to_the_front_judges_lapsed_holders_without_a_hand_over(
@@ -106,7 +97,7 @@ async def test_a_waiter_that_hopped_to_the_front_judges_lapsed_holders_without_a
     slot. The first in line judges holders whose lease lapsed: W4 must get to that within the grace."""
     judged: list[float] = []
     real = HolderLeases.free_expired
-    w4 = line.hosts[W4].leases(line.ctx(W4))
+    w4 = line.host(W4).leases(line.ctx(W4))
 
     async def counted(self: HolderLeases, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self is w4:
@@ -120,10 +111,10 @@ async def test_a_waiter_that_hopped_to_the_front_judges_lapsed_holders_without_a
         line.tasks.pop(machine).cancel()
     for machine in (W1, W2, W3):
         key = line_key(line.locks.key, machine) or ""
-        await until(lambda key=key: _absent(line.kv, key), 10, f"{machine} out of the line")
-    await until(lambda: _true(bool(judged)), LINE_JUMP_GRACE_SECONDS + 5, "W4, first in line, judging the holders")
+        await until(lambda key=key: absent(line.kv, key), 10, f"{machine} out of the line")
+
+    async def w4_judged() -> bool:
+        return bool(judged)
+
+    await until(w4_judged, LINE_JUMP_GRACE_SECONDS + 5, "W4, first in line, judging the holders")
     assert not line.tasks[W4].done() and (await line.locks.get()).semaphore.holders == (HOLDER,)
-
-
-async def _true(value: bool) -> bool:
-    return value
