@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from locksmith.kv.base import Entry, Heads, KVError, NoTransactions, Transactions
 from locksmith.protocol import waiting_line
-from locksmith.protocol.semaphore import NotHeld, Semaphore, SemaphoreContention, encode
+from locksmith.protocol.semaphore import NotHeld, Semaphore, SemaphoreContention, SemaphoreError, encode
 from locksmith.protocol.waiting_line import (
     LINE_CONFLICT_BACKOFF_MAX,
     LINE_CONFLICT_JITTER,
@@ -77,7 +77,7 @@ class HandOver:
         def turn_keys(self) -> tuple[str, str, str]: ...
         def transactions(self) -> Transactions | None: ...
         def snapshot_of(self, entry: Entry | None) -> Snapshot: ...
-        def follow(self) -> AsyncIterator[Snapshot]: ...
+        def snapshot_at(self, value: bytes | None, revision: int) -> Snapshot: ...
         def _ages_after(
             self, entry: Entry | None, before: int, new: Semaphore, added: frozenset[str]
         ) -> bytes | None: ...
@@ -93,6 +93,18 @@ class HandOver:
             plan: Callable[[Semaphore, Mapping[str, Entry | None]], Planned],
             seen: Mapping[str, Entry | None] | None,
         ) -> tuple[Snapshot, Snapshot]: ...
+
+    async def follow(self) -> AsyncIterator[Snapshot]:
+        """The semaphore from now on (its state once the watch is in place, then every change), where the store
+        has transactions, else NoTransactions. Unlike LockStore's `wait_for_change` it never starts from a
+        past revision, which etcd serves only on its 100 ms catch-up loop (a delay on every hand-over)."""
+        txn = self.transactions()
+        if txn is None:
+            raise NoTransactions(f"{self.key!r}: this store cannot watch from now; use wait_for_change")
+        async with aclosing(txn.follow(self.key)) as changes:
+            async for change in changes:
+                yield self.snapshot_at(change.value, change.revision)
+        raise SemaphoreError(f"the watch on {self.key!r} ended unexpectedly")
 
     def _writes(
         self, before: Snapshot, ages_entry: Entry | None, planned: Planned

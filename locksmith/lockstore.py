@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -153,18 +153,6 @@ class LockStore(PacingRecord, HandOver):
         prefix = hosts_prefix(self.key)
         return {e.key[len(prefix) :]: e.value for e in await self.kv.list_prefix(prefix, limit)}
 
-    async def follow(self) -> AsyncIterator[Snapshot]:
-        """The semaphore from now on, where the store has transactions: its state once the watch is in place,
-        then every change. Unlike `wait_for_change` it never starts from a past revision, which etcd serves
-        only on its 100 ms catch-up loop (a delay on every hand-over). NoTransactions elsewhere."""
-        txn = self.transactions()
-        if txn is None:
-            raise NoTransactions(f"{self.key!r}: this store cannot watch from now; use wait_for_change")
-        async with aclosing(txn.follow(self.key)) as changes:
-            async for change in changes:
-                yield self.snapshot_at(change.value, change.revision)
-        raise SemaphoreError(f"the watch on {self.key!r} ended unexpectedly")
-
     async def wait_for_change(self, after_revision: int) -> Snapshot:
         """Block until the key changes after `after_revision` (no polling: the store's watch), and
         return the new state. Wrap in asyncio.timeout() to bound the wait."""
@@ -187,12 +175,9 @@ class LockStore(PacingRecord, HandOver):
     def transactions(self) -> Transactions | None:
         """The store's multi-key transactions, when it has them (`kv` is public: a swapped store is looked
         at again; a runtime protocol check on every call was a measurable share of a waiter's CPU)."""
-        if self._single_key_only:
-            return None
         if self._transactions_for is not self.kv:
-            self._transactions_for = self.kv
-            self._has_transactions = isinstance(self.kv, Transactions)
-        return self.kv if self._has_transactions else None  # type: ignore[return-value]
+            self._transactions_for, self._has_transactions = self.kv, isinstance(self.kv, Transactions)
+        return self.kv if self._has_transactions and not self._single_key_only else None  # type: ignore[return-value]
 
     @property
     def turn_keys(self) -> tuple[str, str, str]:
